@@ -1,0 +1,129 @@
+"""The one config definition every `configs/*.py` file is built from, and its validation.
+
+Field names are a public contract (they are the `--config.FIELD=VALUE` overrides and are
+recorded in results); add fields, do not rename them.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from slm_jax import model as model_lib
+from slm_jax.errors import UserError
+
+# Memory of each GPU type a config targets. Runs budget memory to the smaller of this and what
+# the device has, so an `a100_40g` config run on an 80 GB card answers "does it fit in 40 GB".
+GPU_MEMORY_GB = {"a100_40g": 40.0, "a100": 80.0, "h100": 80.0, "h200": 141.0, "cpu": 0.0}
+
+# Per-device batch of the paper grid (4..64) each config starts from: the largest that the
+# paper's sizes fit with cudnn attention, fp32 Adam state and no rematerialisation. Fitted with
+# `--dry_run` on the XLA memory estimate; override with --config.per_device_batch_size.
+DEFAULT_BATCH = {
+    "a100_40g": {"100m": 32, "500m": 16, "1b": 8, "2b": 4},
+    "a100": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
+    "h100": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
+    "h200": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
+}
+
+STRATEGIES = ("single",)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Model: a preset's dimensions, each overridable ("custom" is recorded when they differ).
+  c.model = "tiny"
+  _set_model_fields(c, "tiny")
+  c.attention = "xla"
+  c.compute_dtype = "bfloat16"
+  c.param_dtype = "float32"
+  # Where and how it runs.
+  c.gpu = "cpu"
+  c.strategy = "single"
+  c.per_device_batch_size = 8
+  c.seq_len = 128
+  # Measurement: `warmup_steps` untimed steps after compiling, then `repeats` x `steps` timed.
+  c.steps = 10
+  c.warmup_steps = 2
+  c.repeats = 3
+  # Optimizer: AdamW on fp32 master weights, global-norm clipping.
+  c.learning_rate = 3e-4
+  c.lr_warmup_steps = 100
+  c.weight_decay = 0.1
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.95
+  c.adam_eps = 1e-8
+  c.grad_clip_norm = 1.0
+  c.seed = 0
+  # Accounting overrides; 0 means "from the tables in slm_jax.measure / slm_jax.pricing".
+  c.device_memory_gb = 0.0
+  c.price_per_device_hour = 0.0
+  c.peak_tflops = 0.0
+  c.tensorboard = True
+  return c
+
+
+def _set_model_fields(c: ml_collections.ConfigDict, preset: str) -> None:
+  m = model_lib.PRESETS[preset]
+  c.num_layers = m.num_layers
+  c.num_heads = m.num_heads
+  c.num_kv_heads = m.kv_heads
+  c.head_dim = m.head_dim
+  c.ffn_dim = m.ffn_dim
+  c.vocab_size = m.vocab_size
+
+
+def paper_config(size: str, gpu: str) -> ml_collections.ConfigDict:
+  """The paper's setting for one model size on one GPU type: context 1024, 3 x 10 steps."""
+  c = base_config()
+  c.model = size
+  _set_model_fields(c, size)
+  c.gpu = gpu
+  c.attention = "cudnn"
+  c.per_device_batch_size = DEFAULT_BATCH[gpu][size]
+  c.seq_len = 1024
+  c.device_memory_gb = GPU_MEMORY_GB[gpu]
+  return c
+
+
+def tiny_config() -> ml_collections.ConfigDict:
+  return base_config()
+
+
+def model_config(c: ml_collections.ConfigDict) -> model_lib.ModelConfig:
+  kv = None if c.num_kv_heads == c.num_heads else c.num_kv_heads
+  return model_lib.ModelConfig(num_layers=c.num_layers, num_heads=c.num_heads,
+                               num_kv_heads=kv, head_dim=c.head_dim,
+                               ffn_dim=c.ffn_dim, vocab_size=c.vocab_size)
+
+
+def model_name(c: ml_collections.ConfigDict) -> str:
+  """The preset's name if the dimensions are the preset's, else "custom"."""
+  preset = model_lib.PRESETS.get(c.model)
+  return c.model if preset == model_config(c) else "custom"
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises UserError, naming the field to change, for a config that cannot run anywhere."""
+  if c.model not in model_lib.PRESETS:
+    raise UserError(f"--config.model={c.model!r} is not a preset; choose one of "
+                    f"{sorted(model_lib.PRESETS)} and set num_layers/num_heads/... to customise")
+  if c.strategy not in STRATEGIES:
+    raise UserError(f"--config.strategy={c.strategy!r} is not one of {list(STRATEGIES)}")
+  for field in ("compute_dtype", "param_dtype"):
+    if c[field] not in DTYPES:
+      raise UserError(f"--config.{field}={c[field]!r} is not one of {list(DTYPES)}")
+  positive = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim", "vocab_size",
+              "per_device_batch_size", "seq_len", "steps", "repeats")
+  for field in positive:
+    if c[field] <= 0:
+      raise UserError(f"--config.{field} must be positive, got {c[field]}")
+  if c.warmup_steps < 0:
+    raise UserError(f"--config.warmup_steps must be >= 0, got {c.warmup_steps}")
+  if c.num_heads % c.num_kv_heads:
+    raise UserError(f"--config.num_heads ({c.num_heads}) must be a multiple of "
+                    f"--config.num_kv_heads ({c.num_kv_heads})")
+  if c.head_dim % 2:
+    raise UserError(f"--config.head_dim must be even for rotary embeddings, got {c.head_dim}")
+  if c.gpu not in GPU_MEMORY_GB:
+    raise UserError(f"--config.gpu={c.gpu!r} is not one of {sorted(GPU_MEMORY_GB)}")

@@ -1,0 +1,158 @@
+r"""Trains and measures one configuration; appends a record to <workdir>/results.jsonl.
+
+  python -m slm_jax.main --config=configs/1b_h100.py --workdir=runs/1b \
+      --config.per_device_batch_size=32 --config.attention=xla
+"""
+
+import os
+
+# JAX takes 75% of GPU memory by default; the paper's question is what fits in the card.
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
+
+import sys
+import traceback
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from slm_jax import config as config_lib
+from slm_jax import results, train
+from slm_jax.errors import UserError
+from slm_jax.tensorboard_writer import Writer
+
+
+
+def _flag_error(e: Exception):
+  """A misspelt or mistyped --config.FIELD, reported in one line instead of a traceback."""
+  text = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
+  text = text.replace("\\'", "'")
+  print(f"error: {text}", file=sys.stderr)
+  print("Pass --helpfull to see the flags; configs/*.py list the config fields.", file=sys.stderr)
+  sys.exit(2)
+
+
+try:  # config_flags reads the --config.FIELD overrides in sys.argv as it is defined
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", str(Path(__file__).with_name("default_config.py")),
+      "Config file (configs/*.py); fields can be overridden with --config.FIELD=VALUE.",
+      lock_config=True)
+except (AttributeError, KeyError, TypeError, ValueError) as e:
+  _flag_error(e)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Where results.jsonl and TensorBoard "
+                               "events go; records are appended.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build and compile abstractly; record parameters, "
+                             "FLOPs per token and XLA's expected memory, but do not train.")
+
+
+class Progress:
+  """One line per step, redrawn in place on a terminal; also per-step TensorBoard scalars."""
+
+  def __init__(self, c, writer: Writer | None):
+    self.c, self.writer, self.tty = c, writer, sys.stdout.isatty()
+    self.tokens_per_step = c.per_device_batch_size * c.seq_len
+    self.global_step = 0
+
+  def __call__(self, repeat: int, i: int, seconds: float, loss: float) -> None:
+    c = self.c
+    self.global_step += 1
+    phase = "warmup" if repeat < 0 else f"repeat {repeat + 1}/{c.repeats}"
+    total = c.warmup_steps if repeat < 0 else c.steps
+    line = (f"  {phase} step {i + 1}/{total}  loss {loss:.4f}  {seconds * 1e3:.1f} ms")
+    print(("\r" + line + "\033[K") if self.tty else line, end="" if self.tty else "\n",
+          flush=True)
+    if self.writer:
+      self.writer.scalar("train/loss", loss, self.global_step)
+      self.writer.scalar("train/step_time_ms", seconds * 1e3, self.global_step)
+
+  def done(self) -> None:
+    if self.tty:
+      print()
+
+
+def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
+  """Runs `c` and writes its record; returns (record, exit code)."""
+  config_lib.validate(c)
+  writer = None
+  progress = Progress(c, None)
+  status, message, measured, code = "ok", "", {}, 0
+  run_id = None
+  try:
+    if c.tensorboard and not dry_run:
+      record_stub = results.make_record(c, status="ok")
+      run_id = record_stub["run_id"]
+      writer = Writer(workdir / "tensorboard" / run_id)
+      progress = Progress(c, writer)
+    train.run(c, dry_run=dry_run, on_step=progress, out=measured)
+    progress.done()
+    status = "dry_run" if dry_run else "ok"
+  except train.OutOfMemory as e:
+    progress.done()
+    status, message = "oom", (f"does not fit: {str(e).splitlines()[0]}; try a smaller "
+                              "--config.per_device_batch_size or another strategy")
+  except UserError as e:
+    progress.done()
+    status, message, code = "error", str(e), 2
+  except Exception as e:  # an internal failure: keep the record, point at the traceback
+    progress.done()
+    log = workdir / "errors" / f"{run_id or 'run'}-{os.getpid()}.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(traceback.format_exc())
+    status, code = "error", 1
+    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (traceback: {log})"
+  record = results.make_record(c, status=status, message=message, measured=measured)
+  if run_id:
+    record["run_id"] = run_id
+  results.append(workdir / "results.jsonl", record)
+  if writer:
+    _write_tensorboard(writer, record)
+  return record, code
+
+
+def _write_tensorboard(writer: Writer, record: dict) -> None:
+  hp = {k: v for k, v in record["config"].items() if isinstance(v, (bool, int, float, str))}
+  hp.update(status=record["status"], device_kind=record["device_kind"],
+            num_devices=record["num_devices"])
+  writer.hparams(hp, trial_id=record["run_id"])
+  for key in ("tokens_per_s", "tokens_per_s_per_device", "mfu", "token_per_dollar",
+              "compile_s", "peak_memory_bytes"):
+    if isinstance(record.get(key), (int, float)):
+      writer.scalar(f"summary/{key}", record[key], 0)
+  writer.text("summary", "```\n" + results.summary(record) + "\n```")
+  writer.close()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep JAX's start-up chatter off the summary
+  try:
+    c = _CONFIG.value
+    c.get("model")
+  except OSError as e:  # config_flags defers a missing or broken config file until here
+    print(f"error: --config: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+  workdir = Path(_WORKDIR.value)
+  try:
+    record, code = execute(c, workdir, _DRY_RUN.value)
+  except UserError as e:  # the config itself is wrong: nothing was run or written
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if record["status"] == "error":
+    print(f"error: {record['message']}", file=sys.stderr)
+  else:
+    print(results.summary(record))
+  print(f"  record appended to {workdir / 'results.jsonl'}")
+  sys.exit(code)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # config_flags raises plain AttributeError/KeyError/ValueError
+    _flag_error(e)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

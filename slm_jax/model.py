@@ -1,0 +1,194 @@
+"""LLaMA-style decoder in Flax NNX, and the paper's model presets.
+
+Parameters are stored in `param_dtype` (fp32 master weights) and cast to `dtype` (bf16) where
+they are used; RMSNorm statistics, RoPE and the logits are computed in fp32. Module and
+parameter names follow HuggingFace's `LlamaForCausalLM` so weights convert one to one.
+Every parameter carries logical axis names (see `slm_jax.sharding`), so a sharding scheme is a
+table of rules rather than a change to this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from slm_jax.attention import attend
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  num_layers: int
+  num_heads: int
+  head_dim: int
+  ffn_dim: int
+  num_kv_heads: int | None = None  # None: full multi-head attention
+  vocab_size: int = 32_000
+  rope_theta: float = 10_000.0
+  norm_eps: float = 1e-5
+
+  @property
+  def d_model(self) -> int:
+    return self.num_heads * self.head_dim
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+
+def _paper_preset(num_layers: int, table_hidden: int) -> ModelConfig:
+  # The reconstruction in shared/paper/README.md: heads = table hidden // 64 with head_dim 64
+  # (so the 100M model is 832 wide, not 864), FFN width int(2.7 x table hidden).
+  return ModelConfig(num_layers=num_layers, num_heads=table_hidden // 64, head_dim=64,
+                     ffn_dim=int(2.7 * table_hidden))
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "100m": _paper_preset(9, 864),
+    "500m": _paper_preset(15, 1536),
+    "1b": _paper_preset(19, 1920),
+    "2b": _paper_preset(24, 2496),
+    # For CPU runs and tests: small enough to compile and step in seconds on two cores.
+    "tiny": ModelConfig(num_layers=2, num_heads=4, head_dim=16, ffn_dim=172, vocab_size=512),
+}
+
+
+_INIT = nnx.initializers.normal(0.02)
+
+
+def _axes(*names: str) -> dict:
+  # Logical axis names as plain Variable metadata, read by slm_jax.sharding. (Flax's own
+  # `sharding_names` would make variable creation need a mesh in scope.)
+  return {LOGICAL_AXES: names}
+
+
+LOGICAL_AXES = "logical_axes"
+
+
+def _linear(din, dout, names, *, dtype, param_dtype, rngs, **kw):
+  return nnx.Linear(din, dout, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+                    kernel_init=_INIT, kernel_metadata=_axes(*names), rngs=rngs, **kw)
+
+
+def _rmsnorm(dim, cfg, *, dtype, param_dtype, rngs):
+  return nnx.RMSNorm(dim, epsilon=cfg.norm_eps, dtype=dtype, param_dtype=param_dtype,
+                     scale_metadata=_axes("norm"), rngs=rngs)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding in HuggingFace's rotate-half convention; x is [batch, seq, heads, dim]."""
+  half = x.shape[-1] // 2
+  inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # [seq, half]
+  cos = jnp.cos(angles)[None, :, None, :]
+  sin = jnp.sin(angles)[None, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, attention: str, dtype, param_dtype, rngs):
+    self.cfg = cfg
+    self.attention = attention
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    d, hd = cfg.d_model, cfg.head_dim
+    self.q_proj = _linear(d, cfg.num_heads * hd, ("embed", "heads"), **kw)
+    self.k_proj = _linear(d, cfg.kv_heads * hd, ("embed", "kv_heads"), **kw)
+    self.v_proj = _linear(d, cfg.kv_heads * hd, ("embed", "kv_heads"), **kw)
+    self.o_proj = _linear(cfg.num_heads * hd, d, ("heads", "embed"), **kw)
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    b, s, _ = x.shape
+    cfg = self.cfg
+    q = self.q_proj(x).reshape(b, s, cfg.num_heads, cfg.head_dim)
+    k = self.k_proj(x).reshape(b, s, cfg.kv_heads, cfg.head_dim)
+    v = self.v_proj(x).reshape(b, s, cfg.kv_heads, cfg.head_dim)
+    q = rope(q, positions, cfg.rope_theta)
+    k = rope(k, positions, cfg.rope_theta)
+    o = attend(q, k, v, causal=True, impl=self.attention)
+    return self.o_proj(o.reshape(b, s, cfg.num_heads * cfg.head_dim))
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.gate_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
+    self.up_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
+    self.down_proj = _linear(cfg.ffn_dim, cfg.d_model, ("mlp", "embed"), **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, attention: str, dtype, param_dtype, rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.input_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
+    self.self_attn = Attention(cfg, attention=attention, **kw)
+    self.post_attention_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
+    self.mlp = MLP(cfg, **kw)
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    x = x + self.self_attn(self.input_layernorm(x), positions)
+    return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Llama(nnx.Module):
+  """Token ids [batch, seq] -> fp32 logits [batch, seq, vocab]."""
+
+  def __init__(self, cfg: ModelConfig, *, attention: str = "xla", dtype=jnp.bfloat16,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.cfg = cfg
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
+                                  param_dtype=param_dtype,
+                                  embedding_init=_INIT, embedding_metadata=_axes("vocab", "embed"),
+                                  rngs=rngs)
+    self.layers = nnx.List(
+        [Block(cfg, attention=attention, **kw) for _ in range(cfg.num_layers)])
+    self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
+    # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.
+    self.lm_head = _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), **kw,
+                           preferred_element_type=jnp.float32)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    positions = jnp.arange(tokens.shape[1])
+    x = self.embed_tokens(tokens)
+    for layer in self.layers:
+      x = layer(x, positions)
+    return self.lm_head(self.norm(x))
+
+
+def abstract_model(cfg: ModelConfig, attention: str = "xla") -> Llama:
+  """The model with ShapeDtypeStructs in place of arrays: nothing is allocated."""
+  return nnx.eval_shape(lambda: Llama(cfg, attention=attention, rngs=nnx.Rngs(0)))
+
+
+def count_params(cfg: ModelConfig) -> int:
+  state = nnx.state(abstract_model(cfg), nnx.Param)
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+  """Parameters that take part in a matmul: everything but the embedding table and norms."""
+  d, hd = cfg.d_model, cfg.head_dim
+  attn = d * hd * (2 * cfg.num_heads + 2 * cfg.kv_heads)
+  mlp = 3 * d * cfg.ffn_dim
+  return cfg.num_layers * (attn + mlp) + d * cfg.vocab_size
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
+  """Training FLOPs per token: 6 x matmul parameters + 6 x layers x d_model x seq_len.
+
+  The second term is causal attention's QK^T and AV, forward and backward, with half the
+  score matrix skipped; it is the same for every attention implementation.
+  """
+  return 6 * matmul_params(cfg) + 6 * cfg.num_layers * cfg.d_model * seq_len

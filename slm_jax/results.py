@@ -1,0 +1,176 @@
+"""The results schema: one JSON record per run, appended to `<workdir>/results.jsonl`.
+
+The field names are a public contract read by the sweep, the report and users' own tools
+(README.md, "Results schema"). Add fields freely; never rename or drop one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from slm_jax import config as config_lib
+from slm_jax import measure, pricing
+from slm_jax.model import count_params, flops_per_token
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "oom", "error", "dry_run")
+REQUIRED = (
+    "schema_version", "run_id", "timestamp", "status", "message", "stack", "versions",
+    "git_commit", "device_kind", "num_devices", "num_processes", "model", "params",
+    "flops_per_token", "attention", "strategy", "per_device_batch", "global_batch", "seq_len",
+    "step_time_s", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_memory_bytes",
+    "compile_s", "price_per_device_hour", "token_per_dollar", "final_loss", "config")
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def git_commit() -> str:
+  """HEAD of the checkout slm_jax runs from (+"-dirty" with local changes), or $SLM_JAX_COMMIT
+  where the tree was copied without its .git (as on a rented machine)."""
+  if os.environ.get("SLM_JAX_COMMIT"):
+    return os.environ["SLM_JAX_COMMIT"]
+  root = Path(__file__).resolve().parent.parent
+  try:
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return head + ("-dirty" if dirty else "")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def versions(device=None) -> dict:
+  out = {"python": platform.python_version()}
+  for name in _PACKAGES:
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = None
+  device = device or jax.devices()[0]
+  out["platform_version"] = getattr(getattr(device, "client", None), "platform_version", None)
+  return out
+
+
+def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
+                measured: dict | None = None, devices=None) -> dict:
+  """A complete record for config `c`: what was asked, what was found, what was measured."""
+  assert status in STATUSES, status
+  measured = dict(measured or {})
+  devices = list(devices if devices is not None else jax.devices())
+  num_devices = measured.pop("num_devices", 1 if c.strategy == "single" else len(devices))
+  device_kind = devices[0].device_kind
+  mcfg = config_lib.model_config(c)
+  fpt = flops_per_token(mcfg, c.seq_len)
+  price, price_source = pricing.price_per_device_hour(device_kind, c.price_per_device_hour)
+  peak = measure.peak_tflops(device_kind, c.peak_tflops)
+  tps = measured.get("tokens_per_s")
+  tps_dev = measured.get("tokens_per_s_per_device")
+  achieved = tps_dev * fpt / 1e12 if tps_dev else None
+  record = {
+      "schema_version": SCHEMA_VERSION,
+      "run_id": uuid.uuid4().hex[:12],
+      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "status": status,
+      "message": message,
+      "stack": "jax",
+      "versions": versions(devices[0]),
+      "git_commit": git_commit(),
+      "hostname": socket.gethostname(),
+      "device_kind": device_kind,
+      "platform": devices[0].platform,
+      "num_devices": num_devices,
+      "num_processes": jax.process_count(),
+      "model": config_lib.model_name(c),
+      "params": count_params(mcfg),
+      "flops_per_token": fpt,
+      "attention": c.attention,
+      "strategy": c.strategy,
+      "per_device_batch": c.per_device_batch_size,
+      "global_batch": measured.pop("global_batch", c.per_device_batch_size * num_devices),
+      "seq_len": c.seq_len,
+      "step_time_s": None,
+      "tokens_per_s": None,
+      "tokens_per_s_per_device": None,
+      "achieved_tflops_per_device": achieved,
+      "peak_tflops": peak,
+      "mfu": achieved / peak if achieved and peak else None,
+      "peak_memory_bytes": None,
+      "compile_s": None,
+      "price_per_device_hour": price,
+      "price_source": price_source,
+      "token_per_dollar": pricing.token_per_dollar(tps, num_devices, price) if tps else None,
+      "token_per_dollar_paper": (pricing.token_per_dollar_paper(tps_dev, device_kind)
+                                 if tps_dev else None),
+      "final_loss": None,
+      "config": c.to_dict(),
+  }
+  record.update(measured)
+  return record
+
+
+def append(path: str | os.PathLike, record: dict) -> None:
+  missing = [k for k in REQUIRED if k not in record]
+  assert not missing, f"record lacks {missing}"
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("a") as f:
+    f.write(json.dumps(record, default=_jsonable) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read(path: str | os.PathLike) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _jsonable(x):
+  if hasattr(x, "item"):
+    return x.item()
+  return str(x)
+
+
+def _fmt(v, spec):
+  return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+
+def summary(record: dict) -> str:
+  """A few readable lines for stdout."""
+  st = record.get("step_time_s") or {}
+  mem = record.get("peak_memory_bytes") or record.get("expected_memory_bytes")
+  rows = [
+      ("status", record["status"] + (f": {record['message']}" if record["message"] else "")),
+      ("model", f"{record['model']} ({record['params']:,} params, "
+                f"{record['flops_per_token'] / 1e9:.3f} GFLOP/token)"),
+      ("device", f"{record['num_devices']} x {record['device_kind']}"),
+      ("attention / strategy", f"{record['attention']} / {record['strategy']}"),
+      ("batch", f"{record['per_device_batch']}/device, {record['global_batch']} global, "
+                f"seq {record['seq_len']}"),
+      ("compile", f"{_fmt(record.get('compile_s'), '.1f')} s"),
+      ("step time", f"median {_fmt(st.get('median', None) and st['median'] * 1e3, '.2f')} ms "
+                    f"(min {_fmt(st.get('min', None) and st['min'] * 1e3, '.2f')}, "
+                    f"max {_fmt(st.get('max', None) and st['max'] * 1e3, '.2f')})"),
+      ("tokens/s", f"{_fmt(record.get('tokens_per_s'), ',.0f')} "
+                   f"({_fmt(record.get('tokens_per_s_per_device'), ',.0f')} per device)"),
+      ("MFU", _fmt(record.get("mfu") and record["mfu"] * 100, ".1f") + " %"),
+      ("memory", f"{_fmt(mem and mem / 2**30, '.2f')} GiB "
+                 + ("peak" if record.get("peak_memory_bytes") else "expected by XLA")),
+      ("Token/Dollar", f"{_fmt(record.get('token_per_dollar'), ',.0f')} tokens per USD "
+                       f"({record['price_source']}); paper units "
+                       f"{_fmt(record.get('token_per_dollar_paper'), ',.0f')}"),
+      ("final loss", _fmt(record.get("final_loss"), ".4f")),
+  ]
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

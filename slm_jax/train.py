@@ -1,0 +1,196 @@
+"""The training step (fp32 master weights and AdamW state, bf16 compute, fp32 loss) and the
+measured run that `slm_jax.main` drives: build, compile, warm up, time, record."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from slm_jax import config as config_lib
+from slm_jax import measure, sharding
+from slm_jax.attention import check as check_attention
+from slm_jax.errors import UserError
+from slm_jax.model import Llama, abstract_model
+
+
+class TrainState(NamedTuple):
+  params: Any     # nested dict of fp32 arrays, HuggingFace-style names
+  opt_state: Any  # optax state, fp32
+
+
+class OutOfMemory(Exception):
+  """The configuration does not fit in device memory; a result, not a failure."""
+
+
+def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, c.learning_rate, warmup_steps=max(c.lr_warmup_steps, 1),
+      decay_steps=max(c.lr_warmup_steps + 1, 100_000), end_value=0.1 * c.learning_rate)
+  return optax.chain(
+      optax.clip_by_global_norm(c.grad_clip_norm),
+      # Norm scales (1-D) are not decayed.
+      optax.adamw(schedule, b1=c.adam_b1, b2=c.adam_b2, eps=c.adam_eps,
+                  weight_decay=c.weight_decay,
+                  mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
+
+
+class Program(NamedTuple):
+  """Everything compiled for one config: how to make the state, the step, and a batch."""
+  mesh: jax.sharding.Mesh
+  state_shardings: TrainState
+  init: Callable[[], TrainState]
+  step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  batch: Callable[[jax.Array], dict]
+  abstract_state: TrainState
+  abstract_batch: dict
+
+
+def build(c: ml_collections.ConfigDict, devices=None) -> Program:
+  """Builds the jitted init, step and batch functions for `c`; nothing is allocated yet."""
+  mesh = sharding.make_mesh(c.strategy, devices)
+  mcfg = config_lib.model_config(c)
+  dtype, param_dtype = jnp.dtype(c.compute_dtype), jnp.dtype(c.param_dtype)
+  check_attention(c.attention, dtype=dtype, head_dim=c.head_dim,
+                  platform=mesh.devices.flat[0].platform)
+
+  def new_model(rngs):
+    return Llama(mcfg, attention=c.attention, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  abstract = nnx.eval_shape(lambda: new_model(nnx.Rngs(0)))
+  graphdef, abstract_vars = nnx.split(abstract, nnx.Param)
+  optimizer = make_optimizer(c)
+
+  param_sh = nnx.to_pure_dict(sharding.param_shardings(abstract_vars, mesh, c.strategy))
+  abstract_params = nnx.to_pure_dict(abstract_vars)
+  abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+  opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, param_sh,
+                                 transform_non_params=lambda _: sharding.replicated(mesh))
+  state_sh = TrainState(param_sh, opt_sh)
+
+  def init() -> TrainState:
+    _, variables = nnx.split(new_model(nnx.Rngs(c.seed)), nnx.Param)
+    params = nnx.to_pure_dict(variables)
+    return TrainState(params, optimizer.init(params))
+
+  def loss_fn(params, batch):
+    logits = nnx.merge(graphdef, params)(batch["inputs"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+
+  def step(state: TrainState, batch: dict):
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state), {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+  global_batch = c.per_device_batch_size * mesh.devices.size
+  batch_sh = sharding.batch_sharding(mesh)
+
+  def batch(key):
+    # Uniform random tokens: throughput does not depend on their values.
+    tokens = jax.random.randint(key, (global_batch, c.seq_len + 1), 0, c.vocab_size, jnp.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+
+  abstract_batch = {k: jax.ShapeDtypeStruct((global_batch, c.seq_len), jnp.int32,
+                                            sharding=batch_sh)
+                    for k in ("inputs", "targets")}
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      TrainState(abstract_params, abstract_opt), state_sh)
+  return Program(
+      mesh=mesh, state_shardings=state_sh,
+      init=jax.jit(init, out_shardings=state_sh),
+      step=jax.jit(step, in_shardings=(state_sh, batch_sh),
+                   out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0),
+      batch=jax.jit(batch, out_shardings=batch_sh),
+      abstract_state=abstract_state, abstract_batch=abstract_batch)
+
+
+def is_oom(exc: BaseException) -> bool:
+  text = str(exc)
+  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def compile_step(program: Program):
+  """AOT-compiles the step for the abstract state and batch; (compiled, seconds)."""
+  t0 = time.perf_counter()
+  compiled = program.step.lower(program.abstract_state, program.abstract_batch).compile()
+  return compiled, time.perf_counter() - t0
+
+
+def memory_budget(c: ml_collections.ConfigDict, devices) -> int | None:
+  """Bytes one device may use: the smaller of what it has and what the config's GPU has."""
+  limits = [measure.device_memory_limit(d) for d in devices]
+  limits = [x for x in limits if x]
+  if c.device_memory_gb > 0:
+    limits.append(int(c.device_memory_gb * 2**30))
+  return min(limits) if limits else None
+
+
+def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
+        on_step: Callable[[int, int, float, float], None] = lambda *a: None,
+        out: dict | None = None) -> dict:
+  """Builds, compiles and (unless dry_run) measures `c`; returns the measured fields.
+
+  Fields go into `out` as they are measured, so a caller keeps what was learnt before a
+  failure. Raises OutOfMemory when the step does not fit, UserError for a config that cannot
+  run.
+  """
+  config_lib.validate(c)
+  program = build(c)
+  devices = list(program.mesh.devices.flat)
+  out = {} if out is None else out
+  out.update(num_devices=len(devices), global_batch=c.per_device_batch_size * len(devices))
+
+  try:
+    compiled, out["compile_s"] = compile_step(program)
+  except Exception as e:  # XLA reports OOM at compile time for some plans
+    if is_oom(e):
+      raise OutOfMemory(f"compiling the step ran out of device memory: {e}") from e
+    raise
+  out["expected_memory_bytes"] = measure.expected_memory(compiled)
+  budget = memory_budget(c, devices)
+  out["memory_budget_bytes"] = budget
+  if budget and out["expected_memory_bytes"] and out["expected_memory_bytes"] > budget:
+    raise OutOfMemory(
+        f"XLA plans {out['expected_memory_bytes'] / 2**30:.2f} GiB per device, over the "
+        f"{budget / 2**30:.2f} GiB budget (device limit or --config.device_memory_gb)")
+  if dry_run:
+    return out
+
+  try:
+    state = program.init()
+    batch = program.batch(jax.random.key(c.seed + 1))
+    t0 = time.perf_counter()
+    state, _, warm_losses = measure.time_steps(
+        compiled, state, batch, c.warmup_steps, lambda i, t, l: on_step(-1, i, t, l))
+    out["warmup_s"] = time.perf_counter() - t0
+    times, losses = [], []
+    for r in range(c.repeats):
+      state, t, l = measure.time_steps(compiled, state, batch, c.steps,
+                                       lambda i, t, l, r=r: on_step(r, i, t, l))
+      times += t
+      losses += l
+  except Exception as e:
+    if is_oom(e):
+      raise OutOfMemory(f"running the step ran out of device memory: {e}") from e
+    raise
+  del state
+
+  step_time = measure.summarize(times)
+  tokens_per_step = out["global_batch"] * c.seq_len
+  out.update(
+      step_time_s=step_time,
+      step_times_s=times,
+      losses=warm_losses + losses,
+      final_loss=losses[-1],
+      tokens_per_s=tokens_per_step / step_time["median"],
+      peak_memory_bytes=measure.peak_memory(devices),
+  )
+  out["tokens_per_s_per_device"] = out["tokens_per_s"] / len(devices)
+  return out
