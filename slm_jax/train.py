@@ -86,7 +86,7 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state), {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return TrainState(params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   global_batch = c.per_device_batch_size * mesh.devices.size
   batch_sh = sharding.batch_sharding(mesh)

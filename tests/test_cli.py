@@ -1,0 +1,109 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from slm_jax import results
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--config.steps=3", "--config.repeats=2", "--config.warmup_steps=1"]
+
+
+def main(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, "-m", "slm_jax.main", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_tiny_run_writes_a_valid_record_and_tensorboard_events(tmp_path):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", *FAST)
+  assert proc.returncode == 0, proc.stderr
+  assert "tokens/s" in proc.stdout and "Traceback" not in proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert set(results.REQUIRED) <= set(record)
+  assert record["status"] == "ok" and record["stack"] == "jax" and record["model"] == "tiny"
+  assert record["params"] == 164_672 and record["num_devices"] == 1
+  assert record["global_batch"] == 8 and record["seq_len"] == 128
+  st = record["step_time_s"]
+  assert 0 < st["min"] <= st["median"] <= st["max"]
+  assert len(record["step_times_s"]) == 6
+  assert record["tokens_per_s"] == pytest.approx(8 * 128 / st["median"])
+  assert record["compile_s"] > 0 and record["final_loss"] > 0
+  assert record["versions"]["jax"] and record["config"]["steps"] == 3
+
+  [run_dir] = (tmp_path / "tensorboard").iterdir()
+  assert run_dir.name == record["run_id"]
+  acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0})
+  acc.Reload()
+  losses = acc.Scalars("train/loss")
+  assert len(losses) == 1 + 6  # warm-up and timed steps
+  assert losses[-1].value == pytest.approx(record["final_loss"], rel=1e-6)
+  assert "summary/tokens_per_s" in acc.Tags()["scalars"]
+  assert "summary" in acc.Tags()["tensors"]
+  assert b"tokens/s" in acc.Tensors("summary")[0].tensor_proto.string_val[0]
+  assert acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.plugin_name == "hparams"
+
+
+def test_records_append_across_runs(tmp_path):
+  for _ in range(2):
+    assert main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--dry_run").returncode == 0
+  records = results.read(tmp_path / "results.jsonl")
+  assert [r["status"] for r in records] == ["dry_run", "dry_run"]
+  assert records[0]["expected_memory_bytes"] > 0 and records[0]["flops_per_token"] > 0
+
+
+def test_misspelt_override_is_one_clear_error(tmp_path):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.stepz=3")
+  assert proc.returncode == 2
+  assert 'Did you mean "steps"' in proc.stderr and "Traceback" not in proc.stderr
+  assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_impossible_config_is_one_clear_error(tmp_path):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.num_kv_heads=3")
+  assert proc.returncode == 2
+  assert "must be a multiple of --config.num_kv_heads" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_attention_the_device_cannot_serve_is_recorded_as_an_error(tmp_path):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.attention=cudnn")
+  assert proc.returncode == 2 and "needs an NVIDIA GPU" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["status"] == "error" and "NVIDIA GPU" in record["message"]
+
+
+def test_out_of_memory_is_a_result_with_exit_code_zero(tmp_path):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.device_memory_gb=1e-4")
+  assert proc.returncode == 0, proc.stderr
+  assert "does not fit" in proc.stdout
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["status"] == "oom" and "per_device_batch_size" in record["message"]
+  assert record["expected_memory_bytes"] > record["memory_budget_bytes"]
+  assert record["tokens_per_s"] is None
+
+
+def test_no_flags_runs_the_embedded_default(tmp_path):
+  proc = main("--config.steps=2", "--config.repeats=1", "--config.warmup_steps=0", cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  [record] = results.read(tmp_path / "runs" / "default" / "results.jsonl")
+  assert record["status"] == "ok" and record["model"] == "tiny"  # CPU: the tiny model
+
+
+def test_every_paper_config_loads_and_names_its_preset():
+  code = ("import importlib.util, json, sys\n"
+          "out = {}\n"
+          "for p in sorted(__import__('glob').glob('configs/*.py')):\n"
+          "  spec = importlib.util.spec_from_file_location('c', p)\n"
+          "  m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+          "  c = m.get_config(); out[p] = [c.model, c.gpu, c.seq_len, c.attention]\n"
+          "print(json.dumps(out))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  configs = json.loads(proc.stdout)
+  assert len(configs) == 17
+  for size in ("100m", "500m", "1b", "2b"):
+    for gpu in ("a100_40g", "a100", "h100", "h200"):
+      assert configs[f"configs/{size}_{gpu}.py"] == [size, gpu, 1024, "cudnn"]

@@ -1,0 +1,75 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from slm_jax import model
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("100m", 130_569_920), ("500m", 526_550_016), ("1b", 970_458_240),
+    ("2b", 1_969_027_008)])
+def test_paper_parameter_counts(name, expected):
+  assert model.count_params(model.PRESETS[name]) == expected
+
+
+def test_paper_presets_match_the_reconstruction():
+  widths = {n: model.PRESETS[n].d_model for n in ("100m", "500m", "1b", "2b")}
+  assert widths == {"100m": 832, "500m": 1536, "1b": 1920, "2b": 2496}
+  assert [model.PRESETS[n].ffn_dim for n in ("100m", "500m", "1b", "2b")] == [
+      2332, 4147, 5184, 6739]
+
+
+def test_counting_allocates_nothing():
+  m = model.abstract_model(model.PRESETS["2b"])
+  leaves = jax.tree.leaves(nnx.state(m))
+  assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
+
+
+def test_grouped_kv_heads_shrink_kv_projections():
+  full = model.ModelConfig(num_layers=2, num_heads=8, head_dim=16, ffn_dim=64, vocab_size=100)
+  gqa = model.ModelConfig(num_layers=2, num_heads=8, head_dim=16, ffn_dim=64, vocab_size=100,
+                          num_kv_heads=2)
+  saved = model.count_params(full) - model.count_params(gqa)
+  assert saved == 2 * 2 * 128 * (128 - 32)  # layers x (k, v) x d_model x (H - Hkv) * head_dim
+  assert model.flops_per_token(full, 64) - model.flops_per_token(gqa, 64) == 6 * saved
+
+
+def test_flops_per_token_formula():
+  cfg = model.PRESETS["100m"]
+  matmul = 9 * (4 * 832 * 832 + 3 * 832 * 2332) + 832 * 32000
+  assert model.flops_per_token(cfg, 1024) == 6 * matmul + 6 * 9 * 832 * 1024
+
+
+def test_logits_shape_dtype_finite_and_params_fp32():
+  cfg = model.PRESETS["tiny"]
+  m = model.Llama(cfg, rngs=nnx.Rngs(0))
+  tokens = jax.random.randint(jax.random.key(0), (2, 24), 0, cfg.vocab_size)
+  logits = m(tokens)
+  assert logits.shape == (2, 24, cfg.vocab_size)
+  assert logits.dtype == jnp.float32
+  assert np.isfinite(np.asarray(logits)).all()
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+
+
+def test_model_is_causal():
+  cfg = model.PRESETS["tiny"]
+  m = model.Llama(cfg, rngs=nnx.Rngs(1))
+  tokens = jax.random.randint(jax.random.key(1), (1, 16), 0, cfg.vocab_size)
+  changed = tokens.at[0, 12].set((tokens[0, 12] + 1) % cfg.vocab_size)
+  a, b = m(tokens), m(changed)
+  np.testing.assert_array_equal(a[:, :12], b[:, :12])
+  assert not np.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_rope_is_a_rotation_and_relative():
+  x = jax.random.normal(jax.random.key(2), (1, 8, 2, 16))
+  pos = jnp.arange(8)
+  y = model.rope(x, pos, 10_000.0)
+  np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+  # <rope(q, i), rope(k, j)> depends on i - j only.
+  q = jnp.broadcast_to(x[:, :1], x.shape)
+  k = jnp.broadcast_to(x[:, 1:2], x.shape)
+  dots = jnp.einsum("bshd,bshd->bsh", model.rope(q, pos, 1e4), model.rope(k, pos + 3, 1e4))
+  np.testing.assert_allclose(dots, jnp.broadcast_to(dots[:, :1], dots.shape), rtol=1e-4)

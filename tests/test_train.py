@@ -1,0 +1,83 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slm_jax import config as config_lib
+from slm_jax import train
+from slm_jax.errors import UserError
+
+
+def tiny(**overrides):
+  c = config_lib.tiny_config()
+  c.update(overrides)
+  return c
+
+
+def test_loss_falls_on_a_repeated_batch_and_stays_finite():
+  c = tiny(learning_rate=3e-3, lr_warmup_steps=1, steps=10, repeats=2, warmup_steps=0)
+  out = train.run(c)
+  losses = out["losses"]
+  assert len(losses) == 20 and np.isfinite(losses).all()
+  # Random tokens start near ln(vocab); memorising the one batch must cut that clearly.
+  assert abs(losses[0] - np.log(c.vocab_size)) < 0.2
+  assert losses[-1] < losses[0] - 1.0
+  assert out["final_loss"] == losses[-1]
+  assert len(out["step_times_s"]) == 20 and out["tokens_per_s"] > 0
+
+
+def test_master_weights_and_adam_state_stay_fp32_with_bf16_compute():
+  c = tiny()
+  program = train.build(c)
+  state = program.init()
+  state, metrics = program.step(state, program.batch(jax.random.key(0)))
+  leaves = jax.tree.leaves(state)
+  floats = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
+  assert floats and all(x.dtype == jnp.float32 for x in floats)
+  assert metrics["loss"].dtype == jnp.float32
+  assert np.isfinite(float(metrics["grad_norm"]))
+
+
+def test_step_donates_its_state():
+  program = train.build(tiny())
+  state = program.init()
+  before = jax.tree.leaves(state.params)[0]
+  program.step(state, program.batch(jax.random.key(0)))
+  assert before.is_deleted()
+
+
+def test_gradients_are_clipped_to_the_global_norm():
+  # With eps far above |g| Adam's update is ~ lr * g / eps, so it scales with the clipped
+  # gradient: a gradient of norm 100 clipped to 1 gives a 100x smaller update than unclipped.
+  params = {"w": jnp.ones((10, 10))}
+  grads = {"w": jnp.full((10, 10), 10.0)}  # global norm 100
+
+  def update_norm(clip):
+    opt = train.make_optimizer(tiny(grad_clip_norm=clip, adam_eps=1e4, weight_decay=0.0,
+                                    lr_warmup_steps=1))
+    state = opt.init(params)
+    _, state = opt.update(grads, state, params)  # step 0 has learning rate 0 (warm-up)
+    updates, _ = opt.update(grads, state, params)
+    return float(jnp.linalg.norm(updates["w"]))
+
+  np.testing.assert_allclose(update_norm(1.0) / update_norm(1e6), 0.01, rtol=1e-3)
+
+
+def test_memory_budget_makes_an_oom_result():
+  with pytest.raises(train.OutOfMemory, match="budget"):
+    train.run(tiny(device_memory_gb=1e-4), dry_run=True)
+
+
+def test_dry_run_reports_expected_memory_without_training():
+  out = train.run(tiny(), dry_run=True)
+  assert out["expected_memory_bytes"] > 0 and out["compile_s"] > 0
+  assert "tokens_per_s" not in out
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("num_kv_heads", 3, "multiple of"), ("strategy", "zero9", "strategy"),
+    ("per_device_batch_size", 0, "positive"), ("model", "7b", "not a preset"),
+    ("compute_dtype", "int8", "compute_dtype")])
+def test_impossible_configs_are_user_errors(field, value, match):
+  with pytest.raises(UserError, match=match):
+    train.run(tiny(**{field: value}), dry_run=True)
