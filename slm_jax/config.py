@@ -25,7 +25,7 @@ DEFAULT_BATCH = {
     "h200": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
 }
 
-STRATEGIES = ("single",)
+STRATEGIES = ("single", "ddp", "fsdp_full", "fsdp_grad_op", "hsdp")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"
+  c.num_devices = 0  # devices to use; 0 = all present (single: 1)
   c.per_device_batch_size = 8
   c.seq_len = 128
   # Measurement: `warmup_steps` untimed steps after compiling, then `repeats` x `steps` timed.
@@ -118,6 +119,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in positive:
     if c[field] <= 0:
       raise UserError(f"--config.{field} must be positive, got {c[field]}")
+  if c.num_devices < 0:
+    raise UserError(f"--config.num_devices must be >= 0 (0 = all), got {c.num_devices}")
   if c.warmup_steps < 0:
     raise UserError(f"--config.warmup_steps must be >= 0, got {c.warmup_steps}")
   if c.num_heads % c.num_kv_heads:

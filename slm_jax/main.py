@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -32,15 +33,28 @@ def _flag_error(e: Exception):
   sys.exit(2)
 
 
-try:  # config_flags reads the --config.FIELD overrides in sys.argv as it is defined
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", str(Path(__file__).with_name("default_config.py")),
-      "Config file (configs/*.py); fields can be overridden with --config.FIELD=VALUE.",
-      lock_config=True)
-except (AttributeError, KeyError, TypeError, ValueError) as e:
-  _flag_error(e)
+def _define_config_flag():
+  """Defines --config. config_flags loads the default file and applies the --config.FIELD
+  overrides in sys.argv right here, and the default file asks JAX for its devices, so this
+  runs after `init_distributed` (JAX must join a multi-process run before it sees devices)."""
+  global _CONFIG
+  try:
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", str(Path(__file__).with_name("default_config.py")),
+        "Config file (configs/*.py); fields can be overridden with --config.FIELD=VALUE.",
+        lock_config=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    _flag_error(e)
+
+
+_CONFIG = None
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Where results.jsonl and TensorBoard "
                                "events go; records are appended.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a run over several processes "
+    "(hosts); with --num_processes and --process_id. Found automatically under SLURM.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build and compile abstractly; record parameters, "
                              "FLOPs per token and XLA's expected memory, but do not train.")
 
@@ -70,15 +84,26 @@ class Progress:
       print()
 
 
+def init_distributed() -> None:
+  """Joins a multi-process run when one is asked for (flags) or launched by SLURM."""
+  if _COORDINATOR.value:
+    if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
+      raise UserError("--coordinator_address needs --num_processes and --process_id")
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+    jax.distributed.initialize()  # reads the coordinator and ranks from SLURM's variables
+
+
 def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
-  """Runs `c` and writes its record; returns (record, exit code)."""
+  """Runs `c` and writes its record (process 0 only); returns (record, exit code)."""
   config_lib.validate(c)
+  writes = jax.process_index() == 0
   writer = None
   progress = Progress(c, None)
   status, message, measured, code = "ok", "", {}, 0
   run_id = None
   try:
-    if c.tensorboard and not dry_run:
+    if c.tensorboard and not dry_run and writes:
       record_stub = results.make_record(c, status="ok")
       run_id = record_stub["run_id"]
       writer = Writer(workdir / "tensorboard" / run_id)
@@ -103,7 +128,8 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
   record = results.make_record(c, status=status, message=message, measured=measured)
   if run_id:
     record["run_id"] = run_id
-  results.append(workdir / "results.jsonl", record)
+  if writes:
+    results.append(workdir / "results.jsonl", record)
   if writer:
     _write_tensorboard(writer, record)
   return record, code
@@ -141,9 +167,10 @@ def main(argv):
     sys.exit(2)
   if record["status"] == "error":
     print(f"error: {record['message']}", file=sys.stderr)
-  else:
+  elif jax.process_index() == 0:
     print(results.summary(record))
-  print(f"  record appended to {workdir / 'results.jsonl'}")
+  if jax.process_index() == 0:
+    print(f"  record appended to {workdir / 'results.jsonl'}")
   sys.exit(code)
 
 
@@ -155,4 +182,11 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
+  flags.FLAGS(sys.argv, known_only=True)  # the process flags, before JAX sees any device
+  try:
+    init_distributed()
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  _define_config_flag()
   app.run(main, flags_parser=_parse_flags)

@@ -145,8 +145,11 @@ class Llama(nnx.Module):
   """Token ids [batch, seq] -> fp32 logits [batch, seq, vocab]."""
 
   def __init__(self, cfg: ModelConfig, *, attention: str = "xla", dtype=jnp.bfloat16,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               param_dtype=jnp.float32, activation_sharding=None, rngs: nnx.Rngs):
     self.cfg = cfg
+    # Where the residual stream [batch, seq, d_model] lives (split by batch). Pinning it keeps
+    # XLA from following sharded weights into model-parallel activations under FSDP.
+    self.activation_sharding = activation_sharding
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
                                   param_dtype=param_dtype,
@@ -161,10 +164,15 @@ class Llama(nnx.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     positions = jnp.arange(tokens.shape[1])
-    x = self.embed_tokens(tokens)
+    x = self._pin(self.embed_tokens(tokens))
     for layer in self.layers:
-      x = layer(x, positions)
+      x = self._pin(layer(x, positions))
     return self.lm_head(self.norm(x))
+
+  def _pin(self, x: jax.Array) -> jax.Array:
+    if self.activation_sharding is None:
+      return x
+    return jax.lax.with_sharding_constraint(x, self.activation_sharding)
 
 
 def abstract_model(cfg: ModelConfig, attention: str = "xla") -> Llama:

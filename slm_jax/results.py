@@ -69,7 +69,8 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
   assert status in STATUSES, status
   measured = dict(measured or {})
   devices = list(devices if devices is not None else jax.devices())
-  num_devices = measured.pop("num_devices", 1 if c.strategy == "single" else len(devices))
+  num_devices = measured.pop("num_devices",
+                             1 if c.strategy == "single" else (c.num_devices or len(devices)))
   device_kind = devices[0].device_kind
   mcfg = config_lib.model_config(c)
   fpt = flops_per_token(mcfg, c.seq_len)

@@ -1,10 +1,16 @@
-"""Device meshes and the logical-axis rules that place parameters, state and batches on them.
+"""Device meshes and the logical-axis rules that place parameters, optimizer state and batches.
 
-A strategy is an entry in `RULES`: a mesh shape plus a map from the model's logical axis
-names (see `slm_jax.model`) to mesh axes. The training step is the same code for all of them.
+A strategy is a row of `STRATEGIES`: mesh axes, the axes a batch is split over, and two
+maps from the model's logical axis names (see `slm_jax.model`) to mesh axes, one for the
+parameters the step computes with and one for the optimizer state and the gradients that
+update it. The training step is the same code for every strategy; XLA derives the
+collectives (all-reduce, all-gather, reduce-scatter) from where the arrays live.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -14,39 +20,89 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from slm_jax.errors import UserError
 from slm_jax.model import LOGICAL_AXES
 
-# Strategy -> (mesh axis names, logical axis -> mesh axis). Logical axes a strategy does not
-# name are replicated. Batches are always split over "data".
-RULES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
-    "single": (("data",), {}),
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  mesh_axes: tuple[str, ...]
+  params: dict[str, str]      # logical axis -> mesh axis, for the parameters
+  opt_state: dict[str, str]   # ... for gradients and optimizer state
+  description: str
+
+
+_SHARD_EMBED = {"embed": "fsdp"}
+STRATEGIES: dict[str, Strategy] = {
+    "single": Strategy(("data",), {}, {}, "one device"),
+    "ddp": Strategy(("data",), {}, {},
+                    "parameters and optimizer state replicated, batch split, gradients "
+                    "all-reduced"),
+    "fsdp_full": Strategy(("fsdp",), _SHARD_EMBED, _SHARD_EMBED,
+                          "ZeRO-3: parameters, gradients and optimizer state sharded; "
+                          "parameters all-gathered where used, gradients reduce-scattered"),
+    "fsdp_grad_op": Strategy(("fsdp",), {}, _SHARD_EMBED,
+                             "ZeRO-2: parameters replicated; gradients reduce-scattered, "
+                             "optimizer state sharded, updated parameters all-gathered"),
+    "hsdp": Strategy(("replica", "fsdp"), _SHARD_EMBED, _SHARD_EMBED,
+                     "fsdp_full inside a host, ddp across hosts"),
 }
 
 
-def make_mesh(strategy: str, devices=None) -> Mesh:
+def strategy(name: str) -> Strategy:
+  if name not in STRATEGIES:
+    raise UserError(f"--config.strategy={name!r} is not one of {sorted(STRATEGIES)}")
+  return STRATEGIES[name]
+
+
+def make_mesh(name: str, devices=None, num_devices: int = 0) -> Mesh:
+  """The mesh for strategy `name` over `devices` (default: all), or the first `num_devices`."""
+  s = strategy(name)
   devices = list(jax.devices() if devices is None else devices)
-  if strategy not in RULES:
-    raise UserError(f"--config.strategy={strategy!r} is not one of {sorted(RULES)}")
-  if strategy == "single":
-    devices = devices[:1]
-  axes, _ = RULES[strategy]
-  return Mesh(np.array(devices).reshape((len(devices),) + (1,) * (len(axes) - 1)), axes)
+  want = 1 if name == "single" else (num_devices or len(devices))
+  if want > len(devices):
+    raise UserError(f"--config.num_devices={want} but only {len(devices)} devices are present")
+  devices = devices[:want]
+  if s.mesh_axes == ("replica", "fsdp"):
+    hosts = len({d.process_index for d in devices})
+    shape = (hosts, len(devices) // hosts)
+  else:
+    shape = (len(devices),)
+  return Mesh(np.array(devices).reshape(shape), s.mesh_axes)
 
 
-def logical_to_spec(names: tuple[str | None, ...], strategy: str) -> P:
-  _, rules = RULES[strategy]
-  return P(*(rules.get(n) if n else None for n in names))
+def spec_for(names, shape, rules: dict[str, str], mesh: Mesh) -> P:
+  """PartitionSpec for an array with logical axes `names`; a dimension the mesh axis does not
+  divide stays replicated (each device then holds it whole), so any device count runs."""
+  out = []
+  for name, dim in zip(names, shape):
+    axis = rules.get(name) if name else None
+    if axis is not None and dim % mesh.shape[axis] == 0 and axis not in out:
+      out.append(axis)
+    else:
+      out.append(None)
+  return P(*out)
 
 
-def param_shardings(abstract_params: nnx.State, mesh: Mesh, strategy: str):
-  """A NamedSharding for every parameter, from its `logical_axes` metadata."""
+def shardings(abstract_params: nnx.State, mesh: Mesh, rules: dict[str, str]):
+  """A NamedSharding for every parameter (as a pure dict), from its `logical_axes` metadata."""
   def one(var):
-    names = var.get_metadata().get(LOGICAL_AXES, (None,) * var.value.ndim)
-    return NamedSharding(mesh, logical_to_spec(names, strategy))
-  return jax.tree.map(one, abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    shape = var.get_value().shape
+    names = var.get_metadata().get(LOGICAL_AXES, (None,) * len(shape))
+    return NamedSharding(mesh, spec_for(names, shape, rules, mesh))
+  return nnx.to_pure_dict(
+      jax.tree.map(one, abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+  """Batches are split over every mesh axis: each device gets per_device_batch rows."""
+  return NamedSharding(mesh, P(mesh.axis_names))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def bytes_per_device(tree, shardings_tree) -> int:
+  """Bytes one device holds of `tree` (arrays or ShapeDtypeStructs) laid out by `shardings_tree`."""
+  total = 0
+  for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings_tree)):
+    total += math.prod(s.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
+  return total

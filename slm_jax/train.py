@@ -13,7 +13,7 @@ import optax
 from flax import nnx
 
 from slm_jax import config as config_lib
-from slm_jax import measure, sharding
+from slm_jax import collectives, measure, sharding
 from slm_jax.attention import check as check_attention
 from slm_jax.errors import UserError
 from slm_jax.model import Llama, abstract_model
@@ -44,6 +44,7 @@ class Program(NamedTuple):
   """Everything compiled for one config: how to make the state, the step, and a batch."""
   mesh: jax.sharding.Mesh
   state_shardings: TrainState
+  grad_shardings: Any
   init: Callable[[], TrainState]
   step: Callable[[TrainState, dict], tuple[TrainState, dict]]
   batch: Callable[[jax.Array], dict]
@@ -53,23 +54,30 @@ class Program(NamedTuple):
 
 def build(c: ml_collections.ConfigDict, devices=None) -> Program:
   """Builds the jitted init, step and batch functions for `c`; nothing is allocated yet."""
-  mesh = sharding.make_mesh(c.strategy, devices)
+  mesh = sharding.make_mesh(c.strategy, devices, c.num_devices)
+  strategy = sharding.strategy(c.strategy)
   mcfg = config_lib.model_config(c)
   dtype, param_dtype = jnp.dtype(c.compute_dtype), jnp.dtype(c.param_dtype)
   check_attention(c.attention, dtype=dtype, head_dim=c.head_dim,
                   platform=mesh.devices.flat[0].platform)
 
+  batch_sh = sharding.batch_sharding(mesh)
+
   def new_model(rngs):
-    return Llama(mcfg, attention=c.attention, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return Llama(mcfg, attention=c.attention, dtype=dtype, param_dtype=param_dtype,
+                 activation_sharding=batch_sh, rngs=rngs)
 
   abstract = nnx.eval_shape(lambda: new_model(nnx.Rngs(0)))
   graphdef, abstract_vars = nnx.split(abstract, nnx.Param)
   optimizer = make_optimizer(c)
 
-  param_sh = nnx.to_pure_dict(sharding.param_shardings(abstract_vars, mesh, c.strategy))
+  param_sh = sharding.shardings(abstract_vars, mesh, strategy.params)
+  # Gradients take the optimizer state's layout: under fsdp_grad_op that turns the gradient
+  # all-reduce into a reduce-scatter, and the replicated parameters' update into an all-gather.
+  grad_sh = sharding.shardings(abstract_vars, mesh, strategy.opt_state)
   abstract_params = nnx.to_pure_dict(abstract_vars)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-  opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, param_sh,
+  opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, grad_sh,
                                  transform_non_params=lambda _: sharding.replicated(mesh))
   state_sh = TrainState(param_sh, opt_sh)
 
@@ -84,15 +92,16 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
 
   def step(state: TrainState, batch: dict):
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+    grads = jax.lax.with_sharding_constraint(grads, grad_sh)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   global_batch = c.per_device_batch_size * mesh.devices.size
-  batch_sh = sharding.batch_sharding(mesh)
 
   def batch(key):
-    # Uniform random tokens: throughput does not depend on their values.
+    # Uniform random tokens: throughput does not depend on their values. Generated inside
+    # jit with the batch's sharding, so every device (and host) makes only its own rows.
     tokens = jax.random.randint(key, (global_batch, c.seq_len + 1), 0, c.vocab_size, jnp.int32)
     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
 
@@ -103,7 +112,7 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       TrainState(abstract_params, abstract_opt), state_sh)
   return Program(
-      mesh=mesh, state_shardings=state_sh,
+      mesh=mesh, state_shardings=state_sh, grad_shardings=grad_sh,
       init=jax.jit(init, out_shardings=state_sh),
       step=jax.jit(step, in_shardings=(state_sh, batch_sh),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0),
@@ -121,6 +130,24 @@ def compile_step(program: Program):
   t0 = time.perf_counter()
   compiled = program.step.lower(program.abstract_state, program.abstract_batch).compile()
   return compiled, time.perf_counter() - t0
+
+
+def memory_split(program: Program, compiled) -> dict:
+  """Bytes per device by role: parameters, gradients, optimizer state (from their shardings)
+  and XLA's temporaries (activations and workspace) for one step."""
+  params, opt_state = program.abstract_state
+  try:
+    temp = compiled.memory_analysis().temp_size_in_bytes
+  except Exception:  # not every backend reports it
+    temp = None
+  return {
+      "param_bytes_per_device": sharding.bytes_per_device(
+          params, program.state_shardings.params),
+      "grad_bytes_per_device": sharding.bytes_per_device(params, program.grad_shardings),
+      "opt_state_bytes_per_device": sharding.bytes_per_device(
+          opt_state, program.state_shardings.opt_state),
+      "temp_bytes_per_device": temp,
+  }
 
 
 def memory_budget(c: ml_collections.ConfigDict, devices) -> int | None:
@@ -144,6 +171,7 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
   config_lib.validate(c)
   program = build(c)
   devices = list(program.mesh.devices.flat)
+  local = [d for d in devices if d.process_index == jax.process_index()]  # memory is per host
   out = {} if out is None else out
   out.update(num_devices=len(devices), global_batch=c.per_device_batch_size * len(devices))
 
@@ -154,7 +182,11 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
       raise OutOfMemory(f"compiling the step ran out of device memory: {e}") from e
     raise
   out["expected_memory_bytes"] = measure.expected_memory(compiled)
-  budget = memory_budget(c, devices)
+  out["mesh_shape"] = dict(program.mesh.shape)
+  out["collectives"] = collectives.summarize(
+      collectives.from_hlo(compiled.as_text(), len(devices)))
+  out.update(memory_split(program, compiled))
+  budget = memory_budget(c, local)
   out["memory_budget_bytes"] = budget
   if budget and out["expected_memory_bytes"] and out["expected_memory_bytes"] > budget:
     raise OutOfMemory(
@@ -190,7 +222,7 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
       losses=warm_losses + losses,
       final_loss=losses[-1],
       tokens_per_s=tokens_per_step / step_time["median"],
-      peak_memory_bytes=measure.peak_memory(devices),
+      peak_memory_bytes=measure.peak_memory(local),
   )
   out["tokens_per_s_per_device"] = out["tokens_per_s"] / len(devices)
   return out

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+r"""Starts N slm_jax processes on this machine, joined through jax.distributed.
+
+For tests and demos of multi-host code on one machine: each process gets its own devices
+(fake CPU devices with --cpu, or its share of the GPUs through CUDA_VISIBLE_DEVICES).
+
+  python launch/local.py --num_processes=2 --devices_per_process=2 --cpu -- \
+      --config=configs/tiny.py --config.strategy=fsdp_full --workdir=runs/local
+
+Everything after `--` goes to `python -m slm_jax.main`. Exits with the first non-zero exit
+code of the processes (all are stopped if one fails).
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--num_processes", type=int, default=2)
+  parser.add_argument("--devices_per_process", type=int, default=1)
+  parser.add_argument("--cpu", action="store_true", help="fake CPU devices, gloo collectives")
+  parser.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
+  parser.add_argument("main_args", nargs=argparse.REMAINDER)
+  args = parser.parse_args()
+  main_args = [a for a in args.main_args if a != "--"]
+  address = f"127.0.0.1:{args.port or free_port()}"
+
+  procs = []
+  for i in range(args.num_processes):
+    env = dict(os.environ)
+    if args.cpu:
+      env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+                 XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices_per_process}")
+    else:
+      first = i * args.devices_per_process
+      env["CUDA_VISIBLE_DEVICES"] = ",".join(
+          str(d) for d in range(first, first + args.devices_per_process))
+    cmd = [sys.executable, "-m", "slm_jax.main", f"--coordinator_address={address}",
+           f"--num_processes={args.num_processes}", f"--process_id={i}", *main_args]
+    procs.append(subprocess.Popen(cmd, env=env))
+
+  code = 0
+  while procs:
+    for p in list(procs):
+      rc = p.poll()
+      if rc is None:
+        continue
+      procs.remove(p)
+      if rc and not code:
+        code = rc
+        for other in procs:
+          other.terminate()
+    time.sleep(0.2)
+  return code
+
+
+if __name__ == "__main__":
+  sys.exit(main())

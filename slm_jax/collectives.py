@@ -1,0 +1,118 @@
+"""What a compiled step sends: collectives read from its HLO, and the time a ring would take
+on a named interconnect.
+
+`bytes` of a collective is the size of the whole tensor it combines, per device: the operand
+of an all-reduce or reduce-scatter, the result of an all-gather. A ring over n devices sends
+2(n-1)/n of that for an all-reduce and (n-1)/n for the others; `predict_seconds` adds one
+latency per ring step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+
+KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+# op name as HLO prints it (async pairs included) -> kind; the "-done" halves are not counted.
+_OP = re.compile(r"=\s*(?P<result>\([^=]*?\)|\S+)\s+(?P<op>all-reduce|all-gather|reduce-scatter|"
+                 r"all-to-all|collective-permute)(?:-start)?\((?P<operands>[^)]*)\)")
+_SHAPE = re.compile(r"\b(?P<dtype>pred|[sfu](?:8|16|32|64)|bf16|f8e\w+)\[(?P<dims>[\d,]*)\]")
+_DTYPE_BYTES = {"pred": 1, "bf16": 2}
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0
+  for m in _SHAPE.finditer(text):
+    dtype = m["dtype"]
+    size = _DTYPE_BYTES.get(dtype) or (1 if dtype.startswith("f8") else int(dtype[1:]) // 8)
+    total += size * math.prod(int(d) for d in m["dims"].split(",") if d)
+  return total
+
+
+def _group_size(line: str, default: int) -> int:
+  if m := re.search(r"replica_groups=\{\{([\d,]+)\}", line):
+    return len(m[1].split(","))
+  if m := re.search(r"replica_groups=\[\d+,(\d+)\]", line):
+    return int(m[1])
+  if m := re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line):
+    sizes = dict(re.findall(r"'(\w+)'=(\d+)", m[1]))
+    return math.prod(int(sizes[a]) for a in re.findall(r"'(\w+)'", m[2]))
+  if m := re.search(r"source_target_pairs=\{([^}]*)\}", line):
+    return max(2, len(re.findall(r"\{", m[1])) + 1)
+  return default
+
+
+def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
+  """{kind: {"count", "bytes", "ring_bytes"}} per device for one call of the HLO module."""
+  out = {k: {"count": 0, "bytes": 0, "ring_bytes": 0.0} for k in KINDS}
+  for line in hlo_text.splitlines():
+    line = re.sub(r"/\*.*?\*/", "", line)  # tuple index comments
+    m = _OP.search(line)
+    if not m:
+      continue
+    kind = m["op"]
+    n = _group_size(line, num_devices)
+    result_bytes = _shape_bytes(m["result"])
+    if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
+      size = _shape_bytes(m["operands"]) or result_bytes * n
+    else:
+      size = result_bytes
+    if n <= 1:
+      continue  # a collective over one device moves nothing
+    factor = 2 * (n - 1) / n if kind == "all-reduce" else (n - 1) / n
+    if kind == "collective-permute":
+      factor = 1.0
+    entry = out[kind]
+    entry["count"] += 1
+    entry["bytes"] += size
+    entry["ring_bytes"] += factor * size
+    entry.setdefault("group_sizes", set()).add(n)
+  for entry in out.values():
+    entry["group_sizes"] = sorted(entry.get("group_sizes", ()))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Interconnect:
+  name: str
+  gbytes_per_s: float  # per direction, per device
+  latency_us: float    # per ring step
+
+
+INTERCONNECTS = {
+    "nvlink4": Interconnect("NVLink 4 (H100/H200 SXM, 450 GB/s per direction)", 450.0, 3.0),
+    "nvlink3": Interconnect("NVLink 3 (A100 SXM, 300 GB/s per direction)", 300.0, 3.0),
+    "pcie4": Interconnect("PCIe 4.0 x16 (~25 GB/s achievable)", 25.0, 5.0),
+    "pcie5": Interconnect("PCIe 5.0 x16 (~50 GB/s achievable)", 50.0, 5.0),
+    "ib400": Interconnect("InfiniBand NDR / EFA 400 Gb/s per GPU (50 GB/s)", 50.0, 10.0),
+    "efa100": Interconnect("EFA 100 Gb/s per GPU (12.5 GB/s)", 12.5, 15.0),
+}
+
+
+def predict_seconds(collectives: dict, interconnect: str) -> float:
+  """Ring time for every collective of one step, run back to back with no overlap."""
+  link = INTERCONNECTS[interconnect]
+  total = 0.0
+  for kind, entry in collectives.items():
+    if not entry["count"]:
+      continue
+    steps_per_op = max(entry["group_sizes"] or [2]) - 1
+    if kind == "all-reduce":
+      steps_per_op *= 2
+    total += entry["ring_bytes"] / (link.gbytes_per_s * 1e9)
+    total += entry["count"] * steps_per_op * link.latency_us * 1e-6
+  return total
+
+
+def summarize(collectives: dict, interconnects=("nvlink4", "pcie4", "ib400")) -> dict:
+  """The record's `collectives` field: per-kind counts and bytes, and predicted seconds."""
+  kinds = {k: {"count": v["count"], "bytes": int(v["bytes"]),
+               "ring_bytes": int(np.round(v["ring_bytes"])), "group_sizes": v["group_sizes"]}
+           for k, v in collectives.items() if v["count"]}
+  return {"per_step": kinds,
+          "total_bytes": sum(v["bytes"] for v in kinds.values()),
+          "predicted_s": {name: predict_seconds(collectives, name) for name in interconnects}}

@@ -1,0 +1,160 @@
+"""Strategies on 8 fake CPU devices (tests/conftest.py): same numbers as one device, the
+promised layouts, and the collectives each one should send."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from slm_jax import collectives, config as config_lib, results, sharding, train
+from slm_jax.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+STRATEGIES = ("ddp", "fsdp_full", "fsdp_grad_op", "hsdp")
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+
+
+def tiny(**overrides):
+  c = config_lib.tiny_config()
+  # fp32 compute, so that only the order of reductions differs between layouts; a larger Adam
+  # eps keeps near-zero gradients (whose sign is rounding noise) from taking full-size steps.
+  c.update(compute_dtype="float32", learning_rate=1e-2, lr_warmup_steps=1, adam_eps=1e-4,
+           **overrides)
+  return c
+
+
+def train_steps(c, n=4):
+  program = train.build(c)
+  state = program.init()
+  batch = program.batch(jax.random.key(1))
+  losses = []
+  for _ in range(n):
+    state, metrics = program.step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return losses, jax.device_get(state.params), program
+
+
+@pytest.fixture(scope="module")
+def reference():
+  # One device holding the whole global batch of 8 devices x 2 rows.
+  losses, params, _ = train_steps(tiny(strategy="single", per_device_batch_size=16))
+  return losses, params
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_matches_single_device(name, reference):
+  losses, params, program = train_steps(tiny(strategy=name, per_device_batch_size=2))
+  assert program.mesh.devices.size == 8
+  np.testing.assert_allclose(losses, reference[0], rtol=2e-5)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(reference[1])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6)
+
+
+def layout(name):
+  program = train.build(tiny(strategy=name))
+  params, opt_state = program.abstract_state
+  return (sharding.bytes_per_device(params, program.state_shardings.params),
+          sharding.bytes_per_device(opt_state, program.state_shardings.opt_state),
+          sharding.bytes_per_device(params, program.grad_shardings))
+
+
+def test_shardings_hold_what_each_strategy_promises():
+  ddp_p, ddp_o, ddp_g = layout("ddp")
+  full_p, full_o, full_g = layout("fsdp_full")
+  op_p, op_o, op_g = layout("fsdp_grad_op")
+  # Norm scales (1/500 of the bytes) stay replicated, so "1/8" is 1/8 plus a sliver.
+  assert full_p == pytest.approx(ddp_p / 8, rel=0.02)
+  assert full_o == pytest.approx(ddp_o / 8, rel=0.02) and full_g == full_p
+  assert op_p == ddp_p
+  assert op_o == pytest.approx(ddp_o / 8, rel=0.02) and op_g == full_p
+
+
+def compiled_collectives(name):
+  program = train.build(tiny(strategy=name))
+  compiled, _ = train.compile_step(program)
+  params = program.abstract_state.params
+  param_bytes = sum(x.size * 4 for x in jax.tree.leaves(params))
+  sharded_bytes = sum(x.size * 4 for x, s in zip(jax.tree.leaves(params),
+                                                 jax.tree.leaves(program.state_shardings.params
+                                                                 if name != "fsdp_grad_op"
+                                                                 else program.grad_shardings))
+                      if not s.is_fully_replicated)
+  return collectives.from_hlo(compiled.as_text(), 8), param_bytes, sharded_bytes
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_collective_bytes_match_the_analytic_count(name):
+  got, param_bytes, sharded_bytes = compiled_collectives(name)
+  reduced = got["all-reduce"]["bytes"] + got["reduce-scatter"]["bytes"]
+  # Every strategy reduces each fp32 gradient once, plus a few scalars (the loss).
+  assert param_bytes <= reduced <= param_bytes + 1024
+  gathered = got["all-gather"]["bytes"]
+  if name == "ddp":
+    assert gathered == 0
+  else:
+    # Sharded parameters are gathered for the forward pass and, if XLA does not keep them,
+    # again for the backward pass (fsdp_grad_op gathers the updated parameters once).
+    assert gathered in (sharded_bytes, 2 * sharded_bytes)
+  assert got["all-to-all"]["count"] == 0
+
+
+def test_ring_model_on_a_known_hlo():
+  hlo = """
+  %ar = f32[1024,256]{1,0} all-reduce(f32[1024,256]{1,0} %g), replica_groups={{0,1,2,3}}, to_apply=%add
+  %ag = (bf16[64,128]{1,0}, /*index=1*/bf16[8]{0}) all-gather-start(bf16[16,128]{1,0} %p, bf16[2]{0} %q), replica_groups=[1,4]<=[4], dimensions={0}
+  %agd = (bf16[64,128]{1,0}, bf16[8]{0}) all-gather-done(%ag)
+  %rs = f32[256,256]{1,0} reduce-scatter(f32[1024,256]{1,0} %g2), replica_groups={{0,1,2,3}}, dimensions={0}
+  %one = f32[10]{0} all-reduce(f32[10]{0} %x), replica_groups={{0}}, to_apply=%add
+  """
+  got = collectives.from_hlo(hlo, 4)
+  assert got["all-reduce"]["count"] == 1 and got["all-reduce"]["bytes"] == 1024 * 256 * 4
+  assert got["all-reduce"]["ring_bytes"] == pytest.approx(1.5 * 1024 * 256 * 4)
+  assert got["all-gather"]["count"] == 1 and got["all-gather"]["bytes"] == (64 * 128 + 8) * 2
+  assert got["reduce-scatter"]["bytes"] == 1024 * 256 * 4
+  seconds = collectives.predict_seconds(got, "pcie4")
+  link = collectives.INTERCONNECTS["pcie4"]
+  ring = got["all-reduce"]["ring_bytes"] + got["all-gather"]["ring_bytes"] + \
+      got["reduce-scatter"]["ring_bytes"]
+  assert seconds == pytest.approx(ring / 25e9 + (6 + 3 + 3) * link.latency_us * 1e-6)
+
+
+def test_mesh_errors_are_clear():
+  with pytest.raises(UserError, match="only 8 devices"):
+    train.build(tiny(strategy="ddp", num_devices=16))
+  with pytest.raises(UserError, match="not one of"):
+    sharding.make_mesh("zero4")
+
+
+def test_dimensions_the_mesh_does_not_divide_stay_replicated():
+  mesh = sharding.make_mesh("fsdp_full", jax.devices()[:3])
+  spec = sharding.spec_for(("embed", "mlp"), (64, 172), {"embed": "fsdp"}, mesh)
+  assert spec == jax.sharding.PartitionSpec(None, None)  # 64 % 3 != 0
+  program = train.build(tiny(strategy="fsdp_full", num_devices=3))
+  assert program.mesh.devices.size == 3
+
+
+def test_two_processes_through_jax_distributed_agree_with_one(tmp_path):
+  """2 processes x 2 CPU devices through the local launcher == 1 process x 4 devices."""
+  common = ["--config=configs/tiny.py", "--config.strategy=fsdp_full",
+            "--config.compute_dtype=float32", "--config.per_device_batch_size=2",
+            "--config.steps=3", "--config.repeats=1", "--config.warmup_steps=1",
+            "--config.tensorboard=false"]
+  multi = subprocess.run(
+      [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=2",
+       "--cpu", "--", f"--workdir={tmp_path / 'multi'}", *common],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert multi.returncode == 0, multi.stderr[-3000:]
+  env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "PATH": "/usr/bin:/bin"}
+  single = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", f"--workdir={tmp_path / 'one'}", *common],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert single.returncode == 0, single.stderr[-3000:]
+  [m] = results.read(tmp_path / "multi" / "results.jsonl")  # process 0 alone writes
+  [s] = results.read(tmp_path / "one" / "results.jsonl")
+  assert (m["num_processes"], m["num_devices"]) == (2, 4)
+  assert (s["num_processes"], s["num_devices"]) == (1, 4)
+  np.testing.assert_allclose(m["losses"], s["losses"], rtol=1e-5)
