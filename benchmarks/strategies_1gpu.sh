@@ -6,7 +6,7 @@ out=${1:?usage: benchmarks/strategies_1gpu.sh OUTDIR}
 gpu=${GPU:-h100}
 py=${PYTHON:-python3}
 export PYTHONFAULTHANDLER=1 PYTHONUNBUFFERED=1
-for strategy in single ddp fsdp_full fsdp_grad_op hsdp single; do
+for strategy in ${STRATEGIES:-single ddp fsdp_full fsdp_grad_op hsdp}; do
   echo "== $(date +%T) $strategy"
   timeout -s ABRT "${RUN_TIMEOUT:-240}" \
     $py -m slm_jax.main --config=configs/100m_${gpu}.py --config.strategy=$strategy \

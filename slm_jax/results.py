@@ -175,3 +175,40 @@ def summary(record: dict) -> str:
   ]
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+TABLE_COLUMNS = (
+    ("model", "model", "{}"), ("attention", "attention", "{}"), ("strategy", "strategy", "{}"),
+    ("per_device_batch", "batch/dev", "{}"), ("status", "status", "{}"),
+    ("step_time_s.median", "step ms (median)", "{:.1f}", 1e3),
+    ("tokens_per_s", "tokens/s", "{:,.0f}"), ("tokens_per_s_per_device", "tokens/s/GPU", "{:,.0f}"),
+    ("mfu", "MFU %", "{:.1f}", 100), ("peak_memory_bytes", "peak GiB", "{:.1f}", 2**-30),
+    ("expected_memory_bytes", "XLA plan GiB", "{:.1f}", 2**-30),
+    ("compile_s", "compile s", "{:.0f}"), ("token_per_dollar_paper", "Token/$ (paper units)",
+                                            "{:,.0f}"))
+
+
+def _get(record: dict, dotted: str):
+  for key in dotted.split("."):
+    record = record.get(key) if isinstance(record, dict) else None
+  return record
+
+
+def markdown_table(records: list[dict], columns=TABLE_COLUMNS) -> str:
+  """One row per record, for benchmarks/README.md and quick looks."""
+  lines = ["| " + " | ".join(c[1] for c in columns) + " |",
+           "|" + "---|" * len(columns)]
+  for r in records:
+    cells = []
+    for key, _, fmt, *scale in columns:
+      v = _get(r, key)
+      if isinstance(v, (int, float)) and not isinstance(v, bool) and scale:
+        v = v * scale[0]
+      cells.append(fmt.format(v) if v is not None else "-")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  for path in sys.argv[1:]:
+    print(f"{path}\n\n{markdown_table(read(path))}\n")

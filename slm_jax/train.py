@@ -45,7 +45,7 @@ class Program(NamedTuple):
   mesh: jax.sharding.Mesh
   state_shardings: TrainState
   grad_shardings: Any
-  init: Callable[[], TrainState]
+  init: Callable[[jax.Array], TrainState]
   step: Callable[[TrainState, dict], tuple[TrainState, dict]]
   batch: Callable[[jax.Array], dict]
   abstract_state: TrainState
@@ -81,8 +81,10 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
                                  transform_non_params=lambda _: sharding.replicated(mesh))
   state_sh = TrainState(param_sh, opt_sh)
 
-  def init() -> TrainState:
-    _, variables = nnx.split(new_model(nnx.Rngs(c.seed)), nnx.Param)
+  def init(key) -> TrainState:
+    # The key is an argument, not a constant: with a constant seed XLA would try to
+    # constant-fold the whole random initialisation at compile time (minutes for 500M on GPU).
+    _, variables = nnx.split(new_model(nnx.Rngs(params=key)), nnx.Param)
     params = nnx.to_pure_dict(variables)
     return TrainState(params, optimizer.init(params))
 
@@ -196,7 +198,7 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
     return out
 
   try:
-    state = program.init()
+    state = program.init(jax.random.key(c.seed))
     batch = program.batch(jax.random.key(c.seed + 1))
     t0 = time.perf_counter()
     state, _, warm_losses = measure.time_steps(

@@ -107,3 +107,14 @@ def test_every_paper_config_loads_and_names_its_preset():
   for size in ("100m", "500m", "1b", "2b"):
     for gpu in ("a100_40g", "a100", "h100", "h200"):
       assert configs[f"configs/{size}_{gpu}.py"] == [size, gpu, 1024, "cudnn"]
+
+
+def test_results_table_from_a_records_file(tmp_path):
+  assert main("--config=configs/tiny.py", f"--workdir={tmp_path}", *FAST).returncode == 0
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.results", str(tmp_path / "results.jsonl")],
+                        capture_output=True, text=True, cwd=ROOT)
+  header, rule, row = proc.stdout.strip().splitlines()[-3:]
+  assert header.startswith("| model | attention") and rule.startswith("|---|")
+  record = results.read(tmp_path / "results.jsonl")[0]
+  assert row.startswith("| tiny | xla | single | 8 | ok |")
+  assert f"{record['tokens_per_s']:,.0f}" in row

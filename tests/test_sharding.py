@@ -28,7 +28,7 @@ def tiny(**overrides):
 
 def train_steps(c, n=4):
   program = train.build(c)
-  state = program.init()
+  state = program.init(jax.random.key(0))
   batch = program.batch(jax.random.key(1))
   losses = []
   for _ in range(n):

@@ -29,7 +29,7 @@ def test_loss_falls_on_a_repeated_batch_and_stays_finite():
 def test_master_weights_and_adam_state_stay_fp32_with_bf16_compute():
   c = tiny()
   program = train.build(c)
-  state = program.init()
+  state = program.init(jax.random.key(0))
   state, metrics = program.step(state, program.batch(jax.random.key(0)))
   leaves = jax.tree.leaves(state)
   floats = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
@@ -40,7 +40,7 @@ def test_master_weights_and_adam_state_stay_fp32_with_bf16_compute():
 
 def test_step_donates_its_state():
   program = train.build(tiny())
-  state = program.init()
+  state = program.init(jax.random.key(0))
   before = jax.tree.leaves(state.params)[0]
   program.step(state, program.batch(jax.random.key(0)))
   assert before.is_deleted()
