@@ -55,6 +55,8 @@ _COORDINATOR = flags.DEFINE_string(
     "(hosts); with --num_processes and --process_id. Found automatically under SLURM.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
+_TAG = flags.DEFINE_string("tag", None, "A label stored in the record's `tag` field (the sweep "
+                           "marks its points with it).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build and compile abstractly; record parameters, "
                              "FLOPs per token and XLA's expected memory, but do not train.")
 
@@ -104,8 +106,7 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
   run_id = None
   try:
     if c.tensorboard and not dry_run and writes:
-      record_stub = results.make_record(c, status="ok")
-      run_id = record_stub["run_id"]
+      run_id = results.new_run_id()
       writer = Writer(workdir / "tensorboard" / run_id)
       progress = Progress(c, writer)
     train.run(c, dry_run=dry_run, on_step=progress, out=measured)
@@ -125,9 +126,8 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
     log.write_text(traceback.format_exc())
     status, code = "error", 1
     message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (traceback: {log})"
-  record = results.make_record(c, status=status, message=message, measured=measured)
-  if run_id:
-    record["run_id"] = run_id
+  record = results.make_record(c, status=status, message=message, measured=measured,
+                               tag=_TAG.value, run_id=run_id)
   if writes:
     results.append(workdir / "results.jsonl", record)
   if writer:

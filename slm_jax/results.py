@@ -16,6 +16,7 @@ import sys
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -51,6 +52,10 @@ def git_commit() -> str:
     return "unknown"
 
 
+def new_run_id() -> str:
+  return uuid.uuid4().hex[:12]
+
+
 def versions(device=None) -> dict:
   out = {"python": platform.python_version()}
   for name in _PACKAGES:
@@ -63,9 +68,18 @@ def versions(device=None) -> dict:
   return out
 
 
+class DeviceInfo(NamedTuple):
+  """What a record needs of a device, for records written where JAX does not hold it."""
+  device_kind: str
+  platform: str
+
+
 def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
-                measured: dict | None = None, devices=None) -> dict:
-  """A complete record for config `c`: what was asked, what was found, what was measured."""
+                measured: dict | None = None, devices=None, tag: str | None = None,
+                run_id: str | None = None) -> dict:
+  """A complete record for config `c`: what was asked, what was found, what was measured.
+
+  `tag` labels the record for the tool that asked for it (the sweep's point key)."""
   assert status in STATUSES, status
   measured = dict(measured or {})
   devices = list(devices if devices is not None else jax.devices())
@@ -81,7 +95,8 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
   achieved = tps_dev * fpt / 1e12 if tps_dev else None
   record = {
       "schema_version": SCHEMA_VERSION,
-      "run_id": uuid.uuid4().hex[:12],
+      "run_id": run_id or new_run_id(),
+      "tag": tag,
       "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "status": status,
       "message": message,

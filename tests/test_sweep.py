@@ -1,0 +1,123 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slm_jax import results, sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A base config that misbehaves only inside a point's own process (argv[0] is slm_jax/main.py
+# there), so the sweep process, which also reads base configs, stays unharmed.
+BASE = '''
+import os, signal, sys, time
+from slm_jax.config import tiny_config
+
+def get_config():
+  c = tiny_config()
+  c.model = "tiny"
+  if sys.argv[0].endswith("main.py"):
+    if "{behaviour}" == "crash":
+      os.kill(os.getpid(), signal.SIGSEGV)
+    if "{behaviour}" == "hang":
+      time.sleep(600)
+  return c
+'''
+
+SWEEP = '''
+import ml_collections
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.base_config = "{base}/{{behaviour}}.py"
+  c.gpu = "cpu"
+  c.grid = ml_collections.ConfigDict({{
+      "behaviour": {behaviours},
+      "per_device_batch_size": [2, 64],
+      "strategy": ["single"],
+  }})
+  c.overrides = ml_collections.ConfigDict({{"steps": 2, "repeats": 1, "warmup_steps": 0,
+                                            "device_memory_gb": 0.1, "tensorboard": False}})
+  c.point_timeout_s = {timeout}
+  return c
+'''
+
+
+def write_sweep(tmp_path, behaviours, timeout=120):
+  base = tmp_path / "bases"
+  base.mkdir(exist_ok=True)
+  for b in ("fine", "crash", "hang"):
+    (base / f"{b}.py").write_text(BASE.format(behaviour=b))
+  path = tmp_path / "sweep.py"
+  path.write_text(SWEEP.format(base=base, behaviours=behaviours, timeout=timeout))
+  return path
+
+
+def run_sweep(config, workdir, **kw):
+  # `behaviour` is not a config field, so the points pass it only to the base file name.
+  return subprocess.Popen([sys.executable, "-m", "slm_jax.sweep", f"--config={config}",
+                           f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_oom_crash_and_hang_are_recorded_and_the_sweep_goes_on(tmp_path):
+  config = write_sweep(tmp_path, ["fine", "crash", "hang"], timeout=25)
+  proc = run_sweep(config, tmp_path / "w")
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out
+  records = {r["tag"]: r for r in results.read(tmp_path / "w" / "results.jsonl")}
+  assert len(records) == 6
+  status = {k: (r["status"], r["message"]) for k, r in records.items()}
+  fine = {k: v for k, v in status.items() if "behaviour=fine" in k}
+  assert [v[0] for k, v in sorted(fine.items())] == ["ok", "oom"]  # batch 2 fits, 64 not
+  for k, (s, message) in status.items():
+    if "behaviour=crash" in k:
+      assert s == "error" and "exited with code" in message
+    if "behaviour=hang" in k:
+      assert s == "error" and "timed out after" in message
+  assert all(r["model"] == "tiny" and r["params"] == 164_672 for r in records.values())
+
+
+def test_a_killed_sweep_resumes_with_only_the_missing_points(tmp_path):
+  config = write_sweep(tmp_path, ["fine"])
+  workdir = tmp_path / "w"
+  proc = run_sweep(config, workdir, start_new_session=True)
+  deadline = time.time() + 300
+  while time.time() < deadline:  # kill it once the first point is recorded
+    path = workdir / "results.jsonl"
+    if path.exists() and path.read_text().strip():
+      break
+    time.sleep(0.5)
+  os.killpg(proc.pid, 9)
+  proc.wait()
+  first = results.read(workdir / "results.jsonl")
+  assert len(first) == 1
+  proc = run_sweep(config, workdir)
+  out, _ = proc.communicate(timeout=600)
+  assert "1 done before, 1 to run" in out
+  records = results.read(workdir / "results.jsonl")
+  assert sorted(r["tag"] for r in records) == sorted(
+      ["behaviour=fine,num_devices=1,per_device_batch_size=2,strategy=single",
+       "behaviour=fine,num_devices=1,per_device_batch_size=64,strategy=single"])
+  assert records[0]["run_id"] == first[0]["run_id"]
+  proc = run_sweep(config, workdir)
+  out, _ = proc.communicate(timeout=300)
+  assert "2 done before, 0 to run" in out
+  assert any((workdir / "compile_cache").iterdir())  # shared persistent compilation cache
+
+
+def test_grid_expansion_dedupes_single_and_caps_device_counts():
+  import ml_collections
+  c = ml_collections.ConfigDict({"grid": {"strategy": ["single", "ddp"],
+                                          "per_device_batch_size": [4, 8],
+                                          "num_devices": "present"}})
+  pts = sweep.points(c, present=6)
+  assert {sweep.point_key(p) for p in pts if p["strategy"] == "single"} == {
+      "num_devices=1,per_device_batch_size=4,strategy=single",
+      "num_devices=1,per_device_batch_size=8,strategy=single"}
+  assert sorted({p["num_devices"] for p in pts if p["strategy"] == "ddp"}) == [1, 2, 4]
+  assert len(pts) == 2 + 2 * 3
