@@ -109,7 +109,9 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "num_devices": num_devices,
       "num_processes": jax.process_count(),
       "model": config_lib.model_name(c),
-      "params": count_params(mcfg),
+      # Counted once before training where a run got that far: tracing the model again after
+      # a GPU run was seen to stall for minutes (500M on an H100, cause not found).
+      "params": measured.pop("params", None) or count_params(mcfg),
       "flops_per_token": fpt,
       "attention": c.attention,
       "strategy": c.strategy,

@@ -175,7 +175,8 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
   devices = list(program.mesh.devices.flat)
   local = [d for d in devices if d.process_index == jax.process_index()]  # memory is per host
   out = {} if out is None else out
-  out.update(num_devices=len(devices), global_batch=c.per_device_batch_size * len(devices))
+  out.update(num_devices=len(devices), global_batch=c.per_device_batch_size * len(devices),
+             params=sum(x.size for x in jax.tree.leaves(program.abstract_state.params)))
 
   try:
     compiled, out["compile_s"] = compile_step(program)
