@@ -1,0 +1,296 @@
+r"""Redraws the paper's Figures 1-4 from our records, with the paper's points beside them.
+
+  python -m slm_jax.report runs/grid/results.jsonl benchmarks/*.jsonl --out report/
+
+Each plotted point is, as in the paper, the best record over everything not on the plot's axes
+(a grid search, then a max). Token/Dollar is in the paper's normalised unit (tokens/s per GPU
+over the GPU-hour price ratio: A100-40GB 1.00, A100-80GB 1.46, H100 2.53); the tables add
+tokens per US dollar from the dated price table in slm_jax/pricing.py. Writes PNGs, markdown
+tables (report.md) and one HTML page (index.html) answering the paper's four questions.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display
+import matplotlib.pyplot as plt  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from slm_jax import pricing, results  # noqa: E402
+
+PAPER_CSV = Path(__file__).resolve().parent.parent / "third_party/ashkboos24/ashkboos24_figures.csv"
+MODELS = ("100m", "500m", "1b", "2b")
+PAPER_MODEL = {"100m": "100M", "500m": "500M", "1b": "1B", "2b": "2B"}
+ATTENTION_SERIES = {"xla": "vanilla_attention"}  # every other attention is a flash kernel
+STRATEGY_SERIES = {"ddp": "DDP", "single": "DDP", "fsdp_full": "FSDP-Full",
+                   "fsdp_grad_op": "FSDP-Grad+Optimizer", "hsdp": "HSDP"}
+GPU_SERIES = {"A100-40GB": "A100-40GB", "A100-80GB": "A100-80GB", "H100": "H100-80GB",
+              "H200": "H200"}
+GPUS_PER_NODE = 8
+
+# (figure, title, x field, series field, filter); series values are the paper's labels.
+FIGURES = (
+    ("Fig1", "best over everything, by global batch", "global_batch", "attention_series", None),
+    ("Fig2", "flash attention, by GPU count, per GPU type", "num_devices", "gpu_series",
+     lambda r: r["attention_series"] == "flash_attention"),
+    ("Fig3", "A100-80GB, by node count (1 node = best of 1-8 GPUs), per scheme", "num_nodes",
+     "strategy_series", lambda r: r["gpu_series"] == "A100-80GB"),
+    ("Fig4", "by global batch, per scheme", "global_batch", "strategy_series", None),
+)
+QUESTIONS = {
+    "Fig1": ("Q1. How much does FlashAttention raise Token/Dollar, and for which sizes?",
+             "FlashAttention raises Token/Dollar far more for small models (2.7x at 100M, "
+             "1.55x at 2B, best vs best), and lets 1B/2B train at batches where vanilla "
+             "attention runs out of memory."),
+    "Fig2": ("Q2. Which GPU is the most cost-effective?",
+             "H100 and A100-80GB are not cost-effective for small models; the A100-40GB suits "
+             "small models, the A100-80GB larger ones on many GPUs."),
+    "Fig3": ("Q3. Which distribution scheme, as nodes are added?",
+             "DDP is best for small models (less traffic); FSDP wins at 2B because it allows "
+             "larger batches; FSDP grad_op beats FSDP full (less communication)."),
+    "Fig4": ("Q4. How do the schemes and the batch size trade off?",
+             "At small batches the schemes differ little; cost-efficiency saturates before GPU "
+             "memory is full, so filling the memory is not cost-optimal."),
+}
+
+
+def prepare(records: list[dict]) -> list[dict]:
+  """ok records of the paper's sizes, with the paper's series labels and axes added."""
+  out = []
+  for r in records:
+    if r.get("status") != "ok" or r.get("model") not in MODELS:
+      continue
+    if r.get("token_per_dollar_paper") is None and r.get("token_per_dollar") is None:
+      continue
+    gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
+    out.append(dict(
+        r, attention_series=ATTENTION_SERIES.get(r["attention"], "flash_attention"),
+        gpu_series=GPU_SERIES.get(gpu, gpu),
+        strategy_series=STRATEGY_SERIES.get(r["strategy"], r["strategy"]),
+        num_nodes=max(1, r["num_devices"] // GPUS_PER_NODE),
+        value=r.get("token_per_dollar_paper")))
+  return out
+
+
+def best(records: list[dict], keys: tuple[str, ...], value: str = "value") -> dict:
+  """{key values: the record with the largest `value`} over everything not in `keys`."""
+  out = {}
+  for r in records:
+    if r.get(value) is None:
+      continue
+    k = tuple(r[key] for key in keys)
+    if k not in out or r[value] > out[k][value]:
+      out[k] = r
+  return out
+
+
+def read_paper(path: Path = PAPER_CSV) -> list[dict]:
+  with open(path) as f:
+    # OOM points have no value; the paper draws them at 0.
+    return [dict(r, x=int(r["x"]), token_per_dollar=float(r["token_per_dollar"] or 0.0),
+                 oom=r["oom"] == "1") for r in csv.DictReader(f)]
+
+
+def plot_figure(fig_id: str, title: str, xfield: str, sfield: str, ours: list[dict],
+                paper: list[dict], out_dir: Path) -> Path:
+  fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), sharex=False)
+  series_names = sorted({r[sfield] for r in ours} | {p["series"] for p in paper
+                                                       if p["figure"] == fig_id})
+  colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series_names)}
+  points = best(ours, ("model", sfield, xfield))
+  for ax, model in zip(axes, MODELS):
+    for s in series_names:
+      ps = sorted((p for p in paper if p["figure"] == fig_id and p["model"] == PAPER_MODEL[model]
+                   and p["series"] == s), key=lambda p: p["x"])
+      if ps:
+        ax.plot([p["x"] for p in ps], [p["token_per_dollar"] for p in ps], "--o",
+                color=colors[s], mfc="none", alpha=0.7, label=f"paper: {s}")
+      mine = sorted((r for (m, ss, _), r in points.items() if m == model and ss == s),
+                    key=lambda r: r[xfield])
+      if mine:
+        ax.plot([r[xfield] for r in mine], [r["value"] for r in mine], "-s", color=colors[s],
+                label=f"slm_jax: {s}")
+    ax.set_xscale("log", base=2)
+    ax.set_title(PAPER_MODEL[model])
+    ax.set_xlabel(xfield.replace("_", " "))
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("Token/Dollar (paper units)")
+  handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
+  fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8,
+             frameon=False)
+  fig.suptitle(f"{fig_id}: {title}")
+  fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+  path = out_dir / f"{fig_id.lower()}.png"
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_breakdown(ours: list[dict], out_dir: Path) -> Path | None:
+  """Stacked bars of where the best profiled step of each size and attention spends its time."""
+  profiled = [r for r in ours if r.get("breakdown")]
+  if not profiled:
+    return None
+  rows = sorted(best(profiled, ("model", "attention")).values(),
+                key=lambda r: (MODELS.index(r["model"]), r["attention"]))
+  categories = sorted({c for r in rows for c in r["breakdown"]["ms"]})
+  fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4.5))
+  bottoms = [0.0] * len(rows)
+  for i, cat in enumerate(categories):
+    vals = [r["breakdown"]["ms"].get(cat, 0.0) for r in rows]
+    ax.bar(range(len(rows)), vals, bottom=bottoms, label=cat, color=plt.cm.tab20(i % 20))
+    bottoms = [b + v for b, v in zip(bottoms, vals)]
+  ax.set_xticks(range(len(rows)),
+                [f"{PAPER_MODEL[r['model']]}\n{r['attention']}\nb{r['per_device_batch']}"
+                 for r in rows])
+  ax.set_ylabel("ms per step")
+  ax.set_title("Where the step goes (best profiled point per size and attention)")
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+  fig.tight_layout()
+  path = out_dir / "breakdown.png"
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _fmt(v, spec=",.0f"):
+  return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+
+def best_table(ours: list[dict]) -> str:
+  """The best configuration of each size, per GPU type."""
+  lines = ["| model | GPU | GPUs | attention | strategy | batch/GPU | tokens/s/GPU | MFU | "
+           "Token/$ (paper units) | tokens per USD | price |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for (model, gpu), r in sorted(best(ours, ("model", "gpu_series")).items(),
+                                key=lambda kv: (MODELS.index(kv[0][0]), kv[0][1])):
+    lines.append(
+        f"| {PAPER_MODEL[model]} | {gpu} | {r['num_devices']} | {r['attention']} | "
+        f"{r['strategy']} | {r['per_device_batch']} | {_fmt(r['tokens_per_s_per_device'])} | "
+        f"{_fmt(r['mfu'] and r['mfu'] * 100, '.1f')}% | {_fmt(r['value'])} | "
+        f"{_fmt(r['token_per_dollar'])} | {r.get('price_source', '-')} |")
+  return "\n".join(lines)
+
+
+def answers(ours: list[dict], paper: list[dict]) -> dict[str, str]:
+  """Our answer to each question, computed from the records (or what is missing)."""
+  out = {}
+  by_att = best(ours, ("model", "attention_series"))
+  lines = []
+  for m in MODELS:
+    flash, vanilla = by_att.get((m, "flash_attention")), by_att.get((m, "vanilla_attention"))
+    pf = max((p["token_per_dollar"] for p in paper if p["figure"] == "Fig1" and
+              p["model"] == PAPER_MODEL[m] and p["series"] == "flash_attention"), default=None)
+    pv = max((p["token_per_dollar"] for p in paper if p["figure"] == "Fig1" and
+              p["model"] == PAPER_MODEL[m] and p["series"] == "vanilla_attention"), default=None)
+    paper_ratio = f"paper {pf / pv:.2f}x" if pf and pv else "paper -"
+    if flash and vanilla:
+      lines.append(f"{PAPER_MODEL[m]}: flash / vanilla = {flash['value'] / vanilla['value']:.2f}x "
+                   f"({paper_ratio})")
+    elif flash or vanilla:
+      lines.append(f"{PAPER_MODEL[m]}: only {'flash' if flash else 'vanilla'} attention measured "
+                   f"({paper_ratio})")
+  out["Fig1"] = "; ".join(lines) or "no records with both attentions yet"
+  by_gpu = best(ours, ("model", "gpu_series"))
+  lines = []
+  for m in MODELS:
+    gpus = {g: r["value"] for (mm, g), r in by_gpu.items() if mm == m}
+    if gpus:
+      top = max(gpus, key=gpus.get)
+      lines.append(f"{PAPER_MODEL[m]}: best {top} ({_fmt(gpus[top])})" +
+                   ("" if len(gpus) > 1 else " (the only GPU type measured)"))
+  out["Fig2"] = "; ".join(lines) or "no GPU records yet"
+  for fig, key in (("Fig3", "num_nodes"), ("Fig4", "global_batch")):
+    by_s = best(ours, ("model", "strategy_series"))
+    lines = []
+    for m in MODELS:
+      ss = {s: r for (mm, s), r in by_s.items() if mm == m}
+      if ss:
+        top = max(ss, key=lambda s: ss[s]["value"])
+        lines.append(f"{PAPER_MODEL[m]}: best {top} at {ss[top]['num_devices']} GPU(s), "
+                     f"global batch {ss[top]['global_batch']}" +
+                     ("" if len(ss) > 1 else " (the only scheme measured)"))
+    out[fig] = "; ".join(lines) or "no records yet"
+  # Q4's second half: does Token/Dollar peak before the largest batch that fits?
+  sat = []
+  for m in MODELS:
+    rs = [r for r in ours if r["model"] == m and r.get("peak_memory_bytes")]
+    if len({r["per_device_batch"] for r in rs}) > 1:
+      top = max(rs, key=lambda r: r["value"])
+      largest = max(rs, key=lambda r: r["per_device_batch"])
+      sat.append(f"{PAPER_MODEL[m]}: best at batch {top['per_device_batch']} "
+                 f"({top['peak_memory_bytes'] / 2**30:.1f} GiB), largest that fit "
+                 f"{largest['per_device_batch']} ({largest['peak_memory_bytes'] / 2**30:.1f} GiB)")
+  if sat:
+    out["Fig4"] += ". Memory: " + "; ".join(sat)
+  return out
+
+
+def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -> Path:
+  out_dir.mkdir(parents=True, exist_ok=True)
+  records = [r for p in paths for r in results.read(p)]
+  ours = prepare(records)
+  paper = read_paper(paper_csv)
+  figures = [plot_figure(f, t, x, s, [r for r in ours if flt is None or flt(r)], paper, out_dir)
+             for f, t, x, s, flt in FIGURES]
+  breakdown = plot_breakdown(ours, out_dir)
+  ans = answers(ours, paper)
+  status = defaultdict(int)
+  for r in records:
+    status[r.get("status")] += 1
+  md = [f"# slm_jax report\n\n{len(records)} records "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(status.items()))}) from "
+        f"{', '.join(paths)}.\n",
+        "Token/Dollar (paper units) = tokens/s per GPU / the paper's GPU-hour price ratio; "
+        f"tokens per USD use {pricing.PRICE_TABLE_SOURCE} (dated {pricing.PRICE_TABLE_DATE}).\n",
+        "## Best configuration per size and GPU\n", best_table(ours), ""]
+  for fig_id, _, _, _, _ in FIGURES:
+    q, paper_answer = QUESTIONS[fig_id]
+    md += [f"## {q}\n", f"- Paper: {paper_answer}", f"- slm_jax: {ans[fig_id]}",
+           f"\n![{fig_id}]({fig_id.lower()}.png)\n"]
+  if breakdown:
+    md += ["## Step-time breakdown\n", "![breakdown](breakdown.png)\n"]
+  md += ["## All records\n", results.markdown_table(records)]
+  (out_dir / "report.md").write_text("\n".join(md) + "\n")
+  page = ["<!doctype html><meta charset='utf-8'><title>slm_jax report</title>",
+          "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+          "img{max-width:100%}td,th{padding:2px 8px}</style>",
+          f"<h1>slm_jax report</h1><p>{len(records)} records from "
+          f"{html.escape(', '.join(paths))}.</p>"]
+  for fig_id, _, _, _, _ in FIGURES:
+    q, paper_answer = QUESTIONS[fig_id]
+    page += [f"<h2>{html.escape(q)}</h2><p><b>Paper:</b> {html.escape(paper_answer)}</p>"
+             f"<p><b>slm_jax:</b> {html.escape(ans[fig_id])}</p>",
+             f"<img src='{fig_id.lower()}.png' alt='{fig_id}'>"]
+  if breakdown:
+    page.append("<h2>Step-time breakdown</h2><img src='breakdown.png' alt='breakdown'>")
+  page.append("<h2>Tables</h2><pre>" + html.escape((out_dir / "report.md").read_text()) +
+              "</pre>")
+  (out_dir / "index.html").write_text("\n".join(page))
+  return out_dir / "index.html"
+
+
+_OUT = flags.DEFINE_string("out", "report", "Folder for the PNGs, report.md and index.html.")
+_PAPER = flags.DEFINE_string("paper_csv", str(PAPER_CSV), "The paper's plotted points.")
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError("give one or more results.jsonl files")
+  missing = [p for p in paths if not Path(p).exists()]
+  if missing:
+    print(f"error: no such results file: {', '.join(missing)}", file=sys.stderr)
+    sys.exit(2)
+  print(f"wrote {write_report(paths, Path(_OUT.value), Path(_PAPER.value))}")
+
+
+if __name__ == "__main__":
+  app.run(main)

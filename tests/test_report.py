@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slm_jax import report, results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def record(model="100m", attention="cudnn", strategy="ddp", batch=16, devices=1,
+           kind="NVIDIA A100-SXM4-80GB", tps_per_device=1000.0, status="ok", breakdown=None):
+  tpd_paper = tps_per_device / {"NVIDIA A100-SXM4-80GB": 1.46, "NVIDIA H100 80GB HBM3": 2.53,
+                                "NVIDIA A100-SXM4-40GB": 1.0}[kind]
+  r = {k: None for k in results.REQUIRED}
+  r.update(status=status, message="", model=model, attention=attention, strategy=strategy,
+           per_device_batch=batch, num_devices=devices, global_batch=batch * devices,
+           device_kind=kind, tokens_per_s_per_device=tps_per_device,
+           tokens_per_s=tps_per_device * devices, mfu=0.4, token_per_dollar=123.0,
+           token_per_dollar_paper=tpd_paper if status == "ok" else None,
+           price_source="test", peak_memory_bytes=batch * 2**30, params=1, seq_len=1024,
+           step_time_s={"median": 1.0}, breakdown=breakdown)
+  return r
+
+
+def test_best_takes_the_max_over_everything_off_the_axes():
+  rs = report.prepare([
+      record(batch=4, tps_per_device=100), record(batch=4, attention="xla", tps_per_device=300),
+      record(batch=8, tps_per_device=200), record(batch=8, devices=2, tps_per_device=250),
+      record(batch=8, status="oom"), record(model="1b", batch=4, tps_per_device=50)])
+  by_batch = report.best(rs, ("model", "per_device_batch"))
+  assert by_batch[("100m", 4)]["attention"] == "xla"  # 300 beats 100
+  assert by_batch[("100m", 8)]["num_devices"] == 2    # 250 beats 200; the oom has no value
+  assert by_batch[("1b", 4)]["tokens_per_s_per_device"] == 50
+  by_att = report.best(rs, ("model", "attention_series"))
+  assert by_att[("100m", "flash_attention")]["tokens_per_s_per_device"] == 250
+  assert by_att[("100m", "vanilla_attention")]["value"] == pytest.approx(300 / 1.46)
+  assert len(by_att) == 3
+
+
+def test_series_and_axes_follow_the_paper():
+  [r] = report.prepare([record(strategy="fsdp_grad_op", devices=16,
+                               kind="NVIDIA H100 80GB HBM3")])
+  assert (r["gpu_series"], r["strategy_series"], r["num_nodes"]) == (
+      "H100-80GB", "FSDP-Grad+Optimizer", 2)
+  assert r["attention_series"] == "flash_attention"
+
+
+def test_report_from_a_fixture_has_every_figure_table_and_answer(tmp_path):
+  records = []
+  for model in ("100m", "500m", "1b", "2b"):
+    for att, speed in (("xla", 1.0), ("cudnn", 2.0)):
+      for strategy in ("ddp", "fsdp_full", "fsdp_grad_op"):
+        for devices in (1, 8, 16):
+          for batch in (4, 16, 64):
+            records.append(record(model, att, strategy, batch, devices,
+                                  tps_per_device=speed * batch ** 0.5 * (1 + devices / 100)))
+  records.append(record("1b", "cudnn", "ddp", 64, 1, kind="NVIDIA H100 80GB HBM3",
+                        breakdown={"ms": {"matmul": 60.0, "attention": 20.0, "other": 5.0}}))
+  records.append(record("2b", "xla", "ddp", 64, 1, status="oom"))
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path),
+                         f"--out={tmp_path / 'out'}"], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  out = tmp_path / "out"
+  for name in ("fig1.png", "fig2.png", "fig3.png", "fig4.png", "breakdown.png"):
+    assert (out / name).stat().st_size > 10_000, name
+  md = (out / "report.md").read_text()
+  assert "| 1B | A100-80GB | 16 | cudnn |" in md  # best 1B on A100-80GB: most GPUs, batch 64
+  assert "100M: flash / vanilla = 2.00x (paper 2.72x)" in md
+  assert md.count("- Paper:") == 4 and md.count("- slm_jax:") == 4
+  assert "largest that fit 64" in md
+  page = (out / "index.html").read_text()
+  assert page.count("<img") == 5 and "Q4." in page
+
+
+def test_missing_results_file_is_a_clear_error(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(tmp_path / "nope.jsonl")],
+                        cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 2 and "no such results file" in proc.stderr
