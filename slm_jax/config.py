@@ -63,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.price_per_device_hour = 0.0
   c.peak_tflops = 0.0
   c.tensorboard = True
+  # Steps to trace with jax.profiler after timing (0 = none); the trace lands in
+  # <workdir>/profile/<run_id> and its breakdown in the record.
+  c.profile_steps = 0
   return c
 
 
@@ -123,6 +126,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise UserError(f"--config.{field} must be positive, got {c[field]}")
   if c.num_devices < 0:
     raise UserError(f"--config.num_devices must be >= 0 (0 = all), got {c.num_devices}")
+  if c.profile_steps < 0:
+    raise UserError(f"--config.profile_steps must be >= 0, got {c.profile_steps}")
   if c.warmup_steps < 0:
     raise UserError(f"--config.warmup_steps must be >= 0, got {c.warmup_steps}")
   if c.num_heads % c.num_kv_heads:

@@ -105,11 +105,12 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
   status, message, measured, code = "ok", "", {}, 0
   run_id = None
   try:
+    run_id = results.new_run_id()
     if c.tensorboard and not dry_run and writes:
-      run_id = results.new_run_id()
       writer = Writer(workdir / "tensorboard" / run_id)
       progress = Progress(c, writer)
-    train.run(c, dry_run=dry_run, on_step=progress, out=measured)
+    train.run(c, dry_run=dry_run, on_step=progress, out=measured,
+              profile_dir=workdir / "profile" / run_id)
     progress.done()
     status = "dry_run" if dry_run else "ok"
   except train.OutOfMemory as e:

@@ -17,6 +17,21 @@ PEAK_BF16_TFLOPS = (
 )
 
 
+# HBM bandwidth in GB/s (datasheet), same matching.
+PEAK_HBM_GBYTES_PER_S = (
+    ("H100 PCIE", 2000.0),
+    ("H100", 3350.0),
+    ("H200", 4800.0),
+    ("A100-SXM4-40GB", 1555.0),
+    ("A100", 2039.0),
+)
+
+
+def peak_gbytes_per_s(device_kind: str) -> float | None:
+  kind = device_kind.upper()
+  return next((bw for name, bw in PEAK_HBM_GBYTES_PER_S if name in kind), None)
+
+
 def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
   if override > 0:
     return override

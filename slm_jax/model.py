@@ -110,7 +110,8 @@ class Attention(nnx.Module):
     v = self.v_proj(x).reshape(b, s, cfg.kv_heads, cfg.head_dim)
     q = rope(q, positions, cfg.rope_theta)
     k = rope(k, positions, cfg.rope_theta)
-    o = attend(q, k, v, causal=True, impl=self.attention)
+    with jax.named_scope("attention"):  # slm_jax.profile files these ops under attention
+      o = attend(q, k, v, causal=True, impl=self.attention)
     return self.o_proj(o.reshape(b, s, cfg.num_heads * cfg.head_dim))
 
 

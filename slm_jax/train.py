@@ -4,6 +4,7 @@ measured run that `slm_jax.main` drives: build, compile, warm up, time, record."
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -13,7 +14,7 @@ import optax
 from flax import nnx
 
 from slm_jax import config as config_lib
-from slm_jax import collectives, measure, sharding
+from slm_jax import collectives, measure, profile, sharding
 from slm_jax.attention import check as check_attention
 from slm_jax.errors import UserError
 from slm_jax.model import Llama, abstract_model
@@ -28,10 +29,22 @@ class OutOfMemory(Exception):
   """The configuration does not fit in device memory; a result, not a failure."""
 
 
-def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(
+def make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
+  """Learning rate by update count: linear warm-up, then cosine decay to 10%."""
+  return optax.warmup_cosine_decay_schedule(
       0.0, c.learning_rate, warmup_steps=max(c.lr_warmup_steps, 1),
       decay_steps=max(c.lr_warmup_steps + 1, 100_000), end_value=0.1 * c.learning_rate)
+
+
+def synthetic_batch(c: ml_collections.ConfigDict, key: jax.Array, global_batch: int) -> dict:
+  """Uniform random tokens: throughput does not depend on their values. The torch stack
+  (slm_jax.torch_ref) trains on the same tokens."""
+  tokens = jax.random.randint(key, (global_batch, c.seq_len + 1), 0, c.vocab_size, jnp.int32)
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+
+
+def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = make_schedule(c)
   return optax.chain(
       optax.clip_by_global_norm(c.grad_clip_norm),
       # Norm scales (1-D) are not decayed.
@@ -90,22 +103,23 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
 
   def loss_fn(params, batch):
     logits = nnx.merge(graphdef, params)(batch["inputs"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+    with jax.named_scope("cross_entropy"):  # the scopes name slm_jax.profile's categories
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
 
   def step(state: TrainState, batch: dict):
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
     grads = jax.lax.with_sharding_constraint(grads, grad_sh)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    with jax.named_scope("optimizer"):
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   global_batch = c.per_device_batch_size * mesh.devices.size
 
   def batch(key):
-    # Uniform random tokens: throughput does not depend on their values. Generated inside
-    # jit with the batch's sharding, so every device (and host) makes only its own rows.
-    tokens = jax.random.randint(key, (global_batch, c.seq_len + 1), 0, c.vocab_size, jnp.int32)
-    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+    # Generated inside jit with the batch's sharding, so every device (and host) makes only
+    # its own rows.
+    return synthetic_batch(c, key, global_batch)
 
   abstract_batch = {k: jax.ShapeDtypeStruct((global_batch, c.seq_len), jnp.int32,
                                             sharding=batch_sh)
@@ -163,7 +177,7 @@ def memory_budget(c: ml_collections.ConfigDict, devices) -> int | None:
 
 def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
         on_step: Callable[[int, int, float, float], None] = lambda *a: None,
-        out: dict | None = None) -> dict:
+        out: dict | None = None, profile_dir: Path | None = None) -> dict:
   """Builds, compiles and (unless dry_run) measures `c`; returns the measured fields.
 
   Fields go into `out` as they are measured, so a caller keeps what was learnt before a
@@ -211,6 +225,14 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
                                        lambda i, t, l, r=r: on_step(r, i, t, l))
       times += t
       losses += l
+    if c.profile_steps > 0:
+      state, trace, wall = profile.capture(compiled, state, batch, c.profile_steps,
+                                           profile_dir or Path("profile"))
+      kind = devices[0].device_kind
+      out["breakdown"] = profile.breakdown(
+          trace, profile.hlo_ops(compiled.as_text()), c.profile_steps,
+          measure.peak_tflops(kind, c.peak_tflops), measure.peak_gbytes_per_s(kind))
+      out["breakdown"]["wall_ms_per_step"] = wall * 1e3  # profiled steps, tracer overhead in
   except Exception as e:
     if is_oom(e):
       raise OutOfMemory(f"running the step ran out of device memory: {e}") from e

@@ -1,0 +1,194 @@
+"""Where a training step's time goes: a jax.profiler trace of a few steps, read back and split
+into matmuls, attention, collectives, norms/elementwise, loss, optimizer update and idle time.
+
+Each op in the trace is matched to its instruction in the compiled step's HLO, which names its
+category (by opcode and by the `jax.named_scope` the model and step put around attention, the
+loss and the optimizer) and its FLOPs and bytes. Ops on different streams or threads can run at
+once, so time is split exclusively: every instant of the profiled window is shared equally by
+the ops running then, and instants with none running are idle (host work, launch gaps). The
+categories therefore add up to the window, which is the step time times the steps profiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import jax
+
+CATEGORIES = ("matmul", "attention", "collectives", "norm/elementwise", "loss", "optimizer",
+              "idle/host")
+SCOPES = (("attention", "attention"), ("cross_entropy", "loss"), ("optimizer", "optimizer"))
+_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
+                "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+) = (?P<type>.*?) "
+                    r"(?P<op>[a-z][\w\-]*)\((?P<operands>[^)]*)\)(?P<attrs>.*)$")
+_SHAPE = re.compile(r"(?P<dtype>[a-z]+\d*)\[(?P<dims>[\d,]*)\]")
+
+
+@dataclasses.dataclass
+class Op:
+  category: str
+  flops: float = 0.0
+  bytes: float = 0.0
+  op_name: str = ""
+
+
+def _shapes(text: str) -> list[tuple[str, list[int]]]:
+  return [(m["dtype"], [int(d) for d in m["dims"].split(",") if d]) for m in _SHAPE.finditer(text)
+          if m["dtype"] in _DTYPE_BYTES]
+
+
+def _bytes(text: str) -> int:
+  return sum(_DTYPE_BYTES[d] * math.prod(dims) for d, dims in _shapes(text))
+
+
+def _computations(hlo_text: str) -> dict[str, list[dict]]:
+  comps, current = {}, None
+  for line in hlo_text.splitlines():
+    if re.match(r"^(ENTRY )?%[\w.\-]+ .*\{$", line):
+      current = "ENTRY" if line.startswith("ENTRY") else line.split()[0][1:]
+      comps[current] = []
+    elif line.startswith("}"):
+      current = None
+    elif current and (m := _INSTR.match(line)):
+      comps[current].append(m.groupdict())
+  return comps
+
+
+def _dot_flops(instr: dict, shapes: dict[str, list[int]]) -> float:
+  out = _shapes(instr["type"])
+  lhs = instr["operands"].split(",")[0].strip().split()[-1].lstrip("%")
+  contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", instr["attrs"])
+  if not out or lhs not in shapes or not contracting:
+    return 0.0
+  k = math.prod(shapes[lhs][int(i)] for i in contracting[1].split(",") if i)
+  return 2.0 * math.prod(out[0][1]) * k
+
+
+def hlo_ops(hlo_text: str) -> dict[str, Op]:
+  """{instruction name: Op} for the instructions that run (fusion bodies folded into their
+  fusion), with categories, FLOPs (matmuls) and the bytes their operands and results span."""
+  comps = _computations(hlo_text)
+  shapes = {i["name"]: (_shapes(i["type"]) or [("", [])])[0][1]
+            for instrs in comps.values() for i in instrs}
+  types = {i["name"]: i["type"] for instrs in comps.values() for i in instrs}
+  fused = {c for instrs in comps.values() for i in instrs if i["op"] == "fusion"
+           for c in re.findall(r"calls=%([\w.\-]+)", i["attrs"])}
+  ops = {}
+  for comp, instrs in comps.items():
+    if comp in fused:
+      continue
+    for i in instrs:
+      if i["op"] in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
+        continue
+      body = []
+      for c in re.findall(r"calls=%([\w.\-]+)", i["attrs"]):
+        body += comps.get(c, [])
+      dots = [b for b in [i] + body if b["op"] in ("dot", "convolution")]
+      flops = sum(_dot_flops(d, shapes) for d in dots)
+      target = re.search(r'custom_call_target="([^"]+)"', i["attrs"])
+      target = target[1] if target else ""
+      op_name = re.search(r'op_name="([^"]*)"', i["attrs"])
+      op_name = op_name[1] if op_name else ""
+      operands = [o.strip().split()[-1].lstrip("%") for o in i["operands"].split(",") if o.strip()]
+      nbytes = _bytes(i["type"]) + sum(_bytes(types.get(o, "")) for o in operands)
+      ops[i["name"]] = Op(_category(i["op"], target, op_name, bool(dots)), flops, nbytes,
+                          op_name)
+  return ops
+
+
+def _category(opcode: str, target: str, op_name: str, has_dot: bool) -> str:
+  if opcode.replace("-start", "").replace("-done", "") in _COLLECTIVES:
+    return "collectives"
+  if "fmha" in target or "cudnn" in target.lower():
+    return "attention"
+  for scope, category in SCOPES:
+    if f"/{scope}/" in op_name or op_name.endswith(f"/{scope}") or f"({scope})" in op_name:
+      return category
+  if has_dot or "gemm" in target or "matmul" in target:
+    return "matmul"
+  return "norm/elementwise"
+
+
+def capture(step, state, batch, steps: int, logdir: Path):
+  """Runs `steps` steps under the profiler; (state, trace file, wall seconds per step)."""
+  logdir.mkdir(parents=True, exist_ok=True)
+  jax.block_until_ready(state)
+  jax.profiler.start_trace(str(logdir), create_perfetto_trace=True)
+  t0 = time.perf_counter()
+  try:
+    for i in range(steps):
+      with jax.profiler.StepTraceAnnotation("train", step_num=i):
+        state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    wall = (time.perf_counter() - t0) / steps
+  finally:
+    jax.profiler.stop_trace()
+  traces = sorted(logdir.glob("plugins/profile/*/*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
+  if not traces:
+    raise RuntimeError(f"the profiler wrote no trace under {logdir}")
+  return state, traces[-1], wall
+
+
+def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: float | None = None,
+              peak_gbytes_per_s: float | None = None, top: int = 8) -> dict:
+  """The record's `breakdown` field: ms and % of a step per category, and the heaviest ops."""
+  with gzip.open(trace_path, "rt") as f:
+    data = json.load(f)
+  events = data["traceEvents"] if isinstance(data, dict) else data
+  spans = []
+  for e in events:
+    if e.get("ph") != "X" or not e.get("dur"):
+      continue
+    name = (e.get("args") or {}).get("hlo_op") or e.get("name", "")
+    op = ops.get(name)
+    if op is not None:
+      spans.append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), name))
+  if not spans:
+    raise ValueError(f"no op of the compiled step found in {trace_path}")
+  # Sweep over start/end points; each elementary interval is shared by the ops running in it.
+  points = sorted({t for s, e, _ in spans for t in (s, e)})
+  starts = sorted(spans)
+  active: list[tuple[float, float, str]] = []
+  per_cat = {c: 0.0 for c in CATEGORIES}
+  per_op: dict[str, float] = {}
+  j = 0
+  for a, b in zip(points, points[1:]):
+    while j < len(starts) and starts[j][0] <= a:
+      active.append(starts[j])
+      j += 1
+    active = [s for s in active if s[1] > a]
+    width = b - a
+    if not active:
+      per_cat["idle/host"] += width
+      continue
+    for _, _, name in active:
+      per_cat[ops[name].category] += width / len(active)
+      per_op[name] = per_op.get(name, 0.0) + width / len(active)
+  window_us = points[-1] - points[0]
+  step_ms = window_us / 1e3 / steps
+  ms = {c: v / 1e3 / steps for c, v in per_cat.items()}
+  busy = {}  # each op's own (inclusive) time, for its achieved rates
+  for s, e, name in spans:
+    busy[name] = busy.get(name, 0.0) + (e - s)
+  heaviest = []
+  for name in sorted(per_op, key=per_op.get, reverse=True)[:top]:
+    op, seconds = ops[name], busy[name] / 1e6 / steps
+    tflops = op.flops / seconds / 1e12 if op.flops else None
+    gbs = op.bytes / seconds / 1e9
+    heaviest.append({
+        "op": name, "category": op.category, "ms": per_op[name] / 1e3 / steps,
+        "tflops": tflops, "gbytes_per_s": gbs,
+        "tflops_of_peak": tflops / peak_tflops if tflops and peak_tflops else None,
+        "bandwidth_of_peak": gbs / peak_gbytes_per_s if peak_gbytes_per_s else None,
+        "op_name": op.op_name[-120:]})
+  return {"step_ms": step_ms, "steps": steps, "ms": ms,
+          "percent": {c: 100 * v / step_ms for c, v in ms.items()},
+          "top_ops": heaviest, "trace": str(trace_path)}

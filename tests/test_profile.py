@@ -1,0 +1,57 @@
+import pytest
+
+from slm_jax import config as config_lib
+from slm_jax import profile, train
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+  c = config_lib.tiny_config()
+  c.update(steps=5, repeats=2, warmup_steps=1, profile_steps=4)
+  return train.run(c, profile_dir=tmp_path_factory.mktemp("profile"))
+
+
+def test_breakdown_sums_to_the_measured_step_time(profiled):
+  b = profiled["breakdown"]
+  total = sum(b["ms"].values())
+  assert total == pytest.approx(b["step_ms"], rel=1e-6)  # exclusive split of the window
+  assert b["step_ms"] == pytest.approx(b["wall_ms_per_step"], rel=0.10)
+  assert sum(b["percent"].values()) == pytest.approx(100.0)
+
+
+def test_breakdown_finds_the_model_s_parts(profiled):
+  ms = profiled["breakdown"]["ms"]
+  assert set(ms) == set(profile.CATEGORIES)
+  for part in ("matmul", "attention", "norm/elementwise", "loss", "optimizer"):
+    assert ms[part] > 0, part
+  assert ms["collectives"] == 0  # one device
+  top = profiled["breakdown"]["top_ops"]
+  assert top and all(t["ms"] > 0 and t["gbytes_per_s"] > 0 for t in top)
+  assert any(t["tflops"] for t in top if t["category"] in ("matmul", "attention"))
+
+
+def test_hlo_categories_and_matmul_flops():
+  hlo = """HloModule m
+
+%fused_dot (param_0: bf16[16,64], param_1: bf16[64,32]) -> bf16[16,32] {
+  %param_0 = bf16[16,64]{1,0} parameter(0)
+  %param_1 = bf16[64,32]{1,0} parameter(1)
+  ROOT %dot.1 = bf16[16,32]{1,0} dot(%param_0, %param_1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (a: bf16[16,64], b: bf16[64,32]) -> bf16[16,32] {
+  %a = bf16[16,64]{1,0} parameter(0)
+  %b = bf16[64,32]{1,0} parameter(1)
+  %fusion.1 = bf16[16,32]{1,0} fusion(%a, %b), kind=kOutput, calls=%fused_dot, metadata={op_name="jit(step)/jvp(Llama)/dot_general"}
+  %fusion.2 = bf16[16,32]{1,0} fusion(%a, %b), kind=kOutput, calls=%fused_dot, metadata={op_name="jit(step)/transpose(jvp(attention))/dot_general"}
+  %all-reduce.3 = bf16[16,32]{1,0} all-reduce(%fusion.1), replica_groups={{0,1}}, to_apply=%add
+  %exp.4 = bf16[16,32]{1,0} exponential(%fusion.2), metadata={op_name="jit(step)/cross_entropy/exp"}
+  ROOT %custom-call.5 = bf16[16,32]{1,0} custom-call(%exp.4), custom_call_target="__cudnn$fmhaSoftmax"
+}
+"""
+  ops = profile.hlo_ops(hlo)
+  assert {n: o.category for n, o in ops.items()} == {
+      "fusion.1": "matmul", "fusion.2": "attention", "all-reduce.3": "collectives",
+      "exp.4": "loss", "custom-call.5": "attention"}
+  assert ops["fusion.1"].flops == 2 * 16 * 32 * 64
+  assert ops["fusion.1"].bytes == 2 * (16 * 32 + 16 * 64 + 64 * 32)
