@@ -61,10 +61,12 @@ QUESTIONS = {
 }
 
 
-def prepare(records: list[dict]) -> list[dict]:
-  """ok records of the paper's sizes, with the paper's series labels and axes added."""
+def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
+  """ok records of one stack and the paper's sizes, with the paper's series labels and axes."""
   out = []
   for r in records:
+    if (r.get("stack") or "jax") != stack:
+      continue
     if r.get("status") != "ok" or r.get("model") not in MODELS:
       continue
     if r.get("token_per_dollar_paper") is None and r.get("token_per_dollar") is None:
@@ -179,6 +181,21 @@ def best_table(ours: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> str:
+  """Three columns per size: the paper's best, PyTorch today on this GPU, slm_jax (best each)."""
+  lines = ["| model | GPU | paper best (any GPU) | PyTorch (this GPU) | slm_jax | slm_jax / PyTorch |",
+           "|---|---|---|---|---|---|"]
+  jb, tb = best(ours, ("model", "gpu_series")), best(torch, ("model", "gpu_series"))
+  for m, gpu in sorted(set(jb) | set(tb), key=lambda k: (MODELS.index(k[0]), k[1])):
+    pb = max((p["token_per_dollar"] for p in paper if p["model"] == PAPER_MODEL[m]), default=None)
+    j, t = jb.get((m, gpu)), tb.get((m, gpu))
+    ratio = j["value"] / t["value"] if j and t else None
+    lines.append(f"| {PAPER_MODEL[m]} | {gpu} | {_fmt(pb)} | "
+                 f"{_fmt(t and t['value'])}{' (' + t['attention'] + ')' if t else ''} | "
+                 f"{_fmt(j and j['value'])} | {_fmt(ratio, '.2f')} |")
+  return "\n".join(lines)
+
+
 def answers(ours: list[dict], paper: list[dict]) -> dict[str, str]:
   """Our answer to each question, computed from the records (or what is missing)."""
   out = {}
@@ -237,6 +254,7 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -
   out_dir.mkdir(parents=True, exist_ok=True)
   records = [r for p in paths for r in results.read(p)]
   ours = prepare(records)
+  torch = prepare(records, stack="torch")
   paper = read_paper(paper_csv)
   figures = [plot_figure(f, t, x, s, [r for r in ours if flt is None or flt(r)], paper, out_dir)
              for f, t, x, s, flt in FIGURES]
@@ -250,7 +268,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -
         f"{', '.join(paths)}.\n",
         "Token/Dollar (paper units) = tokens/s per GPU / the paper's GPU-hour price ratio; "
         f"tokens per USD use {pricing.PRICE_TABLE_SOURCE} (dated {pricing.PRICE_TABLE_DATE}).\n",
-        "## Best configuration per size and GPU\n", best_table(ours), ""]
+        "## Best configuration per size and GPU (slm_jax)\n", best_table(ours), "",
+        "## Token/Dollar (paper units): the paper, PyTorch today, slm_jax\n",
+        stacks_table(ours, torch, paper), ""]
   for fig_id, _, _, _, _ in FIGURES:
     q, paper_answer = QUESTIONS[fig_id]
     md += [f"## {q}\n", f"- Paper: {paper_answer}", f"- slm_jax: {ans[fig_id]}",

@@ -76,10 +76,11 @@ class DeviceInfo(NamedTuple):
 
 def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
                 measured: dict | None = None, devices=None, tag: str | None = None,
-                run_id: str | None = None) -> dict:
+                run_id: str | None = None, stack: str = "jax") -> dict:
   """A complete record for config `c`: what was asked, what was found, what was measured.
 
-  `tag` labels the record for the tool that asked for it (the sweep's point key)."""
+  `tag` labels the record for the tool that asked for it (the sweep's point key); `stack` is
+  the framework that ran it ("torch" for slm_jax.torch_ref, which passes DeviceInfo devices)."""
   assert status in STATUSES, status
   measured = dict(measured or {})
   devices = list(devices if devices is not None else jax.devices())
@@ -100,7 +101,7 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "status": status,
       "message": message,
-      "stack": "jax",
+      "stack": stack,
       "versions": versions(devices[0]),
       "git_commit": git_commit(),
       "hostname": socket.gethostname(),

@@ -60,6 +60,9 @@ def test_report_from_a_fixture_has_every_figure_table_and_answer(tmp_path):
   records.append(record("1b", "cudnn", "ddp", 64, 1, kind="NVIDIA H100 80GB HBM3",
                         breakdown={"ms": {"matmul": 60.0, "attention": 20.0, "other": 5.0}}))
   records.append(record("2b", "xla", "ddp", 64, 1, status="oom"))
+  torch_rec = record("1b", "sdpa", "ddp", 16, 16, tps_per_device=2.0)
+  torch_rec["stack"] = "torch"
+  records.append(torch_rec)
   path = tmp_path / "results.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in records))
   proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path),
@@ -73,6 +76,9 @@ def test_report_from_a_fixture_has_every_figure_table_and_answer(tmp_path):
   assert "100M: flash / vanilla = 2.00x (paper 2.72x)" in md
   assert md.count("- Paper:") == 4 and md.count("- slm_jax:") == 4
   assert "largest that fit 64" in md
+  # The torch record sits in its own column and never in the JAX figures' maxima.
+  [row] = [l for l in md.splitlines() if l.startswith("| 1B | A100-80GB | 17,125 |")]
+  assert "(sdpa)" in row and row.rstrip(" |").split("|")[-1].strip() != "-"
   page = (out / "index.html").read_text()
   assert page.count("<img") == 5 and "Q4." in page
 

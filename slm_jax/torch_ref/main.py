@@ -1,0 +1,183 @@
+r"""Trains and measures one configuration on the PyTorch stack (the paper's); appends a record
+with `stack: "torch"` to <workdir>/results.jsonl, beside slm_jax.main's records.
+
+  python -m slm_jax.torch_ref.main --config=configs/1b_h100.py --workdir=runs/1b
+  python -m slm_jax.torch_ref.main --config=configs/1b_h100.py --torch_attention=eager
+  python -m slm_jax.torch_ref.main --config=configs/1b_h100.py --config.strategy=fsdp_full
+
+The flags are slm_jax.main's (--config, --workdir, --tag, --dry_run) plus --torch_attention
+and --torch_compile. A strategy other than `single` needs one process per device: started
+here through torchrun, on all GPUs or --config.num_devices of them (on several hosts, start
+this module under torchrun yourself).
+"""
+
+import os
+
+# JAX does only accounting here (the batch, the schedule, parameter counts), on the CPU, so it
+# takes none of the GPU memory that torch is measured on.
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from slm_jax import config as config_lib
+from slm_jax import main as jax_main  # its flags, progress lines and TensorBoard summary
+from slm_jax import results, torch_ref
+from slm_jax import train as jax_train
+from slm_jax.errors import UserError
+from slm_jax.tensorboard_writer import Writer
+
+FLAGS = flags.FLAGS
+_ATTENTION = flags.DEFINE_string(
+    "torch_attention", "", "eager (vanilla: materialised scores) or sdpa (fused, flash on the "
+    "GPU); default: the one matching --config.attention (xla: eager, cudnn: sdpa).")
+_COMPILE = flags.DEFINE_bool("torch_compile", False, "Run the model through torch.compile "
+                             "(the paper did not).")
+_CONFIG = None
+
+
+def _define_config_flag():
+  global _CONFIG
+  try:
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", str(Path(__file__).with_name("default_config.py")),
+        "Config file (configs/*.py); fields can be overridden with --config.FIELD=VALUE.",
+        lock_config=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    jax_main._flag_error(e)
+
+
+def rank() -> int:
+  return int(os.environ.get("RANK", "0"))
+
+
+def device_info() -> results.DeviceInfo:
+  import torch
+
+  if torch.cuda.is_available():
+    return results.DeviceInfo(torch.cuda.get_device_name(int(os.environ.get("LOCAL_RANK", "0"))),
+                              "gpu")
+  return results.DeviceInfo("cpu", "cpu")
+
+
+def versions(info: results.DeviceInfo) -> dict:
+  import torch
+  import transformers
+
+  out = results.versions(info)  # python and the JAX side's packages (they do the accounting)
+  out.update(torch=torch.__version__, transformers=transformers.__version__,
+             platform_version=f"cuda {torch.version.cuda}" if torch.cuda.is_available() else None)
+  if torch.cuda.is_available():
+    out["cudnn"] = torch.backends.cudnn.version()
+    try:
+      out["nccl"] = ".".join(str(v) for v in torch.cuda.nccl.version())
+    except Exception:  # a build without NCCL; the record matters more than this field
+      out["nccl"] = None
+  return out
+
+
+def execute(c, workdir: Path, *, attention: str, compile: bool, dry_run: bool,
+            tag: str | None = None) -> tuple[dict, int]:
+  """Runs `c` on torch and writes its record (rank 0 only); returns (record, exit code).
+
+  Statuses and exit codes are slm_jax.main's: oom is a result (0), a config that cannot run
+  is an error (2), an internal failure keeps its traceback in <workdir>/errors (1)."""
+  from slm_jax.torch_ref import train as torch_train
+
+  c = torch_train.torch_config(c, attention)
+  writes = rank() == 0
+  writer, run_id = None, results.new_run_id()
+  progress = jax_main.Progress(c, None) if writes else (lambda *a: None)
+  status, message, measured, code = "ok", "", {}, 0
+  try:
+    if c.tensorboard and not dry_run and writes:
+      writer = Writer(workdir / "tensorboard" / run_id)
+      progress = jax_main.Progress(c, writer)
+    torch_train.run(c, attention=attention, compile=compile, dry_run=dry_run, on_step=progress,
+                    out=measured)
+    status = "dry_run" if dry_run else "ok"
+  except jax_train.OutOfMemory as e:
+    status, message = "oom", (f"does not fit: {str(e).splitlines()[0]}; try a smaller "
+                              "--config.per_device_batch_size or another strategy")
+  except UserError as e:
+    status, message, code = "error", str(e), 2
+  except Exception as e:  # an internal failure: keep the record, point at the traceback
+    log = workdir / "errors" / f"{run_id}-torch-{os.getpid()}.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(traceback.format_exc())
+    status, code = "error", 1
+    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (traceback: {log})"
+  if hasattr(progress, "done"):
+    progress.done()
+  info = device_info()
+  measured["versions"] = versions(info)
+  record = results.make_record(c, status=status, message=message, measured=measured,
+                               devices=[info], tag=tag, run_id=run_id, stack="torch")
+  if writes:
+    results.append(workdir / "results.jsonl", record)
+  if writer:
+    jax_main._write_tensorboard(writer, record)
+  return record, code
+
+
+def launch(num_processes: int) -> int:
+  """Runs this same command in `num_processes` processes through torchrun; their exit code."""
+  cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={num_processes}", "-m", "slm_jax.torch_ref.main", *sys.argv[1:]]
+  return subprocess.run(cmd).returncode
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    c = _CONFIG.value
+    c.get("model")
+  except OSError as e:  # config_flags defers a missing or broken config file until here
+    print(f"error: --config: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+  from slm_jax.torch_ref import train as torch_train
+
+  workdir = Path(FLAGS.workdir)
+  try:
+    if FLAGS.coordinator_address:
+      raise UserError("--coordinator_address is for JAX runs; start torch on several hosts "
+                      "with torchrun (--nnodes, --rdzv-endpoint) around this module")
+    config_lib.validate(c)
+    attention = torch_ref.attention_for(c.attention, _ATTENTION.value)
+    if c.strategy != "single" and "RANK" not in os.environ and not FLAGS.dry_run:
+      try:
+        torch_train.check_devices(c)
+      except UserError:
+        pass  # execute() below records it, as slm_jax.main records what a device cannot run
+      else:
+        sys.exit(launch(torch_train.device_count(c)))
+    record, code = execute(c, workdir, attention=attention, compile=_COMPILE.value,
+                           dry_run=FLAGS.dry_run, tag=FLAGS.tag)
+  except UserError as e:  # the config itself is wrong: nothing was run or written
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if rank() == 0:
+    if record["status"] == "error":
+      print(f"error: {record['message']}", file=sys.stderr)
+    else:
+      print(results.summary(record))
+    print(f"  record appended to {workdir / 'results.jsonl'}")
+  sys.exit(code)
+
+
+if __name__ == "__main__":
+  try:
+    torch_ref.require()
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  _define_config_flag()
+  app.run(main, flags_parser=jax_main._parse_flags)

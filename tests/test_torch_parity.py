@@ -1,0 +1,218 @@
+"""The PyTorch reference stack (slm_jax.torch_ref) against ours: same model, same numbers.
+
+Needs the `torch` extra; CI installs a CPU-only torch so these run there."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+torch = pytest.importorskip("torch", reason="the torch extra is not installed: "
+                            'pip install -e ".[torch]"')
+pytest.importorskip("transformers", reason='the torch extra is not installed: '
+                    'pip install -e ".[torch]"')
+
+from slm_jax import config as config_lib  # noqa: E402
+from slm_jax import model, results  # noqa: E402
+from slm_jax import train as jax_train  # noqa: E402
+from slm_jax.torch_ref import convert  # noqa: E402
+from slm_jax.torch_ref import model as torch_model  # noqa: E402
+from slm_jax.torch_ref import train as torch_train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--config.steps=3", "--config.repeats=2", "--config.warmup_steps=1"]
+SMALL = model.ModelConfig(num_layers=2, num_heads=4, head_dim=16, ffn_dim=172, vocab_size=512)
+SMALL_GQA = model.ModelConfig(num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                              ffn_dim=172, vocab_size=512)
+
+
+def run_module(module, *args, timeout=300):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def rel_err(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("100m", 130_569_920), ("500m", 526_550_016), ("1b", 970_458_240),
+    ("2b", 1_969_027_008), ("tiny", 164_672)])
+def test_parameter_counts_are_the_same_model(name, expected):
+  cfg = model.PRESETS[name]
+  assert torch_model.count_params(cfg) == model.count_params(cfg) == expected
+
+
+def test_huggingface_model_has_the_flax_models_parameters_by_name_and_shape():
+  flax_params = nnx.to_pure_dict(nnx.state(model.abstract_model(SMALL_GQA), nnx.Param))
+  names = {convert.torch_name(path): tuple(reversed(x.shape)) if path[-1] == "kernel"
+           else tuple(x.shape) for path, x in convert._flatten(flax_params)}
+  hf = {n: tuple(p.shape) for n, p in torch_model.build(SMALL_GQA, device="meta")
+        .named_parameters()}
+  assert names == hf
+
+
+def _tokens(cfg, seed=1):
+  tokens = np.asarray(jax.random.randint(jax.random.key(seed), (2, 33), 0, cfg.vocab_size))
+  return tokens[:, :-1], tokens[:, 1:]
+
+
+def _flax_logits_loss(m, inputs, targets):
+  logits = m(jnp.asarray(inputs))
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(targets)).mean()
+  return np.asarray(logits), float(loss)
+
+
+def _torch_logits_loss(m, inputs, targets):
+  with torch.no_grad():
+    logits = m(input_ids=torch.tensor(inputs, dtype=torch.long)).logits
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1),
+                                             torch.tensor(targets, dtype=torch.long).flatten())
+  return logits.numpy(), float(loss)
+
+
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_GQA], ids=["mha", "gqa"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_flax_weights_in_torch_give_the_same_logits_and_loss(cfg, attention):
+  flax_model = model.Llama(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(flax_model, nnx.Param))
+  hf = torch_model.build(cfg, attention)
+  hf.load_state_dict(convert.flax_to_torch(params), strict=True)
+  inputs, targets = _tokens(cfg)
+  jax_logits, jax_loss = _flax_logits_loss(flax_model, inputs, targets)
+  torch_logits, torch_loss = _torch_logits_loss(hf, inputs, targets)
+  assert torch_logits.shape == jax_logits.shape == (2, 32, cfg.vocab_size)
+  assert rel_err(torch_logits, jax_logits) < 1e-4
+  assert abs(torch_loss - jax_loss) / jax_loss < 1e-4
+
+
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_GQA], ids=["mha", "gqa"])
+def test_torch_weights_in_flax_give_the_same_logits_and_loss(cfg):
+  torch.manual_seed(3)
+  hf = torch_model.build(cfg, "eager")
+  flax_model = model.Llama(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  state = nnx.state(flax_model, nnx.Param)
+  nnx.replace_by_pure_dict(state, convert.torch_to_flax(hf.state_dict()))
+  nnx.update(flax_model, state)
+  inputs, targets = _tokens(cfg, seed=2)
+  torch_logits, torch_loss = _torch_logits_loss(hf, inputs, targets)
+  jax_logits, jax_loss = _flax_logits_loss(flax_model, inputs, targets)
+  assert rel_err(jax_logits, torch_logits) < 1e-4
+  assert abs(jax_loss - torch_loss) / torch_loss < 1e-4
+
+
+def test_conversion_round_trips_exactly_in_fp32_and_bf16():
+  params = nnx.to_pure_dict(nnx.state(model.Llama(SMALL_GQA, rngs=nnx.Rngs(0)), nnx.Param))
+  for dtype in (jnp.float32, jnp.bfloat16):
+    cast = jax.tree.map(lambda x: x.astype(dtype), params)
+    back = convert.torch_to_flax(convert.flax_to_torch(cast))
+    assert jax.tree.structure(back) == jax.tree.structure(cast)
+    for a, b in zip(jax.tree.leaves(cast), jax.tree.leaves(back)):
+      assert b.dtype == a.dtype and np.array_equal(np.asarray(a), b)
+
+
+def test_torch_trains_on_the_tokens_jax_trains_on():
+  c = config_lib.tiny_config()
+  jax_batch = jax_train.build(c).batch(jax.random.key(c.seed + 1))
+  ours = torch_train.batch(c, torch_train.Placement(0, 1, torch.device("cpu")))
+  for key in ("inputs", "targets"):
+    assert np.array_equal(ours[key].numpy(), np.asarray(jax_batch[key]))
+  # Rank 1 of 2 gets the second half of the global batch, as JAX's second device does.
+  c.per_device_batch_size = 4
+  second = torch_train.batch(c, torch_train.Placement(1, 2, torch.device("cpu")))
+  assert np.array_equal(second["inputs"].numpy(), np.asarray(jax_batch["inputs"])[4:])
+
+
+def test_out_of_memory_is_raised_as_a_result():
+  c = config_lib.tiny_config()
+  c.steps, c.repeats, c.warmup_steps = 1, 1, 0
+  original = torch.nn.functional.cross_entropy
+
+  def boom(*a, **k):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+  torch.nn.functional.cross_entropy = boom
+  try:
+    out = {}
+    with pytest.raises(jax_train.OutOfMemory, match="out of memory"):
+      torch_train.run(c, attention="eager", out=out)
+    assert out["params"] == 164_672  # what was learnt before the failure is kept
+  finally:
+    torch.nn.functional.cross_entropy = original
+
+
+def test_tiny_torch_run_writes_a_valid_record(tmp_path):
+  proc = run_module("slm_jax.torch_ref.main", "--config=configs/tiny.py",
+                    f"--workdir={tmp_path}", *FAST)
+  assert proc.returncode == 0, proc.stderr
+  assert "tokens/s" in proc.stdout and "Traceback" not in proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert set(results.REQUIRED) <= set(record)
+  assert record["stack"] == "torch" and record["status"] == "ok" and record["model"] == "tiny"
+  assert record["params"] == 164_672 and record["attention"] == "eager"
+  assert record["torch_compile"] is False and record["num_devices"] == 1
+  assert record["global_batch"] == 8 and record["seq_len"] == 128
+  st = record["step_time_s"]
+  assert 0 < st["min"] <= st["median"] <= st["max"]
+  assert len(record["step_times_s"]) == 6 and len(record["losses"]) == 1 + 6
+  assert record["tokens_per_s"] == pytest.approx(8 * 128 / st["median"])
+  assert record["flops_per_token"] == model.flops_per_token(model.PRESETS["tiny"], 128)
+  assert record["compile_s"] > 0 and record["final_loss"] > 0
+  assert record["versions"]["torch"] and record["versions"]["transformers"]
+  [run_dir] = (tmp_path / "tensorboard").iterdir()
+  assert run_dir.name == record["run_id"]
+
+
+def test_ddp_over_two_gloo_processes(tmp_path):
+  proc = run_module("slm_jax.torch_ref.main", "--config=configs/tiny.py",
+                    f"--workdir={tmp_path}", "--config.strategy=ddp", "--config.num_devices=2",
+                    "--config.tensorboard=false", *FAST)
+  assert proc.returncode == 0, proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")  # rank 0 alone writes
+  assert record["status"] == "ok" and record["strategy"] == "ddp"
+  assert record["num_devices"] == record["num_processes"] == 2
+  assert record["global_batch"] == 16
+  assert record["tokens_per_s"] == pytest.approx(16 * 128 / record["step_time_s"]["median"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="FSDP runs where there is a GPU")
+def test_fsdp_without_a_gpu_is_one_clear_error(tmp_path):
+  proc = run_module("slm_jax.torch_ref.main", "--config=configs/tiny.py",
+                    f"--workdir={tmp_path}", "--config.strategy=fsdp_full",
+                    "--config.num_devices=2", "--config.tensorboard=false")
+  assert proc.returncode == 2 and "needs GPUs" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["status"] == "error" and record["stack"] == "torch"
+
+
+def test_compare_runs_both_stacks_and_prints_the_ratio_table(tmp_path):
+  proc = run_module("slm_jax.compare", "--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--config.tensorboard=false", *FAST)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  header = next(i for i, line in enumerate(lines) if line.startswith("| stack |"))
+  assert "JAX speed-up" in lines[header] and lines[header + 1].startswith("|---|")
+  jax_row, torch_row = lines[header + 2:header + 4]
+  assert jax_row.startswith("| jax | xla | XLA | ok | 164,672 |") and "1.00x" in jax_row
+  assert torch_row.startswith("| torch | eager | none | ok | 164,672 |")
+  records = results.read(tmp_path / "results.jsonl")
+  assert [r["stack"] for r in records] == ["jax", "torch"]
+  assert all(r["status"] == "ok" for r in records)
+  assert records[0]["config"]["steps"] == records[1]["config"]["steps"] == 3
+  ratio = records[0]["tokens_per_s"] / records[1]["tokens_per_s"]
+  assert f"{ratio:.2f}x" in torch_row
+
+
+def test_compare_rejects_an_unknown_torch_attention(tmp_path):
+  proc = run_module("slm_jax.compare", "--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--torch_attention=flash")
+  assert proc.returncode == 2 and "--torch_attention='flash' is not one of" in proc.stderr
+  assert "Traceback" not in proc.stderr and not (tmp_path / "results.jsonl").exists()
