@@ -149,29 +149,40 @@ def _write_tensorboard(writer: Writer, record: dict) -> None:
   writer.close()
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def loaded_config(config_flag):
+  """The parsed --config, or exit with one line if its file is missing or broken."""
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # keep JAX's start-up chatter off the summary
+    logging.set_verbosity(logging.WARNING)  # keep start-up chatter off the summary
   try:
-    c = _CONFIG.value
+    c = config_flag.value
     c.get("model")
+    return c
   except OSError as e:  # config_flags defers a missing or broken config file until here
     print(f"error: --config: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
+
+
+def print_outcome(record: dict, workdir: Path, first_process: bool) -> None:
+  """The summary (or the error) and where the record went, on the first process only."""
+  if record["status"] == "error":
+    print(f"error: {record['message']}", file=sys.stderr)
+  elif first_process:
+    print(results.summary(record))
+  if first_process:
+    print(f"  record appended to {workdir / 'results.jsonl'}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  c = loaded_config(_CONFIG)
   workdir = Path(_WORKDIR.value)
   try:
     record, code = execute(c, workdir, _DRY_RUN.value)
   except UserError as e:  # the config itself is wrong: nothing was run or written
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  if record["status"] == "error":
-    print(f"error: {record['message']}", file=sys.stderr)
-  elif jax.process_index() == 0:
-    print(results.summary(record))
-  if jax.process_index() == 0:
-    print(f"  record appended to {workdir / 'results.jsonl'}")
+  print_outcome(record, workdir, jax.process_index() == 0)
   sys.exit(code)
 
 

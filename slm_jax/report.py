@@ -256,8 +256,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -
   ours = prepare(records)
   torch = prepare(records, stack="torch")
   paper = read_paper(paper_csv)
-  figures = [plot_figure(f, t, x, s, [r for r in ours if flt is None or flt(r)], paper, out_dir)
-             for f, t, x, s, flt in FIGURES]
+  for fig_id, title, xfield, sfield, keep in FIGURES:
+    plot_figure(fig_id, title, xfield, sfield, [r for r in ours if keep is None or keep(r)],
+                paper, out_dir)
   breakdown = plot_breakdown(ours, out_dir)
   ans = answers(ours, paper)
   status = defaultdict(int)

@@ -16,8 +16,7 @@ from flax import nnx
 from slm_jax import config as config_lib
 from slm_jax import collectives, measure, profile, sharding
 from slm_jax.attention import check as check_attention
-from slm_jax.errors import UserError
-from slm_jax.model import Llama, abstract_model
+from slm_jax.model import Llama
 
 
 class TrainState(NamedTuple):

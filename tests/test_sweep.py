@@ -1,11 +1,9 @@
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from slm_jax import results, sweep
 

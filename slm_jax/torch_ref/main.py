@@ -22,7 +22,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from slm_jax import config as config_lib
@@ -135,14 +135,7 @@ def launch(num_processes: int) -> int:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
-    c = _CONFIG.value
-    c.get("model")
-  except OSError as e:  # config_flags defers a missing or broken config file until here
-    print(f"error: --config: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)
+  c = jax_main.loaded_config(_CONFIG)
   from slm_jax.torch_ref import train as torch_train
 
   workdir = Path(FLAGS.workdir)
@@ -164,12 +157,7 @@ def main(argv):
   except UserError as e:  # the config itself is wrong: nothing was run or written
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  if rank() == 0:
-    if record["status"] == "error":
-      print(f"error: {record['message']}", file=sys.stderr)
-    else:
-      print(results.summary(record))
-    print(f"  record appended to {workdir / 'results.jsonl'}")
+  jax_main.print_outcome(record, workdir, rank() == 0)
   sys.exit(code)
 
 
