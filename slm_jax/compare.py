@@ -57,12 +57,9 @@ COLUMNS = (
 def _define_config_flag():
   """Defines --config; config_flags applies the --config.FIELD overrides in sys.argv here."""
   global _CONFIG
-  try:
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", None, "Config file (configs/*.py); fields can be overridden with "
-        "--config.FIELD=VALUE and are passed on to both stacks.", lock_config=True)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    jax_main._flag_error(e)
+  _CONFIG = jax_main.define_config_flag(
+      None, "Config file (configs/*.py); fields can be overridden with --config.FIELD=VALUE "
+      "and are passed on to both stacks.")
 
 
 def config_args() -> list[str]:

@@ -33,18 +33,22 @@ def _flag_error(e: Exception):
   sys.exit(2)
 
 
-def _define_config_flag():
-  """Defines --config. config_flags loads the default file and applies the --config.FIELD
-  overrides in sys.argv right here, and the default file asks JAX for its devices, so this
-  runs after `init_distributed` (JAX must join a multi-process run before it sees devices)."""
-  global _CONFIG
+def define_config_flag(default: str | None,
+                       help_text: str = "Config file (configs/*.py); fields can be overridden "
+                       "with --config.FIELD=VALUE."):
+  """Defines the locked --config flag. config_flags loads the default file and applies the
+  --config.FIELD overrides in sys.argv right here, so a bad override is reported here."""
   try:
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", str(Path(__file__).with_name("default_config.py")),
-        "Config file (configs/*.py); fields can be overridden with --config.FIELD=VALUE.",
-        lock_config=True)
+    return config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     _flag_error(e)
+
+
+def _define_config_flag():
+  # The default file asks JAX for its devices, so this runs after `init_distributed` (JAX
+  # must join a multi-process run before it sees devices).
+  global _CONFIG
+  _CONFIG = define_config_flag(str(Path(__file__).with_name("default_config.py")))
 
 
 _CONFIG = None

@@ -23,7 +23,6 @@ import traceback
 from pathlib import Path
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from slm_jax import config as config_lib
 from slm_jax import main as jax_main  # its flags, progress lines and TensorBoard summary
@@ -43,13 +42,7 @@ _CONFIG = None
 
 def _define_config_flag():
   global _CONFIG
-  try:
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", str(Path(__file__).with_name("default_config.py")),
-        "Config file (configs/*.py); fields can be overridden with --config.FIELD=VALUE.",
-        lock_config=True)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    jax_main._flag_error(e)
+  _CONFIG = jax_main.define_config_flag(str(Path(__file__).with_name("default_config.py")))
 
 
 def rank() -> int:
