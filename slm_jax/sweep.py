@@ -15,6 +15,7 @@ import os
 _CHILD_ENV = dict(os.environ)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
+import ctypes
 import importlib.util
 import itertools
 import json
@@ -102,12 +103,21 @@ def command(sweep, point: dict, gpu: str, workdir: Path) -> list[str]:
   return args
 
 
+def _die_with_parent() -> None:
+  """In the point's process: be killed if the sweep dies (even by SIGKILL), so a killed sweep
+  leaves no orphan point that writes its record behind the re-run's back (Linux only)."""
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
 def run_point(cmd: list[str], env: dict, timeout: float, log: Path) -> tuple[int | None, float]:
   """Runs one point in its own process group; (exit code or None on time-out, seconds)."""
   t0 = time.monotonic()
   with log.open("w") as f:
     proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     try:
       return proc.wait(timeout=timeout), time.monotonic() - t0
     except subprocess.TimeoutExpired:
