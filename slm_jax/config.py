@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "tiny"
   _set_model_fields(c, "tiny")
   c.attention = "xla"
+  # FFN matmuls run at ffn_dim rounded up to this multiple with zero padding: the same model,
+  # parameters and outputs, aligned GEMMs (slm_jax.model.MLP). 1 = off.
+  c.ffn_pad_multiple = 64
   c.compute_dtype = "bfloat16"
   c.param_dtype = "float32"
   # Where and how it runs.
@@ -120,7 +123,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c[field] not in DTYPES:
       raise UserError(f"--config.{field}={c[field]!r} is not one of {list(DTYPES)}")
   positive = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim", "vocab_size",
-              "per_device_batch_size", "seq_len", "steps", "repeats")
+              "per_device_batch_size", "seq_len", "steps", "repeats", "ffn_pad_multiple")
   for field in positive:
     if c[field] <= 0:
       raise UserError(f"--config.{field} must be positive, got {c[field]}")

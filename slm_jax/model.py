@@ -116,26 +116,46 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """SwiGLU: down(silu(gate(x)) * up(x))."""
+  """SwiGLU: down(silu(gate(x)) * up(x)).
 
-  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs):
+  With `pad_multiple` > 1 the matmuls run at ffn_dim rounded up to that multiple: the weights
+  are padded with zeros as they are cast for compute (zero gate/up columns give silu(0) * 0 = 0,
+  zero down rows add nothing), so parameters, outputs and gradients are those of the unpadded
+  model. The paper's widths (2332, 4147, 6739) are not multiples of 8, which costs the GEMMs
+  far more than the padding does (benchmarks/PERF_NOTES.md).
+  """
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs, pad_multiple: int = 1):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.gate_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
     self.up_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
     self.down_proj = _linear(cfg.ffn_dim, cfg.d_model, ("mlp", "embed"), **kw)
+    self.dtype = dtype
+    self.pad = -cfg.ffn_dim % max(pad_multiple, 1)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    if not self.pad:
+      return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    x = x.astype(self.dtype)
+    gate, up, down = (self._padded(m.kernel[...], axis) for m, axis in (
+        (self.gate_proj, 1), (self.up_proj, 1), (self.down_proj, 0)))
+    return (jax.nn.silu(x @ gate) * (x @ up)) @ down
+
+  def _padded(self, w: jax.Array, axis: int) -> jax.Array:
+    widths = [(0, 0), (0, 0)]
+    widths[axis] = (0, self.pad)
+    return jnp.pad(w.astype(self.dtype), widths)
 
 
 class Block(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, attention: str, dtype, param_dtype, rngs):
+  def __init__(self, cfg: ModelConfig, *, attention: str, ffn_pad_multiple: int, dtype,
+               param_dtype, rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.input_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
     self.self_attn = Attention(cfg, attention=attention, **kw)
     self.post_attention_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
-    self.mlp = MLP(cfg, **kw)
+    self.mlp = MLP(cfg, pad_multiple=ffn_pad_multiple, **kw)
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     x = x + self.self_attn(self.input_layernorm(x), positions)
@@ -145,8 +165,9 @@ class Block(nnx.Module):
 class Llama(nnx.Module):
   """Token ids [batch, seq] -> fp32 logits [batch, seq, vocab]."""
 
-  def __init__(self, cfg: ModelConfig, *, attention: str = "xla", dtype=jnp.bfloat16,
-               param_dtype=jnp.float32, activation_sharding=None, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, attention: str = "xla", ffn_pad_multiple: int = 1,
+               dtype=jnp.bfloat16, param_dtype=jnp.float32, activation_sharding=None,
+               rngs: nnx.Rngs):
     self.cfg = cfg
     # Where the residual stream [batch, seq, d_model] lives (split by batch). Pinning it keeps
     # XLA from following sharded weights into model-parallel activations under FSDP.
@@ -157,7 +178,8 @@ class Llama(nnx.Module):
                                   embedding_init=_INIT, embedding_metadata=_axes("vocab", "embed"),
                                   rngs=rngs)
     self.layers = nnx.List(
-        [Block(cfg, attention=attention, **kw) for _ in range(cfg.num_layers)])
+        [Block(cfg, attention=attention, ffn_pad_multiple=ffn_pad_multiple, **kw)
+         for _ in range(cfg.num_layers)])
     self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
     # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.
     self.lm_head = _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), **kw,

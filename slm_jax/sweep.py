@@ -55,9 +55,15 @@ def probe_devices(env: dict) -> dict:
 
 
 def device_counts(spec, present: int) -> list[int]:
-  """`spec` is a list of counts, or "present": 1, 2, 4, ... up to the devices present."""
+  """`spec` is "present" (1, 2, 4, ... up to the devices present) or counts: a sequence, or a
+  string such as "1,2" or "(1, 2)" as --config.grid.num_devices gives it."""
   if spec == "present":
     return [n for n in (2**i for i in range(12)) if n <= present]
+  if isinstance(spec, str):
+    try:
+      spec = [int(n) for n in spec.strip("()[] ").split(",") if n.strip()]
+    except ValueError:
+      raise UserError(f"grid.num_devices={spec!r}: say 'present' or counts such as '1,2,4'")
   return [int(n) for n in spec if int(n) <= present]
 
 

@@ -73,3 +73,25 @@ def test_rope_is_a_rotation_and_relative():
   k = jnp.broadcast_to(x[:, 1:2], x.shape)
   dots = jnp.einsum("bshd,bshd->bsh", model.rope(q, pos, 1e4), model.rope(k, pos + 3, 1e4))
   np.testing.assert_allclose(dots, jnp.broadcast_to(dots[:, :1], dots.shape), rtol=1e-4)
+
+
+def test_ffn_padding_keeps_the_function_parameters_and_gradients():
+  cfg = model.PRESETS["tiny"]  # ffn_dim 172: padded to 192 at compute time
+  make = lambda pad: model.Llama(cfg, ffn_pad_multiple=pad, dtype=jnp.float32,
+                                 rngs=nnx.Rngs(3))
+  plain, padded = make(1), make(64)
+  assert padded.layers[0].mlp.pad == 20 and plain.layers[0].mlp.pad == 0
+  shapes = lambda m: jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
+  assert shapes(plain) == shapes(padded)
+  tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, cfg.vocab_size)
+
+  def loss_and_grads(m):
+    graphdef, params = nnx.split(m, nnx.Param)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)
+    return jax.value_and_grad(loss)(params)
+
+  with jax.default_matmul_precision("highest"):
+    (la, ga), (lb, gb) = loss_and_grads(plain), loss_and_grads(padded)
+  np.testing.assert_allclose(la, lb, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), ga, gb)
+  assert jnp.abs(ga["layers"][0]["mlp"]["down_proj"]["kernel"][...]).sum() > 0

@@ -4,8 +4,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from slm_jax import results, sweep
+from slm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,3 +121,11 @@ def test_grid_expansion_dedupes_single_and_caps_device_counts():
       "num_devices=1,per_device_batch_size=8,strategy=single"}
   assert sorted({p["num_devices"] for p in pts if p["strategy"] == "ddp"}) == [1, 2, 4]
   assert len(pts) == 2 + 2 * 3
+
+
+def test_device_counts_from_the_command_line():
+  assert sweep.device_counts("(1, 2, 8)", present=4) == [1, 2]
+  assert sweep.device_counts("1,4", present=4) == [1, 4]
+  assert sweep.device_counts((1,), present=1) == [1]
+  with pytest.raises(UserError, match="num_devices"):
+    sweep.device_counts("two", present=4)

@@ -10,10 +10,10 @@ def get_config():
   c.base_config = "configs/{model}_{gpu}.py"
   c.gpu = "auto"
   c.grid = ml_collections.ConfigDict({
-      "model": ["100m", "500m", "1b", "2b"],
-      "attention": ["xla", "cudnn"],
-      "strategy": ["ddp", "fsdp_full", "fsdp_grad_op"],
-      "per_device_batch_size": [4, 8, 16, 32, 64],
+      "model": ("100m", "500m", "1b", "2b"),
+      "attention": ("xla", "cudnn"),
+      "strategy": ("ddp", "fsdp_full", "fsdp_grad_op"),
+      "per_device_batch_size": (4, 8, 16, 32, 64),
       "num_devices": "present",
   })
   c.overrides = ml_collections.ConfigDict({"steps": 10, "repeats": 3})

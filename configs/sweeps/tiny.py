@@ -8,11 +8,11 @@ def get_config():
   c.base_config = "configs/tiny.py"
   c.gpu = "cpu"
   c.grid = ml_collections.ConfigDict({
-      "model": ["tiny"],
-      "attention": ["xla"],
-      "strategy": ["single", "ddp"],
-      "per_device_batch_size": [2, 8],
-      "num_devices": [1, 2],
+      "model": ("tiny",),
+      "attention": ("xla",),
+      "strategy": ("single", "ddp"),
+      "per_device_batch_size": (2, 8),
+      "num_devices": (1, 2),
   })
   c.overrides = ml_collections.ConfigDict({"steps": 3, "repeats": 2, "warmup_steps": 1})
   c.point_timeout_s = 300.0

@@ -1,0 +1,119 @@
+r"""Runs independent jobs on the GPUs of one host, each on its own GPUs, as GPUs come free.
+
+  python launch/gpu_queue.py JOBS_FILE --logdir DIR [--gpus 4] [--deadline_s 540]
+
+JOBS_FILE holds one shell command per line (blank lines and `#` comments skipped); a line
+starting `@N ` asks for N GPUs (default 1). Jobs start in file order whenever enough GPUs are
+free (a job that needs more waits, and later ones wait behind it, so order longest-first), with
+CUDA_VISIBLE_DEVICES naming their GPUs. Each job's output goes to DIR/job-NN.log. At the
+deadline, running jobs are stopped (their process groups get SIGTERM, then SIGKILL) and jobs
+not started are listed; slm_jax's sweeps and compare commands keep what finished, so the same
+file run again later picks up where it stopped.
+
+Why: a lease on a machine of several GPUs is paid by the minute for all of them; single-GPU
+measurements on different GPUs do not share a chip, memory or link, so running them side by
+side costs no accuracy and divides the wall time by the number of GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def parse_jobs(text: str) -> list[tuple[int, str]]:
+  jobs = []
+  for line in text.splitlines():
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    gpus = 1
+    if line.startswith("@"):
+      count, line = line[1:].split(None, 1)
+      gpus = int(count)
+    jobs.append((gpus, line))
+  return jobs
+
+
+def gpu_count() -> int:
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  if visible:
+    return len(visible.split(","))
+  try:
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) or 1
+  except (OSError, subprocess.SubprocessError):
+    return 1
+
+
+def stop(proc: subprocess.Popen) -> None:
+  try:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  except ProcessLookupError:
+    pass
+
+
+def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float) -> int:
+  logdir.mkdir(parents=True, exist_ok=True)
+  too_big = [cmd for n, cmd in jobs if n > gpus]
+  if too_big:
+    print(f"error: {len(too_big)} job(s) ask for more than the {gpus} GPUs here: {too_big[0]}",
+          file=sys.stderr)
+    return 2
+  t0 = time.monotonic()
+  free = list(range(gpus))
+  running: dict[int, tuple[subprocess.Popen, list[int], float]] = {}
+  pending = list(enumerate(jobs))
+  failed = 0
+  while pending or running:
+    for i, (proc, held, start) in list(running.items()):
+      if proc.poll() is not None:
+        del running[i]
+        free += held
+        failed += proc.returncode != 0
+        print(f"[{time.monotonic() - t0:6.0f}s] job {i:02d} exit {proc.returncode} after "
+              f"{time.monotonic() - start:.0f}s", flush=True)
+    if time.monotonic() - t0 > deadline_s:
+      for i, (proc, _, _) in running.items():
+        print(f"deadline: stopping job {i:02d}: {jobs[i][1]}", flush=True)
+        stop(proc)
+      for i, (_, cmd) in pending:
+        print(f"deadline: not started job {i:02d}: {cmd}", flush=True)
+      return 1
+    while pending and pending[0][1][0] <= len(free):
+      i, (n, cmd) = pending.pop(0)
+      held, free = sorted(free)[:n], sorted(free)[n:]
+      env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(map(str, held)))
+      log = (logdir / f"job-{i:02d}.log").open("w")
+      log.write(f"$ CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {cmd}\n")
+      log.flush()
+      proc = subprocess.Popen(cmd, shell=True, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+      running[i] = (proc, held, time.monotonic())
+      print(f"[{time.monotonic() - t0:6.0f}s] job {i:02d} on GPU {held}: {cmd}", flush=True)
+    time.sleep(1)
+  return 1 if failed else 0
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("jobs", type=Path)
+  ap.add_argument("--logdir", type=Path, required=True)
+  ap.add_argument("--gpus", type=int, default=0, help="GPUs to use (default: all)")
+  ap.add_argument("--deadline_s", type=float, default=float("inf"))
+  args = ap.parse_args()
+  return run(parse_jobs(args.jobs.read_text()), args.gpus or gpu_count(), args.logdir,
+             args.deadline_s)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
