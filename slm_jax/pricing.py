@@ -14,7 +14,10 @@ USD_PER_GPU_HOUR = {"A100-40GB": 0.89, "A100-80GB": 1.30, "H100": 3.00, "H200": 
 
 # The paper gives prices only as ratios to an A100-40GB hour (averaged over two clouds); its
 # Token/Dollar axis is tokens/s per GPU divided by this ratio.
-PAPER_PRICE_RATIO = {"A100-40GB": 1.00, "A100-80GB": 1.46, "H100": 2.53}
+# The H200 came after the paper: its ratio is the H100's scaled by the two GPUs' prices in the
+# dated table above (2.53 x 4.00 / 3.00), so H200 points can sit on the paper's axes.
+PAPER_PRICE_RATIO = {"A100-40GB": 1.00, "A100-80GB": 1.46, "H100": 2.53,
+                     "H200": round(2.53 * USD_PER_GPU_HOUR["H200"] / USD_PER_GPU_HOUR["H100"], 2)}
 
 
 def gpu_type(device_kind: str) -> str | None:

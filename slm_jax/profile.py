@@ -137,20 +137,55 @@ def capture(step, state, batch, steps: int, logdir: Path):
   return state, traces[-1], wall
 
 
+def _kernel_category(kernel: str) -> str:
+  """A category from a GPU kernel's own name, for kernels the trace does not tie to an HLO
+  instruction (library kernels launched inside a CUDA graph, say)."""
+  k = kernel.lower()
+  if "nccl" in k:
+    return "collectives"
+  if any(s in k for s in ("fmha", "sdpa", "flash", "attention", "cudnn")):
+    return "attention"
+  if any(s in k for s in ("gemm", "nvjet", "xmma", "cutlass", "matmul", "wgmma")):
+    return "matmul"
+  return "norm/elementwise"
+
+
+def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, float, str]]:
+  """(start us, end us, op name) of the step's ops in a trace. Where the trace has GPU
+  timelines, only their events count (the host's launch events would count twice): each is
+  matched to its HLO instruction by the `hlo_op` the profiler attaches, else by the kernel name
+  XLA derives from the instruction's ('.' and '-' become '_'), else it becomes an op of its own,
+  classed by its kernel name. Without GPU timelines (CPU), events named after HLO instructions
+  are the ops."""
+  gpu_pids = {e.get("pid") for e in events if e.get("ph") == "M" and e.get("name") ==
+              "process_name" and "GPU" in str((e.get("args") or {}).get("name", ""))}
+  sanitized = {re.sub(r"[.\-]", "_", name): name for name in ops}
+  spans = []
+  for e in events:
+    if e.get("ph") != "X" or not e.get("dur"):
+      continue
+    if gpu_pids and e.get("pid") not in gpu_pids:
+      continue
+    raw = e.get("name", "")
+    name = (e.get("args") or {}).get("hlo_op") or raw
+    name = name if name in ops else sanitized.get(raw)
+    if name is None:
+      if not gpu_pids:
+        continue
+      name = f"kernel:{raw[:200]}"
+      ops.setdefault(name, Op(_kernel_category(raw), op_name=raw[:200]))
+    spans.append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), name))
+  return spans
+
+
 def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: float | None = None,
               peak_gbytes_per_s: float | None = None, top: int = 8) -> dict:
   """The record's `breakdown` field: ms and % of a step per category, and the heaviest ops."""
   with gzip.open(trace_path, "rt") as f:
     data = json.load(f)
   events = data["traceEvents"] if isinstance(data, dict) else data
-  spans = []
-  for e in events:
-    if e.get("ph") != "X" or not e.get("dur"):
-      continue
-    name = (e.get("args") or {}).get("hlo_op") or e.get("name", "")
-    op = ops.get(name)
-    if op is not None:
-      spans.append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), name))
+  ops = dict(ops)  # device_spans adds the kernels it cannot tie to an instruction
+  spans = device_spans(events, ops)
   if not spans:
     raise ValueError(f"no op of the compiled step found in {trace_path}")
   # Sweep over start/end points; each elementary interval is shared by the ops running in it.

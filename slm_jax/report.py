@@ -4,7 +4,7 @@ r"""Redraws the paper's Figures 1-4 from our records, with the paper's points be
 
 Each plotted point is, as in the paper, the best record over everything not on the plot's axes
 (a grid search, then a max). Token/Dollar is in the paper's normalised unit (tokens/s per GPU
-over the GPU-hour price ratio: A100-40GB 1.00, A100-80GB 1.46, H100 2.53); the tables add
+over the GPU-hour price ratio: A100-40GB 1.00, A100-80GB 1.46, H100 2.53; H200 3.37, derived); the tables add
 tokens per US dollar from the dated price table in slm_jax/pricing.py. Writes PNGs, markdown
 tables (report.md) and one HTML page (index.html) answering the paper's four questions.
 """
@@ -69,7 +69,11 @@ def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
       continue
     if r.get("status") != "ok" or r.get("model") not in MODELS:
       continue
-    if r.get("token_per_dollar_paper") is None and r.get("token_per_dollar") is None:
+    # Paper units from the current ratio table, so records written before a GPU had a ratio
+    # (H200) still land on the paper's axes.
+    value = (pricing.token_per_dollar_paper(r["tokens_per_s_per_device"], r.get("device_kind", ""))
+             if r.get("tokens_per_s_per_device") else None)
+    if value is None:
       continue
     gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
     out.append(dict(
@@ -77,7 +81,7 @@ def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
         gpu_series=GPU_SERIES.get(gpu, gpu),
         strategy_series=STRATEGY_SERIES.get(r["strategy"], r["strategy"]),
         num_nodes=max(1, r["num_devices"] // GPUS_PER_NODE),
-        value=r.get("token_per_dollar_paper")))
+        token_per_dollar_paper=value, value=value))
   return out
 
 
@@ -137,7 +141,7 @@ def plot_figure(fig_id: str, title: str, xfield: str, sfield: str, ours: list[di
 
 def plot_breakdown(ours: list[dict], out_dir: Path) -> Path | None:
   """Stacked bars of where the best profiled step of each size and attention spends its time."""
-  profiled = [r for r in ours if r.get("breakdown")]
+  profiled = [r for r in ours if (r.get("breakdown") or {}).get("ms")]
   if not profiled:
     return None
   rows = sorted(best(profiled, ("model", "attention")).values(),
@@ -181,6 +185,10 @@ def best_table(ours: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _torch_label(record: dict) -> str:
+  return record["attention"] + (" + torch.compile" if record.get("torch_compile") else "")
+
+
 def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> str:
   """Three columns per size: the paper's best, PyTorch today on this GPU, slm_jax (best each)."""
   lines = ["| model | GPU | paper best (any GPU) | PyTorch (this GPU) | slm_jax | slm_jax / PyTorch |",
@@ -191,7 +199,7 @@ def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> str:
     j, t = jb.get((m, gpu)), tb.get((m, gpu))
     ratio = j["value"] / t["value"] if j and t else None
     lines.append(f"| {PAPER_MODEL[m]} | {gpu} | {_fmt(pb)} | "
-                 f"{_fmt(t and t['value'])}{' (' + t['attention'] + ')' if t else ''} | "
+                 f"{_fmt(t and t['value'])}{' (' + _torch_label(t) + ')' if t else ''} | "
                  f"{_fmt(j and j['value'])} | {_fmt(ratio, '.2f')} |")
   return "\n".join(lines)
 

@@ -228,9 +228,12 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
       state, trace, wall = profile.capture(compiled, state, batch, c.profile_steps,
                                            profile_dir or Path("profile"))
       kind = devices[0].device_kind
-      out["breakdown"] = profile.breakdown(
-          trace, profile.hlo_ops(compiled.as_text()), c.profile_steps,
-          measure.peak_tflops(kind, c.peak_tflops), measure.peak_gbytes_per_s(kind))
+      try:
+        out["breakdown"] = profile.breakdown(
+            trace, profile.hlo_ops(compiled.as_text()), c.profile_steps,
+            measure.peak_tflops(kind, c.peak_tflops), measure.peak_gbytes_per_s(kind))
+      except ValueError as e:  # a trace we cannot read must not cost the timed measurement
+        out["breakdown"] = {"error": str(e), "trace": str(trace)}
       out["breakdown"]["wall_ms_per_step"] = wall * 1e3  # profiled steps, tracer overhead in
   except Exception as e:
     if is_oom(e):

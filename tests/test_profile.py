@@ -55,3 +55,26 @@ ENTRY %main (a: bf16[16,64], b: bf16[64,32]) -> bf16[16,32] {
       "exp.4": "loss", "custom-call.5": "attention"}
   assert ops["fusion.1"].flops == 2 * 16 * 32 * 64
   assert ops["fusion.1"].bytes == 2 * (16 * 32 + 16 * 64 + 64 * 32)
+
+
+def test_gpu_trace_events_are_matched_by_hlo_op_kernel_name_or_kernel_kind():
+  ops = {"fusion.3": profile.Op("norm/elementwise"), "loop_add_fusion.1": profile.Op("optimizer"),
+         "custom-call.2": profile.Op("attention")}
+  meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+          {"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}}]
+  ev = lambda pid, name, ts, **args: {"ph": "X", "pid": pid, "tid": 1, "name": name, "ts": ts,
+                                      "dur": 10, "args": args}
+  events = meta + [
+      ev(1, "fusion.3", 0),                      # host side of a launch: not device time
+      ev(7, "some_triton_kernel", 0, hlo_op="fusion.3"),
+      ev(7, "loop_add_fusion_1", 20),            # XLA's kernel name for loop_add_fusion.1
+      ev(7, "custom_call_2", 40),
+      ev(7, "nvjet_tst_128x256_h_bz_TNN", 60),  # a cuBLAS kernel with no instruction named
+      ev(7, "ncclDevKernel_AllReduce_Sum_f32", 80)]
+  spans = profile.device_spans(events, ops)
+  names = [name for _, _, name in spans]
+  assert names[:3] == ["fusion.3", "loop_add_fusion.1", "custom-call.2"]
+  assert len(spans) == 5
+  assert [ops[n].category for n in names[3:]] == ["matmul", "collectives"]
+  # Without GPU timelines (a CPU trace) only events named after instructions count.
+  assert [n for _, _, n in profile.device_spans(events[2:3] + events[7:8], ops)] == ["fusion.3"]
