@@ -157,8 +157,11 @@ def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, fl
   XLA derives from the instruction's ('.' and '-' become '_'), else it becomes an op of its own,
   classed by its kernel name. Without GPU timelines (CPU), events named after HLO instructions
   are the ops."""
-  gpu_pids = {e.get("pid") for e in events if e.get("ph") == "M" and e.get("name") ==
-              "process_name" and "GPU" in str((e.get("args") or {}).get("name", ""))}
+  gpus = {str((e.get("args") or {}).get("name", "")): e.get("pid") for e in events
+          if e.get("ph") == "M" and e.get("name") == "process_name"
+          and "GPU" in str((e.get("args") or {}).get("name", ""))}
+  # One GPU's timeline: every device runs the same step, and time on several would overlap.
+  gpu_pids = {gpus[min(gpus)]} if gpus else set()
   sanitized = {re.sub(r"[.\-]", "_", name): name for name in ops}
   spans = []
   for e in events:
@@ -194,6 +197,7 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   active: list[tuple[float, float, str]] = []
   per_cat = {c: 0.0 for c in CATEGORIES}
   per_op: dict[str, float] = {}
+  comm_busy = comm_overlapped = 0.0
   j = 0
   for a, b in zip(points, points[1:]):
     while j < len(starts) and starts[j][0] <= a:
@@ -207,6 +211,10 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
     for _, _, name in active:
       per_cat[ops[name].category] += width / len(active)
       per_op[name] = per_op.get(name, 0.0) + width / len(active)
+    kinds = {ops[name].category == "collectives" for _, _, name in active}
+    if True in kinds:  # a collective runs: is compute running beside it?
+      comm_busy += width
+      comm_overlapped += width if False in kinds else 0.0
   window_us = points[-1] - points[0]
   step_ms = window_us / 1e3 / steps
   ms = {c: v / 1e3 / steps for c, v in per_cat.items()}
@@ -225,5 +233,8 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
         "bandwidth_of_peak": gbs / peak_gbytes_per_s if peak_gbytes_per_s else None,
         "op_name": op.op_name[-120:]})
   return {"step_ms": step_ms, "steps": steps, "ms": ms,
+          # Time some collective runs, and the part of it hidden behind compute.
+          "collectives_busy_ms": comm_busy / 1e3 / steps,
+          "collectives_overlapped_ms": comm_overlapped / 1e3 / steps,
           "percent": {c: 100 * v / step_ms for c, v in ms.items()},
           "top_ops": heaviest, "trace": str(trace_path)}

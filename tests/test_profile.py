@@ -61,7 +61,8 @@ def test_gpu_trace_events_are_matched_by_hlo_op_kernel_name_or_kernel_kind():
   ops = {"fusion.3": profile.Op("norm/elementwise"), "loop_add_fusion.1": profile.Op("optimizer"),
          "custom-call.2": profile.Op("attention")}
   meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
-          {"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}}]
+          {"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}},
+          {"ph": "M", "name": "process_name", "pid": 8, "args": {"name": "/device:GPU:1"}}]
   ev = lambda pid, name, ts, **args: {"ph": "X", "pid": pid, "tid": 1, "name": name, "ts": ts,
                                       "dur": 10, "args": args}
   events = meta + [
@@ -70,11 +71,28 @@ def test_gpu_trace_events_are_matched_by_hlo_op_kernel_name_or_kernel_kind():
       ev(7, "loop_add_fusion_1", 20),            # XLA's kernel name for loop_add_fusion.1
       ev(7, "custom_call_2", 40),
       ev(7, "nvjet_tst_128x256_h_bz_TNN", 60),  # a cuBLAS kernel with no instruction named
-      ev(7, "ncclDevKernel_AllReduce_Sum_f32", 80)]
+      ev(7, "ncclDevKernel_AllReduce_Sum_f32", 80),
+      ev(8, "fusion.3", 0)]                      # the same step on the second GPU
   spans = profile.device_spans(events, ops)
   names = [name for _, _, name in spans]
   assert names[:3] == ["fusion.3", "loop_add_fusion.1", "custom-call.2"]
   assert len(spans) == 5
   assert [ops[n].category for n in names[3:]] == ["matmul", "collectives"]
   # Without GPU timelines (a CPU trace) only events named after instructions count.
-  assert [n for _, _, n in profile.device_spans(events[2:3] + events[7:8], ops)] == ["fusion.3"]
+  assert [n for _, _, n in profile.device_spans(events[3:4] + events[8:9], ops)] == ["fusion.3"]
+
+
+def test_collective_time_and_its_overlap_with_compute(tmp_path):
+  import gzip, json
+  ops = {"fusion.1": profile.Op("matmul"), "all-reduce-start.1": profile.Op("collectives")}
+  events = [{"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}},
+            {"ph": "X", "pid": 7, "tid": 1, "name": "fusion_1", "ts": 0, "dur": 100},
+            {"ph": "X", "pid": 7, "tid": 2, "name": "all_reduce_start_1", "ts": 60, "dur": 80}]
+  path = tmp_path / "t.trace.json.gz"
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  b = profile.breakdown(path, ops, steps=1)
+  assert b["step_ms"] == pytest.approx(0.140)
+  assert b["collectives_busy_ms"] == pytest.approx(0.080)
+  assert b["collectives_overlapped_ms"] == pytest.approx(0.040)
+  assert b["ms"]["collectives"] == pytest.approx(0.020 + 0.040)  # shared 40 us, alone 40 us
