@@ -10,16 +10,18 @@ from typing import Callable
 
 import jax
 
-from slm_jax.attention import cudnn, xla
+from slm_jax.attention import cudnn, pallas, xla
 from slm_jax.errors import UserError
 
 IMPLS: dict[str, Callable[..., jax.Array]] = {
     "xla": xla.attend,
     "cudnn": cudnn.attend,
+    "pallas": pallas.attend,
 }
 CHECKS: dict[str, Callable[..., None]] = {
     "xla": xla.check,
     "cudnn": cudnn.check,
+    "pallas": pallas.check,
 }
 
 
