@@ -123,6 +123,8 @@ def _dot(a, b, *, trans_b=False):
 def _loops(phases, body, carry):
   """Runs body(i, carry, masked) over each (start, stop, masked) phase, in order."""
   for start, stop, masked in phases:
+    if isinstance(start, int) and isinstance(stop, int) and start >= stop:
+      continue  # a static empty phase (no padded tile, say): emit no loop at all
     carry = lax.fori_loop(start, stop, functools.partial(body, masked=masked), carry)
   return carry
 
@@ -142,6 +144,18 @@ def _kv_phases(qs, block_q, block_k, causal, kv_len):
     # Tiles wholly of padding are skipped; the one holding the last real key is masked.
     stop, first_masked = -(-kv_len // block_k), kv_len // block_k
   return ((0, first_masked, False), (first_masked, stop, True))
+
+
+def _q_phases(ks, block_q, block_k, causal, q_len):
+  """Query tiles a key tile starting at column `ks` visits: masked, then unmasked."""
+  n_q = -(-q_len // block_q)  # tiles wholly of padded queries have dO = 0: skipped
+  if not causal:
+    # Padded keys need no mask here: each key's dK/dV row depends on its own scores only, and
+    # padded rows are sliced off.
+    return ((0, n_q, False),)
+  start = lax.div(ks, block_q)  # query tiles wholly above the diagonal see none of these keys
+  first_free = jnp.minimum(_cdiv(ks + block_k, block_q), n_q)
+  return ((start, first_free, True), (first_free, n_q, False))
 
 
 def _scores(q, k, qs, ks, *, scale, causal, kv_len, masked):
@@ -269,15 +283,7 @@ def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref
       dk = dk + _dot(ds_t.astype(q.dtype), q)
     return dk, dv
 
-  n_q = -(-q_len // block_q)  # tiles wholly of padded queries have dO = 0: skipped
-  if causal:
-    start = lax.div(ks, block_q)  # query tiles wholly above the diagonal see none of these keys
-    first_free = jnp.minimum(_cdiv(ks + block_k, block_q), n_q)
-    phases = ((start, first_free, True), (first_free, n_q, False))
-  else:
-    # Padded keys need no mask here: each key's dK/dV row depends on its own scores only, and
-    # padded rows are sliced off.
-    phases = ((0, n_q, False),)
+  phases = _q_phases(ks, block_q, block_k, causal, q_len)
   zeros = jnp.zeros((block_k, d), jnp.float32)
   dk, dv = _loops(phases, body, (zeros, zeros))
   dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
