@@ -6,6 +6,8 @@ writes (a wrong loop bound, a skipped causal block) turns into NaN and fails the
 """
 
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ from slm_jax.attention import attend, check, pallas, pallas_tuning
 from slm_jax.attention.pallas_tuning import KernelConfig, Launch
 from slm_jax.errors import UserError
 from test_attention import reference, random_qkv, rel_err
+from test_cli import ROOT
 from test_cli import main as run_cli
 
 # Small, unequal tiles so a short sequence spans many of them: block_q > block_k in the forward
@@ -149,3 +152,36 @@ def test_cli_trains_with_pallas_like_xla(tmp_path):
     losses[impl] = record["losses"]
   assert np.isfinite(losses["pallas"]).all() and len(losses["pallas"]) == 3
   np.testing.assert_allclose(losses["pallas"], losses["xla"], rtol=2e-3)
+
+
+def run_module(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_bench_smoke_records_every_impl(tmp_path):
+  out = tmp_path / "attention.jsonl"
+  proc = run_module("slm_jax.attention.bench", "--tiny", "--passes=fwd,bwd", f"--out={out}")
+  assert proc.returncode == 0, proc.stderr
+  records = [json.loads(line) for line in out.open()]
+  by = {(r["impl"], r["pass"]): r for r in records}
+  assert set(by) == {(i, p) for i in ("pallas", "cudnn", "xla") for p in ("fwd", "bwd")}
+  ok = by["pallas", "bwd"]
+  assert ok["status"] == "ok" and ok["median_ms"] > 0 and ok["device_kind"] and ok["git_commit"]
+  # Causal FLOPs: 4 * b * h * s^2 * d / 2, times 2.5 for the backward.
+  assert ok["flops"] == 2.5 * 4 * 1 * 2 * 64 * 64 * 16 / 2
+  assert ok["tflops"] == pytest.approx(ok["flops"] / ok["median_ms"] / 1e9)
+  assert by["cudnn", "fwd"]["status"] == "unsupported"  # no GPU here: recorded, not fatal
+  assert "pallas ms (TFLOP/s)" in proc.stdout  # the table
+
+
+def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
+  out = tmp_path / "table.json"
+  proc = run_module("slm_jax.attention.tune", "--head_dims=16", "--seq_lens=64", "--heads=2",
+                    "--batch=1", "--runs=1", "--inner=1", "--max_candidates=2", f"--out={out}")
+  assert proc.returncode == 0, proc.stderr
+  entries = pallas_tuning.load_table(str(out))
+  [mine] = [e for e in entries if e["gpu"] == "cpu"]
+  assert (mine["head_dim"], mine["seq_len"]) == (16, 64)
+  assert pallas_tuning.lookup("cpu", 16, 64, entries) == pallas_tuning.KernelConfig.from_json(mine)
+  assert len(entries) == len(pallas_tuning.load_table(str(pallas_tuning.TABLE_PATH))) + 1

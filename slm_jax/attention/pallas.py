@@ -337,3 +337,15 @@ def _dq(q, k, v, do, lse, delta, spec):
   return _call(kernel, name="slm_flash_dq", launch=launch, spec=spec, grid=grid,
                in_specs=[tile, keys, keys, tile, rows, rows], out_specs=tile,
                out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype))(q, k, v, do, lse, delta)
+
+
+def kernel_fns(*, causal: bool, config: KernelConfig, q_len: int, kv_len: int,
+               interpret: bool | None = None) -> dict:
+  """Each kernel alone, jitted, for arrays whose lengths are multiples of every tile:
+  fwd(q, k, v) -> (out, lse), delta(out, do), dkdv(q, k, v, do, lse, delta) -> (dk, dv) and
+  dq(q, k, v, do, lse, delta). `tune` times one kernel's candidate tiles with these."""
+  if interpret is None:
+    interpret = jax.default_backend() != "gpu"
+  spec = _Spec(causal=causal, q_len=q_len, kv_len=kv_len, config=config, interpret=interpret)
+  return {name: jax.jit(functools.partial(fn, spec=spec))
+          for name, fn in (("fwd", _forward), ("delta", _delta), ("dkdv", _dkdv), ("dq", _dq))}
