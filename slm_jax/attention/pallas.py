@@ -130,7 +130,8 @@ def _loops(phases, body, carry):
 
 
 def _cdiv(a, b):
-  # lax.div: `//` on a program id lowers to a floor division Triton cannot take.
+  # lax.div, here and in the index maps: the operands are never negative, and `//` on a program
+  # id becomes a floor division with sign fix-ups that Triton lowering has choked on.
   return lax.div(a + b - 1, b)
 
 
@@ -189,7 +190,7 @@ def _query_grid_specs(q, k, block_q, order):
   tile = pl.BlockSpec((None, block_q, None, d), lambda i, bi, hi: (bi, order(i), hi, 0))
   rows = pl.BlockSpec((None, None, block_q), lambda i, bi, hi: (bi, hi, order(i)))
   # The whole key sequence of the query head's KV head; the kernel walks it tile by tile.
-  keys = pl.BlockSpec((None, lk, None, d), lambda i, bi, hi: (bi, 0, hi // group, 0))
+  keys = pl.BlockSpec((None, lk, None, d), lambda i, bi, hi: (bi, 0, lax.div(hi, group), 0))
   return (lq // block_q, b, h), tile, rows, keys
 
 
