@@ -185,3 +185,15 @@ def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
   assert (mine["head_dim"], mine["seq_len"]) == (16, 64)
   assert pallas_tuning.lookup("cpu", 16, 64, entries) == pallas_tuning.KernelConfig.from_json(mine)
   assert len(entries) == len(pallas_tuning.load_table(str(pallas_tuning.TABLE_PATH))) + 1
+
+
+def test_batch_sharded_inputs_run_per_device_under_shard_map():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data",)))
+  q, k, v = (jax.device_put(x, sharding) for x in random_qkv(4, 4, 32, 2, 2, 16, jnp.float32))
+  fn = jax.jit(lambda q, k, v: attend(q, k, v, impl="pallas", batch_sharding=sharding))
+  # XLA cannot split a Triton call by batch; under shard_map each device gets its own rows.
+  assert "shard_map" in str(jax.make_jaxpr(fn)(q, k, v))
+  out = fn(q, k, v)
+  assert out.sharding.is_equivalent_to(sharding, out.ndim)
+  np.testing.assert_allclose(out, reference(q, k, v, True), rtol=1e-5, atol=1e-5)
