@@ -74,7 +74,7 @@ def attend(q, k, v, *, causal: bool, config: KernelConfig | None = None,
                     f"{sq} and {sk}; use attention='xla' for decoding-style attention")
   if config is None:
     config = pallas_tuning.lookup(jax.devices()[0].device_kind, d, sk)
-  config = config.fit(sq, sk)
+  config = config.fit(sq, sk, jnp.dtype(q.dtype).itemsize)
   if interpret is None:
     interpret = jax.default_backend() != "gpu"
   spec = _Spec(causal=causal, q_len=sq, kv_len=sk, config=config, interpret=interpret)
@@ -130,8 +130,8 @@ def _loops(phases, body, carry):
 
 
 def _cdiv(a, b):
-  # lax.div, here and in the index maps: the operands are never negative, and `//` on a program
-  # id becomes a floor division with sign fix-ups that Triton lowering has choked on.
+  # lax.div, here and in the index maps: the operands are never negative, so C-style division
+  # is exact, and it is one instruction where `//` adds floor-division sign fix-ups.
   return lax.div(a + b - 1, b)
 
 

@@ -38,10 +38,14 @@ class Launch:
         raise UserError(f"pallas tuning: {name}={size} must be a power of two >= 16; fix the "
                         "tuning table entry")
 
-  def fit(self, q_len: int, kv_len: int) -> Launch:
-    """Blocks no larger than the (power-of-two-rounded) sequences, so short inputs pad little."""
+  def fit(self, q_len: int, kv_len: int, itemsize: int = 2) -> Launch:
+    """Blocks no larger than the (power-of-two-rounded) sequences, so short inputs pad little;
+    for 4-byte inputs at most 2 pipeline stages, as the table's stages are sized for 2-byte
+    tiles and twice the bytes per stage can overflow shared memory."""
     return dataclasses.replace(self, block_q=min(self.block_q, _pow2_at_least(q_len)),
-                               block_k=min(self.block_k, _pow2_at_least(kv_len)))
+                               block_k=min(self.block_k, _pow2_at_least(kv_len)),
+                               num_stages=self.num_stages if itemsize <= 2
+                               else min(self.num_stages, 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +54,8 @@ class KernelConfig:
   dkdv: Launch
   dq: Launch
 
-  def fit(self, q_len: int, kv_len: int) -> KernelConfig:
-    return KernelConfig(*(getattr(self, k).fit(q_len, kv_len) for k in KERNELS))
+  def fit(self, q_len: int, kv_len: int, itemsize: int = 2) -> KernelConfig:
+    return KernelConfig(*(getattr(self, k).fit(q_len, kv_len, itemsize) for k in KERNELS))
 
   def to_json(self) -> dict:
     return {k: list(dataclasses.astuple(getattr(self, k))) for k in KERNELS}
