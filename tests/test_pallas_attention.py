@@ -1,4 +1,5 @@
-"""The Pallas flash attention against a float64 reference, run in Pallas' interpreter on CPU.
+"""The Pallas flash attention against a float64 reference: in Pallas' interpreter on a CPU,
+as Triton kernels on a GPU (the same tests, `python -m pytest tests/test_pallas_attention.py`).
 
 The interpreter fills every output with NaN before the kernels run, so a tile a kernel never
 writes (a wrong loop bound, a skipped causal block) turns into NaN and fails the comparison;
@@ -185,9 +186,10 @@ def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
                     "--batch=1", "--runs=1", "--inner=1", "--max_candidates=2", f"--out={out}")
   assert proc.returncode == 0, proc.stderr
   entries = pallas_tuning.load_table(str(out))
-  [mine] = [e for e in entries if e["gpu"] == "cpu"]
+  kind = jax.devices()[0].device_kind
+  [mine] = [e for e in entries if e["gpu"] == pallas_tuning.gpu_key(kind)]
   assert (mine["head_dim"], mine["seq_len"]) == (16, 64)
-  assert pallas_tuning.lookup("cpu", 16, 64, entries) == pallas_tuning.KernelConfig.from_json(mine)
+  assert pallas_tuning.lookup(kind, 16, 64, entries) == pallas_tuning.KernelConfig.from_json(mine)
   assert len(entries) == len(pallas_tuning.load_table(str(pallas_tuning.TABLE_PATH))) + 1
 
 
