@@ -92,9 +92,11 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 
 class Attention(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, attention: str, dtype, param_dtype, rngs):
+  def __init__(self, cfg: ModelConfig, *, attention: str, dtype, param_dtype, rngs,
+               batch_sharding=None):
     self.cfg = cfg
     self.attention = attention
+    self.batch_sharding = batch_sharding
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     d, hd = cfg.d_model, cfg.head_dim
     self.q_proj = _linear(d, cfg.num_heads * hd, ("embed", "heads"), **kw)
@@ -111,7 +113,7 @@ class Attention(nnx.Module):
     q = rope(q, positions, cfg.rope_theta)
     k = rope(k, positions, cfg.rope_theta)
     with jax.named_scope("attention"):  # slm_jax.profile files these ops under attention
-      o = attend(q, k, v, causal=True, impl=self.attention)
+      o = attend(q, k, v, causal=True, impl=self.attention, batch_sharding=self.batch_sharding)
     return self.o_proj(o.reshape(b, s, cfg.num_heads * cfg.head_dim))
 
 
@@ -150,10 +152,10 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, attention: str, ffn_pad_multiple: int, dtype,
-               param_dtype, rngs):
+               param_dtype, rngs, batch_sharding=None):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.input_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
-    self.self_attn = Attention(cfg, attention=attention, **kw)
+    self.self_attn = Attention(cfg, attention=attention, batch_sharding=batch_sharding, **kw)
     self.post_attention_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
     self.mlp = MLP(cfg, pad_multiple=ffn_pad_multiple, **kw)
 
@@ -178,7 +180,8 @@ class Llama(nnx.Module):
                                   embedding_init=_INIT, embedding_metadata=_axes("vocab", "embed"),
                                   rngs=rngs)
     self.layers = nnx.List(
-        [Block(cfg, attention=attention, ffn_pad_multiple=ffn_pad_multiple, **kw)
+        [Block(cfg, attention=attention, ffn_pad_multiple=ffn_pad_multiple,
+               batch_sharding=activation_sharding, **kw)
          for _ in range(cfg.num_layers)])
     self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
     # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.
