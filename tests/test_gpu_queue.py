@@ -1,0 +1,35 @@
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("gpu_queue", ROOT / "launch" / "gpu_queue.py")
+gpu_queue = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_queue)
+
+
+def test_jobs_get_their_own_gpus_in_order(tmp_path):
+  jobs = gpu_queue.parse_jobs(f"""
+# comment
+echo $CUDA_VISIBLE_DEVICES > {tmp_path}/a; sleep 1
+echo $CUDA_VISIBLE_DEVICES > {tmp_path}/b; sleep 1
+@2 echo $CUDA_VISIBLE_DEVICES > {tmp_path}/c
+""")
+  assert [n for n, _ in jobs] == [1, 1, 2]
+  assert gpu_queue.run(jobs, gpus=2, logdir=tmp_path / "logs", deadline_s=60) == 0
+  first = {(tmp_path / "a").read_text().strip(), (tmp_path / "b").read_text().strip()}
+  assert first == {"0", "1"}  # side by side, one GPU each
+  assert (tmp_path / "c").read_text().strip() == "0,1"  # waited for both
+  assert len(list((tmp_path / "logs").glob("job-*.log"))) == 3
+
+
+def test_deadline_stops_running_jobs_and_names_the_rest(tmp_path, capsys):
+  jobs = gpu_queue.parse_jobs("sleep 30\n@2 echo never\n")
+  assert gpu_queue.run(jobs, gpus=2, logdir=tmp_path, deadline_s=2) == 1
+  out = capsys.readouterr().out
+  assert "stopping job 00" in out and "not started job 01" in out
+
+
+def test_a_job_larger_than_the_host_is_refused(tmp_path, capsys):
+  assert gpu_queue.run(gpu_queue.parse_jobs("@4 true\n"), gpus=2, logdir=tmp_path,
+                       deadline_s=10) == 2
+  assert "more than the 2 GPUs" in capsys.readouterr().err
