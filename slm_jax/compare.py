@@ -4,6 +4,7 @@ HuggingFace, slm_jax.torch_ref), and prints how they compare.
   python -m slm_jax.compare --config=configs/1b_h100.py
   python -m slm_jax.compare --config=configs/1b_h100.py --torch_attention=eager,sdpa \
       --torch_compile=false,true --config.per_device_batch_size=8
+  python -m slm_jax.compare --config=configs/1b_h100.py --batches=16,32,64   # each at its best
 
 A number for one stack says little without the other's from the same machine. Both stacks run
 the same config (model, batch, strategy, dtypes, optimizer), the same tokens, the same timing
@@ -11,7 +12,10 @@ method, FLOPs formula and price table; torch's attention is the one matching
 --config.attention (xla: eager, cudnn: sdpa) unless --torch_attention says otherwise. Each
 measurement is its own process, one after another, so none holds memory another needs; all
 append to <workdir>/results.jsonl (default runs/compare; tagged <--tag or compare/id>/jax and
-.../torch-<attention>[-compile]) and the table is read from there. --dry_run compares what
+.../torch-<attention>[-compile], plus /b<batch> with --batches) and the table is read from
+there; with --batches each stack variant runs at every batch and its row is its best, so each
+stack is compared at the batch that suits it (torch's eager attention, say, runs out of memory
+where JAX's fits). --dry_run compares what
 each stack builds (parameters, FLOPs) without training. Exit code 0 when every run gave a
 result (ok or oom), 1 otherwise, 2 for a config that cannot run.
 """
@@ -42,11 +46,15 @@ _ATTENTION = flags.DEFINE_list(
 _COMPILE = flags.DEFINE_list("torch_compile", ["false"], "torch.compile for the torch runs: "
                              "false, true, or false,true for both.")
 
+_BATCHES = flags.DEFINE_list("batches", [], "Per-device batches to measure every run at, e.g. "
+                             "16,32,64; each stack's row is then its best batch (default: the "
+                             "config's only).")
+
 _BOOLS = {"false": False, "off": False, "0": False, "true": True, "on": True, "1": True}
 
 COLUMNS = (
     ("stack", "stack", "{}"), ("attention", "attention", "{}"), ("compiler", "compiler", "{}"),
-    ("status", "status", "{}"), ("params", "params", "{:,}"),
+    ("status", "status", "{}"), ("per_device_batch", "batch/dev", "{}"), ("params", "params", "{:,}"),
     ("step_time_s.median", "step ms (median)", "{:.1f}", 1e3),
     ("tokens_per_s", "tokens/s", "{:,.0f}"), ("mfu", "MFU %", "{:.1f}", 100),
     ("peak_memory_bytes", "peak GiB", "{:.1f}", 2**-30), ("compile_s", "compile s", "{:.1f}"),
@@ -78,17 +86,39 @@ def runs(c, tag: str) -> list[dict]:
     if value.lower() not in _BOOLS:
       raise UserError(f"--torch_compile={value!r}: say false, true or false,true")
     compiles.append(_BOOLS[value.lower()])
-  out = [{"stack": "jax", "attention": c.attention, "compiler": "XLA", "tag": f"{tag}/jax",
-          "module": "slm_jax.main", "args": []}]
+  try:
+    batches = [int(b) for b in _BATCHES.value]
+  except ValueError:
+    raise UserError(f"--batches={','.join(_BATCHES.value)}: say per-device batches, e.g. 16,32")
+  variants = [{"stack": "jax", "attention": c.attention, "compiler": "XLA", "tag": f"{tag}/jax",
+               "module": "slm_jax.main", "args": []}]
   for attention in dict.fromkeys(attentions):
     for compile in dict.fromkeys(compiles):
       compiler = "torch.compile" if compile else "none"
-      out.append({"stack": "torch", "attention": attention, "compiler": compiler,
-                  "tag": f"{tag}/torch-{attention}" + ("-compile" if compile else ""),
-                  "module": "slm_jax.torch_ref.main",
-                  "args": [f"--torch_attention={attention}",
-                           f"--torch_compile={str(compile).lower()}"]})
-  return out
+      variants.append({"stack": "torch", "attention": attention, "compiler": compiler,
+                       "tag": f"{tag}/torch-{attention}" + ("-compile" if compile else ""),
+                       "module": "slm_jax.torch_ref.main",
+                       "args": [f"--torch_attention={attention}",
+                                f"--torch_compile={str(compile).lower()}"]})
+  if not batches:
+    return variants
+  # Given last, the batch overrides any --config.per_device_batch_size before it.
+  return [dict(v, tag=f"{v['tag']}/b{b}", args=v["args"] + [f"--config.per_device_batch_size={b}"])
+          for v in variants for b in batches]
+
+
+def best_per_variant(rows: list[dict]) -> list[dict]:
+  """One row per (stack, attention, compiler): its fastest ok batch, else its first result."""
+  out: dict[tuple, dict] = {}
+  for row in rows:
+    key = (row["stack"], row["attention"], row["compiler"])
+    held = out.get(key)
+    faster = (row.get("status") == "ok" and
+              (held is None or held.get("status") != "ok" or
+               row.get("tokens_per_s", 0) > held.get("tokens_per_s", 0)))
+    if held is None or faster:
+      out[key] = row
+  return list(out.values())
 
 
 def table(rows: list[dict]) -> str:
@@ -136,12 +166,16 @@ def main(argv):
   for run in todo:
     row = found.get(run["tag"]) or {"status": f"no record (exit code {codes[run['tag']]})"}
     rows.append({**row, **{k: run[k] for k in ("stack", "attention", "compiler")}})
+  every = rows
+  rows = best_per_variant(rows)
+  batch = (f"best of batches {','.join(_BATCHES.value)}/device" if _BATCHES.value
+           else f"batch {c.per_device_batch_size}/device")
   print(f"\n{c.model} on {rows[0].get('device_kind') or rows[-1].get('device_kind') or '?'}, "
-        f"{c.strategy}, batch {c.per_device_batch_size}/device, seq {c.seq_len} "
+        f"{c.strategy}, {batch}, seq {c.seq_len} "
         f"(records in {path}, tags {tag}/...)\n")
   print(table(rows))
   done = ("dry_run",) if FLAGS.dry_run else ("ok", "oom")
-  return 0 if all(row["status"] in done for row in rows) else 1
+  return 0 if all(row["status"] in done for row in every) else 1
 
 
 def _main(argv):

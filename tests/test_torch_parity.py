@@ -201,8 +201,8 @@ def test_compare_runs_both_stacks_and_prints_the_ratio_table(tmp_path):
   header = next(i for i, line in enumerate(lines) if line.startswith("| stack |"))
   assert "JAX speed-up" in lines[header] and lines[header + 1].startswith("|---|")
   jax_row, torch_row = lines[header + 2:header + 4]
-  assert jax_row.startswith("| jax | xla | XLA | ok | 164,672 |") and "1.00x" in jax_row
-  assert torch_row.startswith("| torch | eager | none | ok | 164,672 |")
+  assert jax_row.startswith("| jax | xla | XLA | ok | 8 | 164,672 |") and "1.00x" in jax_row
+  assert torch_row.startswith("| torch | eager | none | ok | 8 | 164,672 |")
   records = results.read(tmp_path / "results.jsonl")
   assert [r["stack"] for r in records] == ["jax", "torch"]
   assert all(r["status"] == "ok" for r in records)
@@ -216,3 +216,21 @@ def test_compare_rejects_an_unknown_torch_attention(tmp_path):
                     "--torch_attention=flash")
   assert proc.returncode == 2 and "--torch_attention='flash' is not one of" in proc.stderr
   assert "Traceback" not in proc.stderr and not (tmp_path / "results.jsonl").exists()
+
+
+def test_compare_over_batches_keeps_each_stack_s_best(tmp_path):
+  proc = run_module("slm_jax.compare", "--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--config.tensorboard=false", "--batches=1,4", "--tag=t", *FAST)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  records = results.read(tmp_path / "results.jsonl")
+  assert sorted(r["tag"] for r in records) == ["t/jax/b1", "t/jax/b4", "t/torch-eager/b1",
+                                               "t/torch-eager/b4"]
+  best = {r["stack"]: max((x for x in records if x["stack"] == r["stack"]),
+                          key=lambda x: x["tokens_per_s"]) for r in records}
+  lines = proc.stdout.strip().splitlines()
+  header = next(i for i, line in enumerate(lines) if line.startswith("| stack |"))
+  jax_row, torch_row = lines[header + 2:header + 4]
+  assert lines[header + 4:header + 5] == [] or not lines[header + 4].startswith("| ")
+  assert jax_row.startswith(f"| jax | xla | XLA | ok | {best['jax']['per_device_batch']} |")
+  assert torch_row.startswith(f"| torch | eager | none | ok | {best['torch']['per_device_batch']} |")
+  assert "best of batches 1,4/device" in proc.stdout
