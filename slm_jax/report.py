@@ -157,11 +157,10 @@ def plot_breakdown(ours: list[dict], out_dir: Path) -> Path | None:
                 [f"{PAPER_MODEL[r['model']]}\n{r['attention']}\nb{r['per_device_batch']}"
                  for r in rows])
   ax.set_ylabel("ms per step")
-  ax.set_title("Where the step goes (best profiled point per size and attention)")
+  ax.set_title("Where the step goes\n(best profiled point per size and attention)")
   ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-  fig.tight_layout()
   path = out_dir / "breakdown.png"
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
   plt.close(fig)
   return path
 

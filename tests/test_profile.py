@@ -96,3 +96,16 @@ def test_collective_time_and_its_overlap_with_compute(tmp_path):
   assert b["collectives_busy_ms"] == pytest.approx(0.080)
   assert b["collectives_overlapped_ms"] == pytest.approx(0.040)
   assert b["ms"]["collectives"] == pytest.approx(0.020 + 0.040)  # shared 40 us, alone 40 us
+
+
+def test_a_real_h200_trace_splits_into_the_step_s_parts():
+  # 3 steps of the 100M model at batch 64 on an H200 (benchmarks/h200_compare.jsonl): XLA ran
+  # the step as CUDA graphs, so kernels carry the graph's `hlo_op`, and cuBLAS/cuDNN kernels
+  # are known by their names alone.
+  from pathlib import Path
+  trace = Path(__file__).parent / "data" / "h200_100m_step.trace.json.gz"
+  b = profile.breakdown(trace, {}, steps=3)
+  assert sum(b["ms"].values()) == pytest.approx(b["step_ms"], rel=1e-6)
+  assert b["step_ms"] == pytest.approx(116.5, rel=0.01)  # as the record's breakdown
+  assert b["percent"]["matmul"] > 50 and b["percent"]["attention"] > 5
+  assert b["percent"]["idle/host"] < 2 and b["ms"]["collectives"] == 0
