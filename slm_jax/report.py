@@ -69,6 +69,8 @@ def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
       continue
     if r.get("status") != "ok" or r.get("model") not in MODELS:
       continue
+    if r.get("mode", "benchmark") != "benchmark":  # training runs have their own figure
+      continue
     if r.get("token_per_dollar_paper") is None and r.get("token_per_dollar") is None:
       continue
     gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
