@@ -76,7 +76,8 @@ def _set_training_fields(c: ml_collections.ConfigDict) -> None:
   """`mode=train` trains on text (slm_jax.trainer) instead of timing one synthetic batch."""
   c.mode = "benchmark"
   # Stop at whichever budget is reached first; 0 = no budget of that kind (one is needed).
-  c.train_steps = 0
+  # A step budget by default, so `--config.mode=train` alone trains a short run.
+  c.train_steps = 300
   c.dollar_budget = 0.0
   # Text: local files (comma-separated paths or globs; `data_format` text/json/parquet or ""
   # for the extension's), else a HuggingFace hub dataset (streamed), else the embedded corpus.

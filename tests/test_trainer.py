@@ -173,3 +173,28 @@ def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint(text, tmp_pa
   assert "never finished" in capsys.readouterr().err
   step, _, meta = restored
   assert len(meta["curve"]) == step  # the checkpoint is whole: its history matches its step
+
+
+def test_the_embedded_corpus_trains_out_of_the_box(tmp_path):
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  proc = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny.py", "--config.mode=train",
+       f"--workdir={tmp_path}", "--config.train_steps=4", "--config.eval_every=2",
+       "--config.eval_batches=1", "--config.price_per_device_hour=1.0"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert proc.returncode == 0, proc.stderr
+  assert "Loss/Dollar" in proc.stdout and "standard library" in proc.stdout
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert set(results.REQUIRED) <= set(record)
+  assert record["status"] == "ok" and record["mode"] == "train" and record["steps_trained"] == 4
+  assert [s for s, _, _ in record["eval_losses"]] == [0, 2, 4]
+  assert len(record["loss_vs_dollars"]) == 4 and record["dollars_spent"] > 0
+  assert record["loss_vs_dollars"][-1][1] == record["final_loss"]
+  assert record["tokens_per_s"] > 0 and record["train_tokens_per_s"] > 0
+  assert list((tmp_path / "tokenizer").glob("bpe-v512-*.json"))
+  acc = EventAccumulator(str(tmp_path / "tensorboard" / record["run_id"]),
+                         size_guidance={"scalars": 0})
+  acc.Reload()
+  assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+  assert len(acc.Scalars("eval/loss")) == 3 and len(acc.Scalars("loss_vs_dollars/train")) == 4
