@@ -164,7 +164,7 @@ def windows(docs: Callable[[], Iterator[str]], encode: Callable[[list[str]], lis
     chunk: list[str] = []
 
     def drain(first: int):
-      nonlocal buf, filled
+      nonlocal filled
       for k, ids in enumerate(encode(chunk)):
         d = first + k
         ids = np.asarray(ids + [eos], np.int32)
