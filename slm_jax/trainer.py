@@ -51,8 +51,8 @@ def guarded_step(program: train.Program):
     state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
     return state, ok, dict(metrics, ok=ok)
 
-  jitted = jax.jit(step, in_shardings=(program.state_shardings, program.abstract_batch["inputs"]
-                                       .sharding, repl),
+  batch_sh = program.abstract_batch["inputs"].sharding
+  jitted = jax.jit(step, in_shardings=(program.state_shardings, batch_sh, repl),
                    out_shardings=(program.state_shardings, repl, repl), donate_argnums=0)
   abstract_ok = jax.ShapeDtypeStruct((), jnp.bool_, sharding=repl)
   return jitted.lower(program.abstract_state, program.abstract_batch, abstract_ok).compile()
