@@ -132,6 +132,10 @@ def test_local_text_and_json_files_are_read_in_order(tmp_path):
       "first paragraph\nstill first", "second paragraph"]
   assert list(data.documents(cfg(data_files=str(tmp_path / "b.jsonl"), text_field="body"))) == [
       "json doc 0", "json doc 1", "json doc 2"]
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  pq.write_table(pa.table({"text": ["pq one", "pq two"]}), tmp_path / "c.parquet")
+  assert list(data.documents(cfg(data_files=str(tmp_path / "c.parquet")))) == ["pq one", "pq two"]
   with pytest.raises(UserError, match="'text' is not a column"):
     list(data.documents(cfg(data_files=str(tmp_path / "b.jsonl"))))
 

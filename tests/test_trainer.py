@@ -88,13 +88,21 @@ def test_a_corrupt_checkpoint_falls_back_to_the_last_good_one(text, straight, tm
 
 
 def test_a_non_finite_update_stops_with_the_last_good_state_checkpointed(text, tmp_path):
-  c = cfg(text, learning_rate=float("inf"))  # the first update is NaN
-  out = {}
-  with pytest.raises(trainer.NonFinite, match="at step 1; the last good state .after 0 steps"):
-    trainer.run(c, workdir=tmp_path, out=out)
+  proc = subprocess.run(  # an infinite learning rate makes the first update NaN
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
+       f"--workdir={tmp_path}", "--config.learning_rate=inf", "--config.eval_every=0",
+       *[f"--config.{k}={v}" for k, v in text.items()]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert "error: non-finite loss" in proc.stderr and "at step 1;" in proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["status"] == "nan" and "last good state (after 0 steps)" in record["message"]
+  assert record["steps_trained"] == 0
+  c = cfg(text, learning_rate=float("inf"))
   step, state, _ = restore(tmp_path / "checkpoints", c)
   init = train.build(c).init(jax.random.key(c.seed))
-  assert step == 0 and out["steps_trained"] == 0
+  assert step == 0
   for x, y in zip(leaves(init), leaves(state)):
     np.testing.assert_array_equal(x, y)
 
