@@ -202,5 +202,10 @@ def _validate_training(c: ml_collections.ConfigDict) -> None:
   if c.data_format not in DATA_FORMATS:
     raise UserError(f"--config.data_format={c.data_format!r} is not one of "
                     f"{list(DATA_FORMATS)}")
+  # AdamW turns finite gradients into a NaN update only through these and the learning rate
+  # (slm_jax.trainer checks that one each step).
+  if not c.adam_eps > 0 or not 0 <= c.adam_b1 < 1 or not 0 <= c.adam_b2 < 1:
+    raise UserError("training needs --config.adam_eps > 0 and 0 <= adam_b1, adam_b2 < 1, got "
+                    f"{c.adam_eps}, {c.adam_b1}, {c.adam_b2}")
   if c.data_files and c.dataset:
     raise UserError("set --config.data_files or --config.dataset, not both")

@@ -36,7 +36,15 @@ class Preempted(Exception):
   """SIGTERM arrived; the state was checkpointed and the same command resumes the run."""
 
 
-def guarded_step(program: train.Program):
+def _learning_rate(c: ml_collections.ConfigDict, opt_state) -> jax.Array:
+  """The learning rate this step's update uses (the schedule at its update count)."""
+  counts = [s.count for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+            if isinstance(s, optax.ScaleByScheduleState)]
+  return train.make_schedule(c)(counts[0])
+
+
+def guarded_step(c: ml_collections.ConfigDict, program: train.Program):
   """build()'s step that refuses a non-finite update: the state stays the last good one, and
   stays so for every later step (`healthy` is sticky), so steps already queued behind a bad
   one cannot move it."""
@@ -44,10 +52,12 @@ def guarded_step(program: train.Program):
 
   def step(state, batch, healthy):
     new, metrics = program.step_fn(state, batch)
-    # The parameter norm catches an update that turns finite gradients into NaN (e.g. an
-    # infinite learning rate).
+    # From finite gradients AdamW makes a non-finite update only through the learning rate
+    # (or eps, b1, b2, which validation keeps sane). Checking scalars known before the update,
+    # not the updated parameters, lets XLA fuse the choice into the update itself: a check of
+    # the new parameters would cost another pass over the state, ~3% of a 100M step.
     ok = (healthy & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-          & jnp.isfinite(optax.tree.norm(new.params)))
+          & jnp.isfinite(_learning_rate(c, state.opt_state)))
     state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
     return state, ok, dict(metrics, ok=ok)
 
@@ -301,7 +311,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
 
   try:
     t0 = time.perf_counter()
-    compiled = guarded_step(program)
+    compiled = guarded_step(c, program)
     # Compiled now, so that no evaluation pays for it out of the budget.
     eval_loss = program.loss.lower(program.abstract_state.params,
                                    program.abstract_batch).compile()

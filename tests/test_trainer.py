@@ -124,6 +124,8 @@ def test_bad_inputs_are_user_errors(text, tmp_path):
     trainer.run(cfg(text, vocab_size=300), workdir=tmp_path)
   with pytest.raises(UserError, match="needs a budget"):
     trainer.run(cfg(text, train_steps=0), workdir=tmp_path)
+  with pytest.raises(UserError, match="adam_eps > 0"):
+    trainer.run(cfg(text, adam_eps=0.0), workdir=tmp_path)
   with pytest.raises(UserError, match="needs a price"):
     trainer.run(cfg(text, dollar_budget=1.0), workdir=tmp_path)
 
