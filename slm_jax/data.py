@@ -152,7 +152,7 @@ class Position(NamedTuple):
   offset: int = 0
 
 
-def windows(docs: Callable[[], Iterator[str]], encode: Callable[[list[str]], list[list[int]]],
+def windows(docs: Callable[[], Iterator[str]], encode: Callable[[list[str]], list],
             eos: int, length: int, start: Position = Position(),
             what: str = "the corpus") -> Iterator[tuple[np.ndarray, Position]]:
   """Endless consecutive `length`-token windows of the documents, each followed by EOS, pass
@@ -167,7 +167,7 @@ def windows(docs: Callable[[], Iterator[str]], encode: Callable[[list[str]], lis
       nonlocal filled
       for k, ids in enumerate(encode(chunk)):
         d = first + k
-        ids = np.asarray(ids + [eos], np.int32)
+        ids = np.append(np.asarray(ids, np.int32), np.int32(eos))
         o = offset if d == skip else 0
         while o < len(ids):
           take = min(length - filled, len(ids) - o)

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from slm_jax.errors import UserError
@@ -91,3 +93,24 @@ def cached_bpe(cache_dir: Path, corpus_key: str, vocab_size: int,
     os.replace(tmp, path)  # a reader never sees half a file
   barrier()
   return Tokenizer.from_file(str(path)), path
+
+
+class CachedEncoder:
+  """Texts -> id arrays, keeping the ids of the first `max_tokens` tokens it sees: a corpus
+  that small is tokenized once rather than on every pass (a run reads the embedded corpus
+  dozens of times), and a larger one costs no more than uncached."""
+
+  def __init__(self, tok: Tokenizer, max_tokens: int = 100_000_000):
+    self.tok, self.max_tokens = tok, max_tokens
+    self.cache: dict[str, np.ndarray] = {}
+    self.cached_tokens = 0
+
+  def __call__(self, texts: list[str]) -> list[np.ndarray]:
+    missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+    fresh = {}
+    for text, enc in zip(missing, self.tok.encode_batch(missing, add_special_tokens=False)):
+      fresh[text] = ids = np.asarray(enc.ids, np.int32)
+      if self.cached_tokens + len(ids) <= self.max_tokens:
+        self.cache[text] = ids
+        self.cached_tokens += len(ids)
+    return [self.cache.get(t, fresh.get(t)) for t in texts]

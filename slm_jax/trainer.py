@@ -294,6 +294,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
   tok, tok_path = load_tokenizer(c, workdir)
   eos = tokenizer.eos_id(tok)
   out.update(data_source=data.describe(c), tokenizer=tok_path)
+  encode = tokenizer.CachedEncoder(tok)  # shared by the held-out and training streams
   stride = data.eval_stride(c)
   rows = c.per_device_batch_size * len(local)  # this host's rows of each batch
   batch_sh = program.abstract_batch["inputs"].sharding
@@ -302,8 +303,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
     return data.Batches(data.windows(
         lambda: data.split(data.documents(c), which, stride, jax.process_index(),
                            jax.process_count()),
-        lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)],
-        eos, c.seq_len + 1, start, what=f"the {which} split of {data.describe(c)}"), rows)
+        encode, eos, c.seq_len + 1, start, what=f"the {which} split of {data.describe(c)}"), rows)
 
   held_out = batches("eval", data.Position()) if c.eval_every else None
   eval_batches = [data.to_device(next(held_out)[0], batch_sh)

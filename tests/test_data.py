@@ -155,3 +155,12 @@ def test_the_embedded_corpus_is_the_stdlib_in_a_fixed_order():
   assert not any("test" in p.parts for p in files)
   first = next(data.documents(cfg()))
   assert first == files[0].read_text(encoding="utf-8", errors="replace")
+
+
+def test_the_cached_encoder_matches_the_tokenizer_and_keeps_to_its_cap(bpe):
+  docs = corpus(12, seed=3)
+  plain = [bpe.encode(d, add_special_tokens=False).ids for d in docs]
+  enc = tokenizer.CachedEncoder(bpe, max_tokens=sum(map(len, plain[:5])))
+  for _ in range(2):  # the second pass is served from the cache where it could keep them
+    assert [list(x) for x in enc(docs)] == plain
+  assert set(enc.cache) == set(docs[:5]) and enc.cached_tokens <= enc.max_tokens
