@@ -15,6 +15,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from slm_jax.errors import UserError
+
 
 def warn(message: str) -> None:
   print(f"warning: {message}", file=sys.stderr, flush=True)
@@ -45,17 +47,22 @@ class Checkpointer:
 
   def restore_latest(self, abstract_state) -> tuple[int, object, dict] | None:
     """(step, state, meta) of the newest readable checkpoint, placed by `abstract_state`'s
-    shardings (so any device count or strategy can resume), or None when there is none."""
+    shardings (so any device count or strategy can resume), or None when there is none.
+    Raises UserError when none can be read: starting over would soon delete them all."""
     steps = sorted(self._manager.all_steps(), reverse=True)
     for i, step in enumerate(steps):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
       except Exception as e:  # a damaged checkpoint: any error its reader raises
-        later = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else \
-            "no older checkpoint; starting from scratch"
-        warn(f"checkpoint step {step} in {self.directory} is unreadable "
-             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {later}")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if i + 1 == len(steps):
+          raise UserError(
+              f"no checkpoint in {self.directory} can be read for this config (step {step}: "
+              f"{why}); a changed model needs another --workdir or --config.checkpoint_dir"
+          ) from e
+        warn(f"checkpoint step {step} in {self.directory} is unreadable ({why}); falling "
+             f"back to step {steps[i + 1]}")
         continue
       # orbax gives optax's named-tuple states back as plain tuples; the leaves are in order.
       state = jax.tree.unflatten(jax.tree.structure(abstract_state),

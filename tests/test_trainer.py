@@ -40,7 +40,11 @@ def cfg(text, **kw):
 
 
 def restore(directory, c):
-  return Checkpointer(directory, 3).restore_latest(train.build(c).abstract_state)
+  ckpt = Checkpointer(directory, 3)
+  try:
+    return ckpt.restore_latest(train.build(c).abstract_state)
+  finally:
+    ckpt.close()
 
 
 def leaves(state):
@@ -85,6 +89,9 @@ def test_a_corrupt_checkpoint_falls_back_to_the_last_good_one(text, straight, tm
   assert step == 3 and len(meta["curve"]) == 3
   err = capsys.readouterr().err
   assert "checkpoint step 6" in err and "unreadable" in err and "falling back to step 3" in err
+  # Checkpoints of another model are not silently replaced by a fresh start.
+  with pytest.raises(UserError, match="no checkpoint in .* can be read for this config"):
+    restore(tmp_path / "checkpoints", cfg(text, ffn_dim=64))
 
 
 def test_a_non_finite_update_stops_with_the_last_good_state_checkpointed(text, tmp_path):
