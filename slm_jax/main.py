@@ -18,8 +18,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from slm_jax import config as config_lib
-from slm_jax import results, train, trainer
-from slm_jax.errors import UserError
+from slm_jax import results, train
+from slm_jax.errors import NonFinite, Preempted, UserError
 from slm_jax.tensorboard_writer import Writer
 
 
@@ -119,16 +119,17 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
       writer = Writer(workdir / "tensorboard" / run_id)
       progress = Progress(c, writer)
     if c.mode == "train" and not dry_run:
+      from slm_jax import trainer  # orbax, tokenizers and datasets load for training alone
       trainer.run(c, workdir=workdir, on_step=progress, writer=writer, out=measured)
     else:
       train.run(c, dry_run=dry_run, on_step=progress, out=measured,
                 profile_dir=workdir / "profile" / run_id)
     progress.done()
     status = "dry_run" if dry_run else "ok"
-  except trainer.NonFinite as e:
+  except NonFinite as e:
     progress.done()
     status, message, code = "nan", str(e), 1
-  except trainer.Preempted as e:  # exit 0: a requeued job resumes from the checkpoint
+  except Preempted as e:  # exit 0: a requeued job resumes from the checkpoint
     progress.done()
     status, message = "preempted", str(e)
   except train.OutOfMemory as e:

@@ -25,15 +25,7 @@ import optax
 from slm_jax import config as config_lib
 from slm_jax import data, measure, pricing, sharding, tokenizer, train
 from slm_jax.checkpoint import Checkpointer
-from slm_jax.errors import UserError
-
-
-class NonFinite(Exception):
-  """A step's loss or gradient norm was NaN/Inf; the last good state is checkpointed."""
-
-
-class Preempted(Exception):
-  """SIGTERM arrived; the state was checkpointed and the same command resumes the run."""
+from slm_jax.errors import NonFinite, Preempted, UserError
 
 
 def _learning_rate(c: ml_collections.ConfigDict, opt_state) -> jax.Array:
