@@ -29,6 +29,8 @@ DEFAULT_BATCH = {
 
 STRATEGIES = ("single", "ddp", "fsdp_full", "fsdp_grad_op", "hsdp")
 DTYPES = ("float32", "bfloat16", "float16")
+MODES = ("benchmark", "train")
+DATA_FORMATS = ("", "text", "json", "parquet")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -69,7 +71,37 @@ def base_config() -> ml_collections.ConfigDict:
   # Steps to trace with jax.profiler after timing (0 = none); the trace lands in
   # <workdir>/profile/<run_id> and its breakdown in the record.
   c.profile_steps = 0
+  _set_training_fields(c)
   return c
+
+
+def _set_training_fields(c: ml_collections.ConfigDict) -> None:
+  """`mode=train` trains on text (slm_jax.trainer) instead of timing one synthetic batch."""
+  c.mode = "benchmark"
+  # Stop at whichever budget is reached first; 0 = no budget of that kind (one is needed).
+  # A step budget by default, so `--config.mode=train` alone trains a short run.
+  c.train_steps = 300
+  c.dollar_budget = 0.0
+  # Text: local files (comma-separated paths or globs; `data_format` text/json/parquet or ""
+  # for the extension's), else a HuggingFace hub dataset (streamed), else the embedded corpus.
+  c.data_files = ""
+  c.data_format = ""
+  c.dataset = ""
+  c.dataset_split = "train"
+  c.text_field = "text"
+  # A tokenizer.json; "" = a byte-level BPE trained on the corpus at vocab_size, cached.
+  c.tokenizer_path = ""
+  # Held-out loss every `eval_every` steps on `eval_batches` batches of the held-out split
+  # (every round(1/eval_fraction)-th document); 0 = never.
+  c.eval_every = 0
+  c.eval_batches = 4
+  c.eval_fraction = 0.05
+  # Checkpoints: "" = <workdir>/checkpoints; an async save every `checkpoint_every` steps
+  # (0 = only at the end, on SIGTERM and on a NaN), the newest `keep_checkpoints` kept.
+  c.checkpoint_dir = ""
+  c.checkpoint_every = 0
+  c.keep_checkpoints = 3
+  c.prefetch_batches = 2
 
 
 def _set_model_fields(c: ml_collections.ConfigDict, preset: str) -> None:
@@ -97,6 +129,18 @@ def paper_config(size: str, gpu: str) -> ml_collections.ConfigDict:
 
 def tiny_config() -> ml_collections.ConfigDict:
   return base_config()
+
+
+def train_config(c: ml_collections.ConfigDict, train_steps: int,
+                 checkpoint_every: int, eval_every: int) -> ml_collections.ConfigDict:
+  """`c` switched to training on text: the embedded corpus unless --config.data_files says
+  otherwise, with the warm-up scaled to the run so short runs still learn."""
+  c.mode = "train"
+  c.train_steps = train_steps
+  c.checkpoint_every = checkpoint_every
+  c.eval_every = eval_every
+  c.lr_warmup_steps = max(1, min(c.lr_warmup_steps, train_steps // 10))
+  return c
 
 
 def model_config(c: ml_collections.ConfigDict) -> model_lib.ModelConfig:
@@ -138,5 +182,33 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     f"--config.num_kv_heads ({c.num_kv_heads})")
   if c.head_dim % 2:
     raise UserError(f"--config.head_dim must be even for rotary embeddings, got {c.head_dim}")
+  if c.mode not in MODES:
+    raise UserError(f"--config.mode={c.mode!r} is not one of {list(MODES)}")
+  if c.mode == "train":
+    _validate_training(c)
   if c.gpu not in GPU_MEMORY_GB:
     raise UserError(f"--config.gpu={c.gpu!r} is not one of {sorted(GPU_MEMORY_GB)}")
+
+
+def _validate_training(c: ml_collections.ConfigDict) -> None:
+  if c.train_steps <= 0 and c.dollar_budget <= 0:
+    raise UserError("--config.mode=train needs a budget: set --config.train_steps or "
+                    "--config.dollar_budget")
+  for field in ("train_steps", "dollar_budget", "eval_every", "checkpoint_every"):
+    if c[field] < 0:
+      raise UserError(f"--config.{field} must be >= 0, got {c[field]}")
+  for field in ("keep_checkpoints", "eval_batches", "prefetch_batches"):
+    if c[field] <= 0:
+      raise UserError(f"--config.{field} must be positive, got {c[field]}")
+  if c.eval_every and not 0 < c.eval_fraction < 1:
+    raise UserError(f"--config.eval_fraction must be in (0, 1), got {c.eval_fraction}")
+  if c.data_format not in DATA_FORMATS:
+    raise UserError(f"--config.data_format={c.data_format!r} is not one of "
+                    f"{list(DATA_FORMATS)}")
+  # AdamW turns finite gradients into a NaN update only through these and the learning rate
+  # (slm_jax.trainer checks that one each step).
+  if not c.adam_eps > 0 or not 0 <= c.adam_b1 < 1 or not 0 <= c.adam_b2 < 1:
+    raise UserError("training needs --config.adam_eps > 0 and 0 <= adam_b1, adam_b2 < 1, got "
+                    f"{c.adam_eps}, {c.adam_b1}, {c.adam_b2}")
+  if c.data_files and c.dataset:
+    raise UserError("set --config.data_files or --config.dataset, not both")

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from slm_jax import config as config_lib
 from slm_jax import results, train
-from slm_jax.errors import UserError
+from slm_jax.errors import NonFinite, Preempted, UserError
 from slm_jax.tensorboard_writer import Writer
 
 
@@ -73,11 +73,16 @@ class Progress:
     self.tokens_per_step = c.per_device_batch_size * c.seq_len
     self.global_step = 0
 
-  def __call__(self, repeat: int, i: int, seconds: float, loss: float) -> None:
+  def __call__(self, repeat: int | None, i: int, seconds: float, loss: float) -> None:
+    """Step `i` of warm-up (repeat -1), of a timed repeat, or (repeat None) of training,
+    where `i` counts from the run's first step, resumed sessions included."""
     c = self.c
-    self.global_step += 1
-    phase = "warmup" if repeat < 0 else f"repeat {repeat + 1}/{c.repeats}"
-    total = c.warmup_steps if repeat < 0 else c.steps
+    self.global_step = i + 1 if repeat is None else self.global_step + 1
+    if repeat is None:
+      phase, total = "train", c.train_steps or "-"
+    else:
+      phase = "warmup" if repeat < 0 else f"repeat {repeat + 1}/{c.repeats}"
+      total = c.warmup_steps if repeat < 0 else c.steps
     line = (f"  {phase} step {i + 1}/{total}  loss {loss:.4f}  {seconds * 1e3:.1f} ms")
     print(("\r" + line + "\033[K") if self.tty else line, end="" if self.tty else "\n",
           flush=True)
@@ -113,10 +118,20 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
     if c.tensorboard and not dry_run and writes:
       writer = Writer(workdir / "tensorboard" / run_id)
       progress = Progress(c, writer)
-    train.run(c, dry_run=dry_run, on_step=progress, out=measured,
-              profile_dir=workdir / "profile" / run_id)
+    if c.mode == "train" and not dry_run:
+      from slm_jax import trainer  # orbax, tokenizers and datasets load for training alone
+      trainer.run(c, workdir=workdir, on_step=progress, writer=writer, out=measured)
+    else:
+      train.run(c, dry_run=dry_run, on_step=progress, out=measured,
+                profile_dir=workdir / "profile" / run_id)
     progress.done()
     status = "dry_run" if dry_run else "ok"
+  except NonFinite as e:
+    progress.done()
+    status, message, code = "nan", str(e), 1
+  except Preempted as e:  # exit 0: a requeued job resumes from the checkpoint
+    progress.done()
+    status, message = "preempted", str(e)
   except train.OutOfMemory as e:
     progress.done()
     status, message = "oom", (f"does not fit: {str(e).splitlines()[0]}; try a smaller "
@@ -146,7 +161,7 @@ def _write_tensorboard(writer: Writer, record: dict) -> None:
             num_devices=record["num_devices"])
   writer.hparams(hp, trial_id=record["run_id"])
   for key in ("tokens_per_s", "tokens_per_s_per_device", "mfu", "token_per_dollar",
-              "compile_s", "peak_memory_bytes"):
+              "compile_s", "peak_memory_bytes", "dollars_spent", "final_eval_loss"):
     if isinstance(record.get(key), (int, float)):
       writer.scalar(f"summary/{key}", record[key], 0)
   writer.text("summary", "```\n" + results.summary(record) + "\n```")
@@ -168,7 +183,7 @@ def loaded_config(config_flag):
 
 def print_outcome(record: dict, workdir: Path, first_process: bool) -> None:
   """The summary (or the error) and where the record went, on the first process only."""
-  if record["status"] == "error":
+  if record["status"] in ("error", "nan"):
     print(f"error: {record['message']}", file=sys.stderr)
   elif first_process:
     print(results.summary(record))

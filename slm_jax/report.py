@@ -1,6 +1,8 @@
-r"""Redraws the paper's Figures 1-4 from our records, with the paper's points beside them.
+r"""Redraws the paper's Figures 1-4 from our records, with the paper's points beside them, and
+the Loss/Dollar the paper defines but never measured, from training runs (--config.mode=train).
 
   python -m slm_jax.report runs/grid/results.jsonl benchmarks/*.jsonl --out report/
+  python -m slm_jax.report runs/train/results.jsonl --reprice=H100,A100-80GB --target_loss=3.5
 
 Each plotted point is, as in the paper, the best record over everything not on the plot's axes
 (a grid search, then a max). Token/Dollar is in the paper's normalised unit (tokens/s per GPU
@@ -68,6 +70,8 @@ def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
     if (r.get("stack") or "jax") != stack:
       continue
     if r.get("status") != "ok" or r.get("model") not in MODELS:
+      continue
+    if r.get("mode", "benchmark") != "benchmark":  # training runs have their own figure
       continue
     # Paper units from the current ratio table, so records written before a GPU had a ratio
     # (H200) still land on the paper's axes.
@@ -165,6 +169,88 @@ def plot_breakdown(ours: list[dict], out_dir: Path) -> Path | None:
   return path
 
 
+def train_curves(records: list[dict], reprice: tuple[str, ...] = ()) -> list[dict]:
+  """Loss against dollars of every finished training run, and of each re-priced at the
+  hourly price of the GPU types in `reprice` (same seconds, another price: labelled so)."""
+  out = []
+  for r in records:
+    if r.get("status") != "ok" or r.get("mode") != "train" or not r.get("loss_vs_dollars"):
+      continue
+    gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
+    label = (f"{PAPER_MODEL.get(r['model'], r['model'])} on {r['num_devices']} x {gpu}"
+             + (f" [{r['tag']}]" if r.get("tag") else ""))
+    prices = [(label, 1.0)] + [
+        (f"{label} at {g} price (re-priced)",
+         pricing.USD_PER_GPU_HOUR[g] / r["price_per_device_hour"])
+        for g in reprice if g != gpu and r.get("price_per_device_hour")]
+    for name, scale in prices:
+      out.append({"label": name, "record": r, "repriced": scale != 1.0,
+                  "dollars": [d * scale for d, _ in r["loss_vs_dollars"]],
+                  "loss": smooth([l for _, l in r["loss_vs_dollars"]]),
+                  "eval": [(d * scale, l) for _, d, l in r.get("eval_losses") or []
+                           if d is not None]})
+  return out
+
+
+def smooth(losses: list[float]) -> list[float]:
+  """Trailing mean over 2% of the run: one batch's loss is too noisy to read a target off."""
+  w = max(1, len(losses) // 50)
+  total, out = 0.0, []
+  for i, x in enumerate(losses):
+    total += x - (losses[i - w] if i >= w else 0.0)
+    out.append(total / min(i + 1, w))
+  return out
+
+
+def dollars_to(curve: dict, target: float) -> float | None:
+  """Dollars spent when the (smoothed) training loss first reaches `target`."""
+  return next((d for d, l in zip(curve["dollars"], curve["loss"]) if l <= target), None)
+
+
+def common_target(curves: list[dict]) -> float | None:
+  """The lowest loss every run reaches: the largest of their smoothed minima."""
+  return max((min(c["loss"]) for c in curves), default=None)
+
+
+def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None) -> Path | None:
+  if not curves:
+    return None
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for i, c in enumerate(curves):
+    color = plt.cm.tab10(i % 10)
+    ax.plot(c["dollars"], c["loss"], "--" if c["repriced"] else "-", color=color,
+            label=f"{c['label']}: training (smoothed)")
+    if c["eval"]:
+      ax.plot(*zip(*c["eval"]), "o", color=color, mfc="none", label=f"{c['label']}: held-out")
+  if target is not None:
+    ax.axhline(target, color="gray", lw=0.8, ls=":", label=f"target loss {target:.3f}")
+  ax.set_xscale("log")
+  ax.set_xlabel("US dollars spent (price per GPU-hour x GPUs x training time)")
+  ax.set_ylabel("loss")
+  ax.set_title("Loss/Dollar")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = out_dir / "loss_vs_dollars.png"
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def loss_dollar_table(curves: list[dict], target: float) -> str:
+  lines = [f"| run | price/GPU-hour | steps | tokens/s | USD to loss {target:.3f} | final loss | "
+           "held-out loss | USD spent |", "|---|---|---|---|---|---|---|---|"]
+  for c in sorted(curves, key=lambda c: dollars_to(c, target) or float("inf")):
+    r = c["record"]
+    scale = c["dollars"][-1] / r["loss_vs_dollars"][-1][0] if r["loss_vs_dollars"][-1][0] else 1
+    lines.append(
+        f"| {c['label']} | {_fmt(r['price_per_device_hour'] * scale, '.2f')} | "
+        f"{_fmt(r.get('steps_trained'), ',')} | {_fmt(r.get('tokens_per_s'))} | "
+        f"{_fmt(dollars_to(c, target), '.4f')} | {_fmt(r.get('final_loss'), '.3f')} | "
+        f"{_fmt(r.get('final_eval_loss'), '.3f')} | {_fmt(c['dollars'][-1], '.4f')} |")
+  return "\n".join(lines)
+
+
 def _fmt(v, spec=",.0f"):
   return format(v, spec) if isinstance(v, (int, float)) else "-"
 
@@ -257,7 +343,8 @@ def answers(ours: list[dict], paper: list[dict]) -> dict[str, str]:
   return out
 
 
-def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -> Path:
+def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
+                 target_loss: float | None = None, reprice: tuple[str, ...] = ()) -> Path:
   out_dir.mkdir(parents=True, exist_ok=True)
   records = [r for p in paths for r in results.read(p)]
   ours = prepare(records)
@@ -267,6 +354,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -
     plot_figure(fig_id, title, xfield, sfield, [r for r in ours if keep is None or keep(r)],
                 paper, out_dir)
   breakdown = plot_breakdown(ours, out_dir)
+  curves = train_curves(records, reprice)
+  target = target_loss if target_loss is not None else common_target(curves)
+  loss_dollars = plot_loss_vs_dollars(curves, out_dir, target)
   ans = answers(ours, paper)
   status = defaultdict(int)
   for r in records:
@@ -285,6 +375,12 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -
            f"\n![{fig_id}]({fig_id.lower()}.png)\n"]
   if breakdown:
     md += ["## Step-time breakdown\n", "![breakdown](breakdown.png)\n"]
+  if loss_dollars:
+    md += ["## Loss/Dollar: training on text\n",
+           f"Dollars to reach loss {target:.3f} ("
+           f"{'--target_loss' if target_loss is not None else 'the lowest loss every run reaches'}"
+           "; training loss, trailing mean over 2% of the run):\n",
+           loss_dollar_table(curves, target), "", "![loss vs dollars](loss_vs_dollars.png)\n"]
   md += ["## All records\n", results.markdown_table(records)]
   (out_dir / "report.md").write_text("\n".join(md) + "\n")
   page = ["<!doctype html><meta charset='utf-8'><title>slm_jax report</title>",
@@ -299,6 +395,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -
              f"<img src='{fig_id.lower()}.png' alt='{fig_id}'>"]
   if breakdown:
     page.append("<h2>Step-time breakdown</h2><img src='breakdown.png' alt='breakdown'>")
+  if loss_dollars:
+    page.append("<h2>Loss/Dollar: training on text</h2>"
+                "<img src='loss_vs_dollars.png' alt='loss vs dollars'>")
   page.append("<h2>Tables</h2><pre>" + html.escape((out_dir / "report.md").read_text()) +
               "</pre>")
   (out_dir / "index.html").write_text("\n".join(page))
@@ -307,6 +406,10 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV) -
 
 _OUT = flags.DEFINE_string("out", "report", "Folder for the PNGs, report.md and index.html.")
 _PAPER = flags.DEFINE_string("paper_csv", str(PAPER_CSV), "The paper's plotted points.")
+_TARGET = flags.DEFINE_float("target_loss", None, "Loss for the dollars-to-target table; "
+                             "default: the lowest loss every training run reaches.")
+_REPRICE = flags.DEFINE_list("reprice", [], "Also draw each training run at these GPU types' "
+                             f"prices (of {sorted(pricing.USD_PER_GPU_HOUR)}), labelled re-priced.")
 
 
 def main(argv):
@@ -317,7 +420,14 @@ def main(argv):
   if missing:
     print(f"error: no such results file: {', '.join(missing)}", file=sys.stderr)
     sys.exit(2)
-  print(f"wrote {write_report(paths, Path(_OUT.value), Path(_PAPER.value))}")
+  unknown = [g for g in _REPRICE.value if g not in pricing.USD_PER_GPU_HOUR]
+  if unknown:
+    print(f"error: --reprice: no price for {unknown}; choose from "
+          f"{sorted(pricing.USD_PER_GPU_HOUR)}", file=sys.stderr)
+    sys.exit(2)
+  index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
+                       tuple(_REPRICE.value))
+  print(f"wrote {index}")
 
 
 if __name__ == "__main__":

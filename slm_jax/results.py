@@ -26,7 +26,7 @@ from slm_jax import measure, pricing
 from slm_jax.model import count_params, flops_per_token
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "oom", "error", "dry_run")
+STATUSES = ("ok", "oom", "error", "dry_run", "nan", "preempted")
 REQUIRED = (
     "schema_version", "run_id", "timestamp", "status", "message", "stack", "versions",
     "git_commit", "device_kind", "num_devices", "num_processes", "model", "params",
@@ -133,6 +133,7 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "token_per_dollar_paper": (pricing.token_per_dollar_paper(tps_dev, device_kind)
                                  if tps_dev else None),
       "final_loss": None,
+      "mode": c.get("mode", "benchmark"),
       "config": c.to_dict(),
   }
   record.update(measured)
@@ -191,6 +192,17 @@ def summary(record: dict) -> str:
                        f"{_fmt(record.get('token_per_dollar_paper'), ',.0f')}"),
       ("final loss", _fmt(record.get("final_loss"), ".4f")),
   ]
+  if record.get("mode") == "train":
+    rows += [
+        ("trained", f"{_fmt(record.get('steps_trained'), ',')} steps, "
+                    f"{_fmt(record.get('tokens_trained'), ',')} tokens, "
+                    f"{_fmt(record.get('train_s'), '.1f')} s on "
+                    f"{record.get('data_source', '-')}"),
+        ("Loss/Dollar", f"loss {_fmt(record.get('final_loss'), '.4f')} (held-out "
+                        f"{_fmt(record.get('final_eval_loss'), '.4f')}) for "
+                        f"${_fmt(record.get('dollars_spent'), '.4f')}"),
+        ("checkpoints", record.get("checkpoint_dir") or "-"),
+    ]
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 

@@ -62,6 +62,8 @@ class Program(NamedTuple):
   batch: Callable[[jax.Array], dict]
   abstract_state: TrainState
   abstract_batch: dict
+  step_fn: Callable[[TrainState, dict], tuple[TrainState, dict]]  # `step` before jit
+  loss: Callable[[Any, dict], jax.Array]  # mean loss of params on a batch (evaluation)
 
 
 def build(c: ml_collections.ConfigDict, devices=None) -> Program:
@@ -132,7 +134,9 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
       step=jax.jit(step, in_shardings=(state_sh, batch_sh),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0),
       batch=jax.jit(batch, out_shardings=batch_sh),
-      abstract_state=abstract_state, abstract_batch=abstract_batch)
+      abstract_state=abstract_state, abstract_batch=abstract_batch, step_fn=step,
+      loss=jax.jit(loss_fn, in_shardings=(param_sh, batch_sh),
+                   out_shardings=sharding.replicated(mesh)))
 
 
 def is_oom(exc: BaseException) -> bool:

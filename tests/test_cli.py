@@ -99,14 +99,17 @@ def test_every_paper_config_loads_and_names_its_preset():
           "for p in sorted(__import__('glob').glob('configs/*.py')):\n"
           "  spec = importlib.util.spec_from_file_location('c', p)\n"
           "  m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-          "  c = m.get_config(); out[p] = [c.model, c.gpu, c.seq_len, c.attention]\n"
+          "  c = m.get_config(); out[p] = [c.model, c.gpu, c.seq_len, c.attention, c.mode]\n"
           "print(json.dumps(out))")
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
   configs = json.loads(proc.stdout)
-  assert len(configs) == 17
+  assert len(configs) == 20
   for size in ("100m", "500m", "1b", "2b"):
     for gpu in ("a100_40g", "a100", "h100", "h200"):
-      assert configs[f"configs/{size}_{gpu}.py"] == [size, gpu, 1024, "cudnn"]
+      assert configs[f"configs/{size}_{gpu}.py"] == [size, gpu, 1024, "cudnn", "benchmark"]
+  for size in ("100m", "500m"):
+    assert configs[f"configs/{size}_h200_train.py"] == [size, "h200", 1024, "cudnn", "train"]
+  assert configs["configs/tiny_train.py"][-1] == "train"
 
 
 def test_results_table_from_a_records_file(tmp_path):

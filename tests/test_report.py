@@ -87,3 +87,46 @@ def test_missing_results_file_is_a_clear_error(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(tmp_path / "nope.jsonl")],
                         cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 2 and "no such results file" in proc.stderr
+
+
+def train_record(model, kind, price, seconds_per_step, steps=200, tag=None):
+  r = record(model=model, kind=kind)
+  losses = [6.0 * 0.99 ** i + 2.0 for i in range(steps)]
+  dollars = [price * seconds_per_step * (i + 1) / 3600 for i in range(steps)]
+  r.update(mode="train", tag=tag, price_per_device_hour=price, steps_trained=steps,
+           final_loss=losses[-1], final_eval_loss=losses[-1] + 0.1, tokens_per_s=1e5,
+           loss_vs_dollars=[list(p) for p in zip(dollars, losses)],
+           eval_losses=[[i + 1, dollars[i], losses[i] + 0.1] for i in range(0, steps, 50)])
+  return r
+
+
+def test_loss_vs_dollars_figure_and_dollars_to_target_table(tmp_path):
+  # Same losses per step; the A100 run is 2x slower per step at 1.30/3.00 of the H100's price.
+  records = [train_record("100m", "NVIDIA H100 80GB HBM3", 3.0, 1.0),
+             train_record("100m", "NVIDIA A100-SXM4-80GB", 1.3, 2.0, steps=100),
+             record()]  # a benchmark record: not a training curve
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path),
+                         f"--out={tmp_path / 'out'}", "--reprice=A100-40GB"],
+                        cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert (tmp_path / "out/loss_vs_dollars.png").stat().st_size > 10_000
+  md = (tmp_path / "out/report.md").read_text()
+  curves = report.train_curves(records, ("A100-40GB",))
+  assert len(curves) == 4 and sum(c["repriced"] for c in curves) == 2
+  target = report.common_target(curves)  # the shorter A100 run's lowest loss
+  assert target == pytest.approx(min(curves[2]["loss"]))
+  assert f"USD to loss {target:.3f}" in md
+  rows = [l for l in md.splitlines() if l.startswith("| 100M on 1 x")]
+  assert len(rows) == 4
+  h100, a100 = report.dollars_to(curves[0], target), report.dollars_to(curves[2], target)
+  # Each reaches the target at step ~100: the A100 for 100 x 2 s x $1.30/h, the H100 for
+  # 100 x 1 s x $3/h, so the A100 is cheaper.
+  assert a100 == pytest.approx(100 * 2 * 1.3 / 3600, rel=0.05)
+  assert h100 == pytest.approx(100 * 1 * 3.0 / 3600, rel=0.05) and a100 < h100
+  assert "at A100-40GB price (re-priced)" in md
+  assert "loss_vs_dollars.png" in (tmp_path / "out/index.html").read_text()
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path), "--reprice=TPU"],
+                        cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 2 and "no price for ['TPU']" in proc.stderr

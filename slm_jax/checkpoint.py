@@ -1,0 +1,75 @@
+"""Checkpoints of a training run with orbax: the train state plus a JSON of everything else the
+run needs to go on exactly (data positions, spent time, the loss history).
+
+Saves are asynchronous: the state is copied to host memory before `save` returns (so the next
+step may reuse its buffers) and written in the background to a temporary directory that orbax
+renames when complete. A save cut short (SIGKILL, a full disk) therefore never replaces the
+previous checkpoint; `restore_latest` also steps back past any checkpoint it cannot read.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from slm_jax.errors import UserError
+
+
+def warn(message: str) -> None:
+  print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class Checkpointer:
+  """The checkpoints of one run in `directory`, the newest `keep` kept."""
+
+  def __init__(self, directory: Path, keep: int):
+    self.directory = Path(directory).absolute()
+    for tmp in sorted(self.directory.glob("*.orbax-checkpoint-tmp*")):
+      warn(f"{tmp} is a save that never finished (the process was killed while writing); "
+           "it is ignored")
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=True, create=True,
+            cleanup_tmp_directories=True))
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Starts saving `state` and `meta` as `step`; returns once the state is off the device."""
+    if step in self._manager.all_steps():
+      return  # already saved (e.g. the last periodic save was also the final step)
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def restore_latest(self, abstract_state) -> tuple[int, object, dict] | None:
+    """(step, state, meta) of the newest readable checkpoint, placed by `abstract_state`'s
+    shardings (so any device count or strategy can resume), or None when there is none.
+    Raises UserError when none can be read: starting over would soon delete them all."""
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for i, step in enumerate(steps):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      except Exception as e:  # a damaged checkpoint: any error its reader raises
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if i + 1 == len(steps):
+          raise UserError(
+              f"no checkpoint in {self.directory} can be read for this config (step {step}: "
+              f"{why}); a changed model needs another --workdir or --config.checkpoint_dir"
+          ) from e
+        warn(f"checkpoint step {step} in {self.directory} is unreadable ({why}); falling "
+             f"back to step {steps[i + 1]}")
+        continue
+      # orbax gives optax's named-tuple states back as plain tuples; the leaves are in order.
+      state = jax.tree.unflatten(jax.tree.structure(abstract_state),
+                                 jax.tree.leaves(restored.state))
+      return step, state, restored.meta
+    return None
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

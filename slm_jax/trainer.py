@@ -1,0 +1,342 @@
+"""Training on text (`--config.mode=train`): build()'s step on packed token windows for a step
+or dollar budget, with held-out evaluation, checkpoints, resume, preemption and NaN handling,
+recording loss against dollars spent (the paper's Loss/Dollar).
+
+Dollars are price per device-hour x devices x wall seconds of training (the loop: steps,
+evaluations and the blocking part of checkpoint saves; not compiling or tokenizer training),
+summed over every session of a resumed run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from slm_jax import config as config_lib
+from slm_jax import data, measure, pricing, sharding, tokenizer, train
+from slm_jax.checkpoint import Checkpointer
+from slm_jax.errors import NonFinite, Preempted, UserError
+
+
+def _learning_rate(c: ml_collections.ConfigDict, opt_state) -> jax.Array:
+  """The learning rate this step's update uses (the schedule at its update count)."""
+  counts = [s.count for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+            if isinstance(s, optax.ScaleByScheduleState)]
+  return train.make_schedule(c)(counts[0])
+
+
+def guarded_step(c: ml_collections.ConfigDict, program: train.Program):
+  """build()'s step that refuses a non-finite update: the state stays the last good one, and
+  stays so for every later step (`healthy` is sticky), so steps already queued behind a bad
+  one cannot move it."""
+  repl = sharding.replicated(program.mesh)
+
+  def step(state, batch, healthy):
+    new, metrics = program.step_fn(state, batch)
+    # From finite gradients AdamW makes a non-finite update only through the learning rate
+    # (or eps, b1, b2, which validation keeps sane). Checking scalars known before the update,
+    # not the updated parameters, lets XLA fuse the choice into the update itself: a check of
+    # the new parameters would cost another pass over the state, ~3% of a 100M step.
+    ok = (healthy & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+          & jnp.isfinite(_learning_rate(c, state.opt_state)))
+    state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+    return state, ok, dict(metrics, ok=ok)
+
+  batch_sh = program.abstract_batch["inputs"].sharding
+  jitted = jax.jit(step, in_shardings=(program.state_shardings, batch_sh, repl),
+                   out_shardings=(program.state_shardings, repl, repl), donate_argnums=0)
+  abstract_ok = jax.ShapeDtypeStruct((), jnp.bool_, sharding=repl)
+  return jitted.lower(program.abstract_state, program.abstract_batch, abstract_ok).compile()
+
+
+def load_tokenizer(c: ml_collections.ConfigDict, workdir: Path):
+  """(tokenizer, where it is): the user's file, or the corpus's BPE trained once and cached."""
+  if c.tokenizer_path:
+    return tokenizer.load(c.tokenizer_path, c.vocab_size), c.tokenizer_path
+  stride = data.eval_stride(c)
+
+  def barrier():
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("slm_jax tokenizer")
+
+  tok, path = tokenizer.cached_bpe(
+      workdir / "tokenizer", data.corpus_key(c), c.vocab_size,
+      lambda: data.split(data.documents(c), "train", stride), jax.process_index() == 0, barrier)
+  return tok, str(path)
+
+
+class _SigTerm:
+  """Notes SIGTERM (a preemption notice) for the loop to act on between steps."""
+
+  def __init__(self):
+    self.received = False
+    self._old = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, *_):
+    self.received = True
+
+  def __exit__(self, *_):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _gather_positions(pos: data.Position) -> list[list[int]]:
+  """Every host's data position, in process order (each host reads its own documents)."""
+  if jax.process_count() == 1:
+    return [list(pos)]
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(pos, np.int64))).tolist()
+
+
+class Session:
+  """One process's stretch of a training run, from a checkpoint (or the start) until a budget,
+  a bad step or SIGTERM: the state, the data position, the clock and the loss history."""
+
+  def __init__(self, c, program: train.Program, compiled, eval_loss, eval_batches, ckpt,
+               price: float | None, writer, on_step):
+    self.c, self.program, self.compiled, self.eval_loss = c, program, compiled, eval_loss
+    self.eval_batches, self.ckpt, self.writer, self.on_step = eval_batches, ckpt, writer, on_step
+    self.num_devices = program.mesh.devices.size
+    self.price = price
+    self.times: list[float] = []  # this session's step times
+    self.sigterm = _SigTerm()
+    restored = ckpt.restore_latest(program.abstract_state)
+    if restored:
+      self.step, self.state, meta = restored
+      if len(meta["data"]) != jax.process_count():
+        raise UserError(f"the checkpoint in {ckpt.directory} was written by "
+                        f"{len(meta['data'])} processes; each reads its own documents, so "
+                        "resume with as many")
+      self.pos = data.Position(*meta["data"][jax.process_index()])
+    else:
+      self.step, self.pos, self.state = 0, data.Position(), program.init(jax.random.key(c.seed))
+      meta = {"train_s": 0.0, "dollars": 0.0, "curve": [], "eval": []}
+    self.resumed_from = self.step if restored else None
+    # Rows of [step, seconds, dollars, loss] over every session.
+    self.curve, self.evals = meta["curve"], meta["eval"]
+    self.base_s, self.base_dollars = meta["train_s"], meta["dollars"]
+    self.start = time.perf_counter()
+    self.stopped: float | None = None  # the clock's end, once the session is over
+
+  # -- the clock: seconds and dollars of the whole run so far
+  def session_s(self) -> float:
+    return (self.stopped or time.perf_counter()) - self.start
+
+  def seconds(self) -> float:
+    return self.base_s + self.session_s()
+
+  def dollars(self) -> float | None:
+    if not self.price:
+      return None
+    return self.base_dollars + self.price * self.num_devices * self.session_s() / 3600
+
+  def over_budget(self) -> bool:
+    c = self.c
+    return bool((c.train_steps and self.step >= c.train_steps)
+                or (c.dollar_budget and self.dollars() >= c.dollar_budget))
+
+  def due(self, every: int) -> bool:
+    return bool(every) and self.step % every == 0
+
+  # -- the parts of the loop
+  def save(self) -> None:
+    self.ckpt.save(self.step, self.state, {
+        "train_s": self.seconds(), "dollars": self.dollars() or 0.0, "curve": self.curve,
+        "eval": self.evals, "data": _gather_positions(self.pos)})
+
+  def evaluate(self) -> None:
+    loss = float(np.mean([float(self.eval_loss(self.state.params, b))
+                          for b in self.eval_batches]))
+    self.evals.append([self.step, self.seconds(), self.dollars(), loss])
+    self._scalars("eval", loss)
+
+  def _scalars(self, kind: str, loss: float) -> None:
+    if not self.writer:
+      return
+    if kind == "eval":
+      self.writer.scalar("eval/loss", loss, self.step)
+    else:
+      self.writer.scalar("train/dollars", self.dollars() or 0.0, self.step)
+    if self.price:  # TensorBoard's x axis is an integer step: here micro-dollars
+      self.writer.scalar(f"loss_vs_dollars/{kind}", loss, round(self.dollars() * 1e6))
+
+  def segment(self, loader, n: int, healthy):
+    """Up to `n` steps, each queued before the previous one's loss is read (the device never
+    waits for the host); stops early on a bad step, SIGTERM or the dollar budget. Returns
+    (healthy, (step, loss, grad norm) of a bad step or None)."""
+    bad, pending, dispatched = None, None, 0
+    last = time.perf_counter()
+    while True:
+      go = (dispatched < n and not bad and not self.sigterm.received
+            and not self.over_budget())
+      if go:
+        batch, batch_pos = next(loader)
+        self.state, healthy, metrics = self.compiled(self.state, batch, healthy)
+        dispatched += 1
+      if pending is not None:
+        m, pos = pending
+        loss, ok = float(m["loss"]), bool(m["ok"])  # waits for that step
+        now = time.perf_counter()
+        dt, last = now - last, now
+        if not ok and bad is None:
+          bad = (self.step + 1, loss, float(m["grad_norm"]))
+        elif ok:  # steps queued behind a bad one are no-ops (`healthy` is sticky)
+          self.step, self.pos = self.step + 1, pos
+          self.times.append(dt)
+          self.curve.append([self.step, self.seconds(), self.dollars(), loss])
+          self.on_step(None, self.step - 1, dt, loss)
+          self._scalars("train", loss)
+      pending = (metrics, batch_pos) if go else None
+      if pending is None:
+        return healthy, bad
+
+  def train(self, loader) -> Exception | None:
+    """Runs to the end of the budget; returns the NonFinite or Preempted that ended it early.
+    Stops between segments for evaluations and checkpoints, whose state must be in hand."""
+    c = self.c
+    healthy = jax.device_put(jnp.bool_(True), sharding.replicated(self.program.mesh))
+    with self.sigterm:
+      if self.eval_batches and self.step == 0:
+        self.evaluate()
+      while not self.over_budget():
+        limits = [c.train_steps - self.step if c.train_steps else 1 << 30]
+        limits += [every - self.step % every
+                   for every in (c.eval_every, c.checkpoint_every) if every]
+        healthy, bad = self.segment(loader, min(limits), healthy)
+        if bad:
+          self.save()
+          return NonFinite(
+              f"non-finite loss ({bad[1]}) or gradient norm ({bad[2]}) at step {bad[0]}; the "
+              f"last good state (after {self.step} steps) is checkpointed in "
+              f"{self.ckpt.directory}")
+        if self.sigterm.received:
+          self.save()
+          return Preempted(f"SIGTERM after {self.step} steps: checkpointed in "
+                           f"{self.ckpt.directory}; run the same command to resume")
+        if self.eval_batches and self.due(c.eval_every):
+          self.evaluate()
+        if self.due(c.checkpoint_every):
+          self.save()
+      if self.eval_batches and not self.due(c.eval_every):  # the budget ended between evals
+        self.evaluate()
+      self.save()
+    return None
+
+  def fields(self, tokens_per_step: int) -> dict:
+    """The record's training fields, with the clock stopped so they all agree."""
+    self.stopped = self.stopped or time.perf_counter()
+    curve, evals = self.curve, self.evals
+    losses = [row[3] for row in curve]
+    out = dict(
+        mode="train", resumed_from_step=self.resumed_from, steps_trained=self.step,
+        tokens_trained=self.step * tokens_per_step, train_s=self.seconds(),
+        dollars_spent=self.dollars(), losses=losses,
+        final_loss=losses[-1] if losses else None,
+        loss_vs_dollars=[[row[2], row[3]] for row in curve] if self.price else None,
+        loss_vs_seconds=[[row[1], row[3]] for row in curve],
+        eval_losses=[[row[0], row[2], row[3]] for row in evals],
+        final_eval_loss=evals[-1][3] if evals else None)
+    if self.times:
+      step_time = measure.summarize(self.times)
+      tokens_per_s = tokens_per_step / step_time["median"]
+      out.update(step_time_s=step_time, step_times_s=self.times, tokens_per_s=tokens_per_s,
+                 tokens_per_s_per_device=tokens_per_s / self.num_devices,
+                 train_tokens_per_s=len(self.times) * tokens_per_step / self.session_s())
+    return out
+
+
+def run(c: ml_collections.ConfigDict, *, workdir: Path,
+        on_step: Callable[[int | None, int, float, float], None] = lambda *a: None,
+        writer=None, out: dict | None = None) -> dict:
+  """Trains `c` from its newest checkpoint (or from scratch) until a budget is spent.
+
+  Fields go into `out` as they are known. Raises NonFinite, Preempted, train.OutOfMemory or
+  UserError; the first two leave a checkpoint behind.
+  """
+  config_lib.validate(c)
+  out = {} if out is None else out
+  program = train.build(c)
+  devices = list(program.mesh.devices.flat)
+  local = [d for d in devices if d.process_index == jax.process_index()]
+  tokens_per_step = c.per_device_batch_size * len(devices) * c.seq_len
+  out.update(num_devices=len(devices), global_batch=c.per_device_batch_size * len(devices),
+             params=sum(x.size for x in jax.tree.leaves(program.abstract_state.params)))
+  price, _ = pricing.price_per_device_hour(devices[0].device_kind, c.price_per_device_hour)
+  if c.dollar_budget and not price:
+    raise UserError(f"--config.dollar_budget needs a price for {devices[0].device_kind!r}; "
+                    "set --config.price_per_device_hour")
+
+  tok, tok_path = load_tokenizer(c, workdir)
+  eos = tokenizer.eos_id(tok)
+  out.update(data_source=data.describe(c), tokenizer=tok_path)
+  encode = tokenizer.CachedEncoder(tok)  # shared by the held-out and training streams
+  stride = data.eval_stride(c)
+  rows = c.per_device_batch_size * len(local)  # this host's rows of each batch
+  batch_sh = program.abstract_batch["inputs"].sharding
+
+  def batches(which, start):
+    return data.Batches(data.windows(
+        lambda: data.split(data.documents(c), which, stride, jax.process_index(),
+                           jax.process_count()),
+        encode, eos, c.seq_len + 1, start, what=f"the {which} split of {data.describe(c)}"), rows)
+
+  held_out = batches("eval", data.Position()) if c.eval_every else None
+  eval_batches = [data.to_device(next(held_out)[0], batch_sh)
+                  for _ in range(c.eval_batches if held_out else 0)]
+
+  try:
+    t0 = time.perf_counter()
+    compiled = guarded_step(c, program)
+    # Compiled now, so that no evaluation pays for it out of the budget.
+    eval_loss = program.loss.lower(program.abstract_state.params,
+                                   program.abstract_batch).compile()
+    out["compile_s"] = time.perf_counter() - t0
+  except Exception as e:
+    if train.is_oom(e):
+      raise train.OutOfMemory(f"compiling the step ran out of device memory: {e}") from e
+    raise
+  out["expected_memory_bytes"] = measure.expected_memory(compiled)
+
+  ckpt = Checkpointer(Path(c.checkpoint_dir) if c.checkpoint_dir else workdir / "checkpoints",
+                      c.keep_checkpoints)
+  out["checkpoint_dir"] = str(ckpt.directory)
+  prefetcher = None
+  try:
+    session = Session(c, program, compiled, eval_loss, eval_batches, ckpt, price, writer,
+                      on_step)
+    out["resumed_from_step"] = session.resumed_from
+    prefetcher = data.Prefetcher(batches("train", session.pos), batch_sh, c.prefetch_batches)
+    # The first batch waits for the corpus to open: start-up, like compiling.
+    loader = itertools.chain([next(prefetcher)], prefetcher)
+    session.start = time.perf_counter()
+    failure = session.train(loader)
+    ckpt.wait()
+  except Exception as e:
+    if train.is_oom(e):
+      raise train.OutOfMemory(f"running the step ran out of device memory: {e}") from e
+    raise
+  finally:
+    if prefetcher:
+      prefetcher.close()
+    ckpt.close()
+  out.update(session.fields(tokens_per_step), peak_memory_bytes=measure.peak_memory(local))
+  if failure:
+    raise failure
+  return out

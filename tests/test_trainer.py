@@ -1,0 +1,217 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from slm_jax import config as config_lib
+from slm_jax import data, results, tokenizer, train, trainer
+from slm_jax.checkpoint import Checkpointer
+from slm_jax.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+  """A small JSONL corpus from the standard library's source, and a BPE for it."""
+  d = tmp_path_factory.mktemp("corpus")
+  with open(d / "docs.jsonl", "w") as f:
+    for path in data.stdlib_files()[:30]:
+      f.write(json.dumps({"text": path.read_text(encoding="utf-8", errors="replace")}) + "\n")
+  tok = tokenizer.train_bpe((json.loads(l)["text"] for l in open(d / "docs.jsonl")), 512)
+  tok.save(str(d / "tokenizer.json"))
+  return {"data_files": str(d / "docs.jsonl"), "tokenizer_path": str(d / "tokenizer.json")}
+
+
+def cfg(text, **kw):
+  c = config_lib.train_config(config_lib.tiny_config(), train_steps=6, checkpoint_every=3,
+                              eval_every=3)
+  c.update(text, learning_rate=3e-3, eval_batches=1, per_device_batch_size=4, seq_len=64)
+  c.update(kw)
+  return c
+
+
+def restore(directory, c):
+  ckpt = Checkpointer(directory, 3)
+  try:
+    return ckpt.restore_latest(train.build(c).abstract_state)
+  finally:
+    ckpt.close()
+
+
+def leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+@pytest.fixture(scope="module")
+def straight(text, tmp_path_factory):
+  """Six steps in one go, checkpointed after 3 and 6: (record, workdir); copy before changing."""
+  workdir = tmp_path_factory.mktemp("straight")
+  return trainer.run(cfg(text), workdir=workdir), workdir
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(text, straight, tmp_path):
+  straight, straight_dir = straight
+  shutil.copytree(straight_dir / "checkpoints", tmp_path / "a/checkpoints")
+  first = trainer.run(cfg(text, train_steps=3), workdir=tmp_path / "b")
+  resumed = trainer.run(cfg(text), workdir=tmp_path / "b")
+  assert first["steps_trained"] == 3 and resumed["resumed_from_step"] == 3
+  assert len(straight["losses"]) == 6 and straight["losses"][0] > straight["losses"][-1]
+  assert resumed["losses"] == straight["losses"]  # exact floats, no tolerance
+  assert resumed["eval_losses"] == straight["eval_losses"]
+  (sa, a, _), (sb, b, _) = restore(tmp_path / "a/checkpoints", cfg(text)), \
+      restore(tmp_path / "b/checkpoints", cfg(text))
+  assert sa == sb == 6
+  for x, y in zip(leaves(a), leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # Another session restores onto 8 devices under ZeRO-3 with identical values.
+  step, sharded, _ = restore(tmp_path / "a/checkpoints", cfg(text, strategy="fsdp_full"))
+  assert step == 6 and len(sharded.params["lm_head"]["kernel"].sharding.device_set) == 8
+  assert "fsdp" in str(sharded.params["lm_head"]["kernel"].sharding.spec)
+  for x, y in zip(leaves(a), leaves(sharded)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_last_good_one(text, straight, tmp_path, capsys):
+  shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
+  for f in (tmp_path / "checkpoints/6/state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"garbage")
+  step, _, meta = restore(tmp_path / "checkpoints", cfg(text))
+  assert step == 3 and len(meta["curve"]) == 3
+  err = capsys.readouterr().err
+  assert "checkpoint step 6" in err and "unreadable" in err and "falling back to step 3" in err
+  # Checkpoints of another model are not silently replaced by a fresh start.
+  with pytest.raises(UserError, match="no checkpoint in .* can be read for this config"):
+    restore(tmp_path / "checkpoints", cfg(text, ffn_dim=64))
+
+
+def test_a_non_finite_update_stops_with_the_last_good_state_checkpointed(text, tmp_path):
+  proc = subprocess.run(  # an infinite learning rate makes the first update NaN
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
+       f"--workdir={tmp_path}", "--config.learning_rate=inf", "--config.eval_every=0",
+       *[f"--config.{k}={v}" for k, v in text.items()]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert "error: non-finite loss" in proc.stderr and "at step 1;" in proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["status"] == "nan" and "last good state (after 0 steps)" in record["message"]
+  assert record["steps_trained"] == 0
+  c = cfg(text, learning_rate=float("inf"))
+  step, state, _ = restore(tmp_path / "checkpoints", c)
+  init = train.build(c).init(jax.random.key(c.seed))
+  assert step == 0
+  for x, y in zip(leaves(init), leaves(state)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_a_dollar_budget_stops_the_run_and_prices_the_curve(text, tmp_path):
+  out = trainer.run(cfg(text, train_steps=0, dollar_budget=0.3, price_per_device_hour=3600.0,
+                        eval_every=0, checkpoint_every=0), workdir=tmp_path)
+  dollars = [d for d, _ in out["loss_vs_dollars"]]
+  assert 0.3 <= out["dollars_spent"] and dollars == sorted(dollars) and dollars[-1] <= 0.3 + 1
+  assert out["steps_trained"] == len(dollars) >= 2
+  # $1 per second: dollars are the training seconds
+  assert out["dollars_spent"] == pytest.approx(out["train_s"])
+
+
+def test_bad_inputs_are_user_errors(text, tmp_path):
+  with pytest.raises(UserError, match="no file matches"):
+    trainer.run(cfg(text, data_files=str(tmp_path / "nope.txt")), workdir=tmp_path)
+  with pytest.raises(UserError, match="has 512 tokens but the model's vocabulary is 300"):
+    trainer.run(cfg(text, vocab_size=300), workdir=tmp_path)
+  with pytest.raises(UserError, match="needs a budget"):
+    trainer.run(cfg(text, train_steps=0), workdir=tmp_path)
+  with pytest.raises(UserError, match="adam_eps > 0"):
+    trainer.run(cfg(text, adam_eps=0.0), workdir=tmp_path)
+  with pytest.raises(UserError, match="needs a price"):
+    trainer.run(cfg(text, dollar_budget=1.0), workdir=tmp_path)
+
+
+def launch(text, workdir, *extra):
+  args = [f"--config.{k}={v}" for k, v in text.items()]
+  return subprocess.Popen(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
+       f"--workdir={workdir}", "--config.train_steps=100000", "--config.eval_every=0",
+       *args, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def wait_for(predicate, timeout=120.0):
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    assert time.monotonic() < deadline, "timed out"
+    time.sleep(0.002)
+
+
+def test_sigterm_checkpoints_and_the_same_command_resumes(text, tmp_path):
+  proc = launch(text, tmp_path, "--config.checkpoint_every=0")
+  line = ""
+  while "train step 5/" not in line:
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+  proc.send_signal(signal.SIGTERM)
+  stdout, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["status"] == "preempted" and "run the same command" in record["message"]
+  step = record["steps_trained"]
+  assert step >= 5 and len(record["losses"]) == step
+  assert (tmp_path / "checkpoints" / str(step)).is_dir()
+  out = trainer.run(cfg(text, train_steps=step + 2, eval_every=0), workdir=tmp_path)
+  assert out["resumed_from_step"] == step and out["losses"][:step] == record["losses"]
+
+
+def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint(text, tmp_path, capsys):
+  # A wider model makes each save last long enough to be caught in the middle.
+  proc = launch(text, tmp_path, "--config.checkpoint_every=1", "--config.ffn_dim=4096",
+                "--config.keep_checkpoints=2")
+  ckpts = tmp_path / "checkpoints"
+  try:
+    wait_for(lambda: any(p.name.split(".")[0] not in ("", "1") for p in
+                         ckpts.glob("*.orbax-checkpoint-tmp*")) if ckpts.exists() else False)
+    proc.kill()
+  finally:
+    proc.kill()
+    proc.communicate()
+  half = [p for p in ckpts.iterdir() if "tmp" in p.name]
+  assert half, "no save was caught in progress"
+  restored = restore(ckpts, cfg(text, ffn_dim=4096))
+  assert restored is not None and restored[0] >= 1
+  assert "never finished" in capsys.readouterr().err
+  step, _, meta = restored
+  assert len(meta["curve"]) == step  # the checkpoint is whole: its history matches its step
+
+
+def test_the_embedded_corpus_trains_out_of_the_box(tmp_path):
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  proc = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny.py", "--config.mode=train",
+       f"--workdir={tmp_path}", "--config.train_steps=4", "--config.eval_every=2",
+       "--config.eval_batches=1", "--config.price_per_device_hour=1.0"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert proc.returncode == 0, proc.stderr
+  assert "Loss/Dollar" in proc.stdout and "standard library" in proc.stdout
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert set(results.REQUIRED) <= set(record)
+  assert record["status"] == "ok" and record["mode"] == "train" and record["steps_trained"] == 4
+  assert [s for s, _, _ in record["eval_losses"]] == [0, 2, 4]
+  assert len(record["loss_vs_dollars"]) == 4 and record["dollars_spent"] > 0
+  assert record["loss_vs_dollars"][-1][1] == record["final_loss"]
+  assert record["tokens_per_s"] > 0 and record["train_tokens_per_s"] > 0
+  assert list((tmp_path / "tokenizer").glob("bpe-v512-*.json"))
+  acc = EventAccumulator(str(tmp_path / "tensorboard" / record["run_id"]),
+                         size_guidance={"scalars": 0})
+  acc.Reload()
+  assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+  assert len(acc.Scalars("eval/loss")) == 3 and len(acc.Scalars("loss_vs_dollars/train")) == 4
