@@ -136,9 +136,7 @@ class MLP(nnx.Module):
     self.pad = -cfg.ffn_dim % max(pad_multiple, 1)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    if not self.pad:
-      return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
-    x = x.astype(self.dtype)
+    x = x.astype(self.dtype)  # as nnx.Linear would; with no padding jnp.pad is the identity
     gate, up, down = (self._padded(m.kernel[...], axis) for m, axis in (
         (self.gate_proj, 1), (self.up_proj, 1), (self.down_proj, 0)))
     return (jax.nn.silu(x @ gate) * (x @ up)) @ down

@@ -185,6 +185,7 @@ def train_curves(records: list[dict], reprice: tuple[str, ...] = ()) -> list[dic
         for g in reprice if g != gpu and r.get("price_per_device_hour")]
     for name, scale in prices:
       out.append({"label": name, "record": r, "repriced": scale != 1.0,
+                  "price": r.get("price_per_device_hour") and r["price_per_device_hour"] * scale,
                   "dollars": [d * scale for d, _ in r["loss_vs_dollars"]],
                   "loss": smooth([l for _, l in r["loss_vs_dollars"]]),
                   "eval": [(d * scale, l) for _, d, l in r.get("eval_losses") or []
@@ -242,9 +243,8 @@ def loss_dollar_table(curves: list[dict], target: float) -> str:
            "held-out loss | USD spent |", "|---|---|---|---|---|---|---|---|"]
   for c in sorted(curves, key=lambda c: dollars_to(c, target) or float("inf")):
     r = c["record"]
-    scale = c["dollars"][-1] / r["loss_vs_dollars"][-1][0] if r["loss_vs_dollars"][-1][0] else 1
     lines.append(
-        f"| {c['label']} | {_fmt(r['price_per_device_hour'] * scale, '.2f')} | "
+        f"| {c['label']} | {_fmt(c['price'], '.2f')} | "
         f"{_fmt(r.get('steps_trained'), ',')} | {_fmt(r.get('tokens_per_s'))} | "
         f"{_fmt(dollars_to(c, target), '.4f')} | {_fmt(r.get('final_loss'), '.3f')} | "
         f"{_fmt(r.get('final_eval_loss'), '.3f')} | {_fmt(c['dollars'][-1], '.4f')} |")

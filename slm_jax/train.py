@@ -3,6 +3,7 @@ measured run that `slm_jax.main` drives: build, compile, warm up, time, record."
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -144,6 +145,29 @@ def is_oom(exc: BaseException) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
+@contextlib.contextmanager
+def out_of_memory_is_a_result(doing: str):
+  """Turns the device running out of memory while `doing` into OutOfMemory (a result)."""
+  try:
+    yield
+  except Exception as e:
+    if is_oom(e):
+      raise OutOfMemory(f"{doing} ran out of device memory: {e}") from e
+    raise
+
+
+def placement_fields(c: ml_collections.ConfigDict, program: Program) -> dict:
+  """The record's fields of how a run is laid out, known before anything is compiled."""
+  num_devices = program.mesh.devices.size
+  return dict(num_devices=num_devices, global_batch=c.per_device_batch_size * num_devices,
+              params=sum(x.size for x in jax.tree.leaves(program.abstract_state.params)))
+
+
+def local_devices(program: Program) -> list:
+  """This host's devices of the mesh (memory is per host)."""
+  return [d for d in program.mesh.devices.flat if d.process_index == jax.process_index()]
+
+
 def compile_step(program: Program):
   """AOT-compiles the step for the abstract state and batch; (compiled, seconds)."""
   t0 = time.perf_counter()
@@ -190,17 +214,12 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
   config_lib.validate(c)
   program = build(c)
   devices = list(program.mesh.devices.flat)
-  local = [d for d in devices if d.process_index == jax.process_index()]  # memory is per host
+  local = local_devices(program)
   out = {} if out is None else out
-  out.update(num_devices=len(devices), global_batch=c.per_device_batch_size * len(devices),
-             params=sum(x.size for x in jax.tree.leaves(program.abstract_state.params)))
+  out.update(placement_fields(c, program))
 
-  try:
+  with out_of_memory_is_a_result("compiling the step"):  # XLA finds some plans too big here
     compiled, out["compile_s"] = compile_step(program)
-  except Exception as e:  # XLA reports OOM at compile time for some plans
-    if is_oom(e):
-      raise OutOfMemory(f"compiling the step ran out of device memory: {e}") from e
-    raise
   out["expected_memory_bytes"] = measure.expected_memory(compiled)
   out["mesh_shape"] = dict(program.mesh.shape)
   out["collectives"] = collectives.summarize(
@@ -215,7 +234,7 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
   if dry_run:
     return out
 
-  try:
+  with out_of_memory_is_a_result("running the step"):
     state = program.init(jax.random.key(c.seed))
     batch = program.batch(jax.random.key(c.seed + 1))
     t0 = time.perf_counter()
@@ -239,10 +258,6 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
       except ValueError as e:  # a trace we cannot read must not cost the timed measurement
         out["breakdown"] = {"error": str(e), "trace": str(trace)}
       out["breakdown"]["wall_ms_per_step"] = wall * 1e3  # profiled steps, tracer overhead in
-  except Exception as e:
-    if is_oom(e):
-      raise OutOfMemory(f"running the step ran out of device memory: {e}") from e
-    raise
   del state
 
   step_time = measure.summarize(times)

@@ -274,10 +274,9 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
   out = {} if out is None else out
   program = train.build(c)
   devices = list(program.mesh.devices.flat)
-  local = [d for d in devices if d.process_index == jax.process_index()]
-  tokens_per_step = c.per_device_batch_size * len(devices) * c.seq_len
-  out.update(num_devices=len(devices), global_batch=c.per_device_batch_size * len(devices),
-             params=sum(x.size for x in jax.tree.leaves(program.abstract_state.params)))
+  local = train.local_devices(program)
+  out.update(train.placement_fields(c, program))
+  tokens_per_step = out["global_batch"] * c.seq_len
   price, _ = pricing.price_per_device_hour(devices[0].device_kind, c.price_per_device_hour)
   if c.dollar_budget and not price:
     raise UserError(f"--config.dollar_budget needs a price for {devices[0].device_kind!r}; "
@@ -301,17 +300,13 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
   eval_batches = [data.to_device(next(held_out)[0], batch_sh)
                   for _ in range(c.eval_batches if held_out else 0)]
 
-  try:
+  with train.out_of_memory_is_a_result("compiling the step"):
     t0 = time.perf_counter()
     compiled = guarded_step(c, program)
     # Compiled now, so that no evaluation pays for it out of the budget.
     eval_loss = program.loss.lower(program.abstract_state.params,
                                    program.abstract_batch).compile()
     out["compile_s"] = time.perf_counter() - t0
-  except Exception as e:
-    if train.is_oom(e):
-      raise train.OutOfMemory(f"compiling the step ran out of device memory: {e}") from e
-    raise
   out["expected_memory_bytes"] = measure.expected_memory(compiled)
 
   ckpt = Checkpointer(Path(c.checkpoint_dir) if c.checkpoint_dir else workdir / "checkpoints",
@@ -319,19 +314,16 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
   out["checkpoint_dir"] = str(ckpt.directory)
   prefetcher = None
   try:
-    session = Session(c, program, compiled, eval_loss, eval_batches, ckpt, price, writer,
-                      on_step)
-    out["resumed_from_step"] = session.resumed_from
-    prefetcher = data.Prefetcher(batches("train", session.pos), batch_sh, c.prefetch_batches)
-    # The first batch waits for the corpus to open: start-up, like compiling.
-    loader = itertools.chain([next(prefetcher)], prefetcher)
-    session.start = time.perf_counter()
-    failure = session.train(loader)
-    ckpt.wait()
-  except Exception as e:
-    if train.is_oom(e):
-      raise train.OutOfMemory(f"running the step ran out of device memory: {e}") from e
-    raise
+    with train.out_of_memory_is_a_result("running the step"):
+      session = Session(c, program, compiled, eval_loss, eval_batches, ckpt, price, writer,
+                        on_step)
+      out["resumed_from_step"] = session.resumed_from
+      prefetcher = data.Prefetcher(batches("train", session.pos), batch_sh, c.prefetch_batches)
+      # The first batch waits for the corpus to open: start-up, like compiling.
+      loader = itertools.chain([next(prefetcher)], prefetcher)
+      session.start = time.perf_counter()
+      failure = session.train(loader)
+      ckpt.wait()
   finally:
     if prefetcher:
       prefetcher.close()
