@@ -44,6 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.ffn_pad_multiple = 64
   c.compute_dtype = "bfloat16"
   c.param_dtype = "float32"
+  # The dtype the logits' gradient enters the LM head's backward matmuls in: float32, or the
+  # compute dtype to run them as compute-dtype GEMMs (slm_jax.model._head_dot). The logits
+  # and the loss stay fp32 either way.
+  c.logits_grad_dtype = "float32"
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"
@@ -166,6 +170,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in ("compute_dtype", "param_dtype"):
     if c[field] not in DTYPES:
       raise UserError(f"--config.{field}={c[field]!r} is not one of {list(DTYPES)}")
+  if c.logits_grad_dtype not in ("float32", c.compute_dtype):
+    raise UserError(f"--config.logits_grad_dtype={c.logits_grad_dtype!r} must be float32 or "
+                    f"the compute dtype ({c.compute_dtype!r})")
   positive = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim", "vocab_size",
               "per_device_batch_size", "seq_len", "steps", "repeats", "ffn_pad_multiple")
   for field in positive:

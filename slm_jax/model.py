@@ -162,12 +162,53 @@ class Block(nnx.Module):
     return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def _head_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
+              out_sharding=None):
+  """nnx.Linear's dot_general for the LM head when its backward runs on a bf16 logit gradient.
+
+  The head multiplies bf16 operands into fp32 logits. Differentiated as is, the fp32 logit
+  gradient meets a bf16 operand in both backward matmuls, and XLA runs them as fp32 (TF32)
+  GEMMs with fp32 operands: 22% of the 100M step on an H200 (benchmarks/PERF_NOTES.md). Here
+  the gradient is rounded to the operands' dtype first, as PyTorch autocast's bf16 logits do;
+  the forward, the fp32 logits and the loss are unchanged."""
+  del precision, preferred_element_type, out_sharding  # the head passes fp32 and no others
+  assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())), dimension_numbers
+  return _bf16_gradient_matmul(lhs, rhs)
+
+
+@jax.custom_vjp
+def _bf16_gradient_matmul(x, w):
+  return jnp.matmul(x, w, preferred_element_type=jnp.float32)
+
+
+def _bf16_gradient_matmul_fwd(x, w):
+  return _bf16_gradient_matmul(x, w), (x, w)
+
+
+def _bf16_gradient_matmul_bwd(res, g):
+  x, w = res
+  g = g.astype(x.dtype)
+  batch = tuple(range(x.ndim - 1))
+  dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
+  # The weight gradient sums over every token: accumulate and return it in fp32 before the
+  # cast to w's dtype, as the fp32-gradient path does.
+  dw = jax.lax.dot_general(x, g, ((batch, batch), ((), ())), preferred_element_type=jnp.float32)
+  return dx, dw.astype(w.dtype)
+
+
+_bf16_gradient_matmul.defvjp(_bf16_gradient_matmul_fwd, _bf16_gradient_matmul_bwd)
+
+
 class Llama(nnx.Module):
-  """Token ids [batch, seq] -> fp32 logits [batch, seq, vocab]."""
+  """Token ids [batch, seq] -> fp32 logits [batch, seq, vocab].
+
+  `logits_grad_dtype` is the dtype the logits' gradient enters the LM head's backward in:
+  float32 differentiates the head as written; the compute dtype (bf16) runs both backward
+  matmuls as bf16 GEMMs (_head_dot)."""
 
   def __init__(self, cfg: ModelConfig, *, attention: str = "xla", ffn_pad_multiple: int = 1,
                dtype=jnp.bfloat16, param_dtype=jnp.float32, activation_sharding=None,
-               rngs: nnx.Rngs):
+               logits_grad_dtype=jnp.float32, rngs: nnx.Rngs):
     self.cfg = cfg
     # Where the residual stream [batch, seq, d_model] lives (split by batch). Pinning it keeps
     # XLA from following sharded weights into model-parallel activations under FSDP.
@@ -183,8 +224,9 @@ class Llama(nnx.Module):
          for _ in range(cfg.num_layers)])
     self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
     # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.
+    head_dot = {} if jnp.dtype(logits_grad_dtype) == jnp.float32 else {"dot_general": _head_dot}
     self.lm_head = _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), **kw,
-                           preferred_element_type=jnp.float32)
+                           preferred_element_type=jnp.float32, **head_dot)
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     positions = jnp.arange(tokens.shape[1])

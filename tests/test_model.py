@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -95,3 +96,46 @@ def test_ffn_padding_keeps_the_function_parameters_and_gradients():
   np.testing.assert_allclose(la, lb, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), ga, gb)
   assert jnp.abs(ga["layers"][0]["mlp"]["down_proj"]["kernel"][...]).sum() > 0
+
+
+
+def _dots(jaxpr):
+  """Every dot_general in `jaxpr`, nested ones included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _dots(inner)
+
+
+def test_a_bf16_logit_gradient_keeps_the_logits_and_runs_the_head_backward_in_bf16():
+  cfg = model.PRESETS["tiny"]
+  tokens = jax.random.randint(jax.random.key(6), (2, 16), 0, cfg.vocab_size)
+  targets = jnp.roll(tokens, -1, axis=1)
+
+  def loss_grad_and_head_dots(grad_dtype):
+    m = model.Llama(cfg, logits_grad_dtype=grad_dtype, rngs=nnx.Rngs(5))
+    graphdef, params = nnx.split(m, nnx.Param)
+
+    def loss(p):
+      logits = nnx.merge(graphdef, p)(tokens)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    jaxpr = jax.make_jaxpr(jax.grad(loss))(params)
+    head = [[str(v.aval.dtype) for v in e.invars] for e in _dots(jaxpr.jaxpr)
+            if any(v.aval.shape[-1] == cfg.vocab_size for v in e.invars)]
+    return m(tokens), jax.grad(loss)(params), head
+
+  logits_a, grads_a, head_a = loss_grad_and_head_dots(jnp.float32)
+  logits_b, grads_b, head_b = loss_grad_and_head_dots(jnp.bfloat16)
+  assert logits_a.dtype == logits_b.dtype == jnp.float32
+  np.testing.assert_array_equal(logits_a, logits_b)
+  # Forward, then the two backward matmuls: fp32 logit gradients in one, bf16 in the other.
+  assert head_a == [["bfloat16", "bfloat16"], ["float32", "bfloat16"], ["float32", "bfloat16"]]
+  assert sorted(head_b) == [["bfloat16", "bfloat16"]] * 3
+
+  rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
+  errors = jax.tree.leaves(jax.tree.map(rel, grads_a, grads_b))
+  assert 0 < max(errors) < 2e-2, max(errors)  # one gradient rounded to bf16, nothing else

@@ -22,6 +22,7 @@ each wraps the decoder layers as FSDP units. Several devices need one process ea
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import time
 from typing import Callable, NamedTuple
@@ -198,6 +199,49 @@ def is_oom(exc: BaseException) -> bool:
   return isinstance(exc, torch.cuda.OutOfMemoryError) or jax_train.is_oom(exc)
 
 
+def _train(c, mcfg, where: Placement, attention: str, compile: bool, on_step, out: dict):
+  """Warms up and times the steps; (step times, warm-up losses, losses)."""
+  torch.manual_seed(c.seed)
+  compute_dtype = _DTYPES[c.compute_dtype]
+  model = model_lib.build(mcfg, attention, c.seq_len, where.device).to(_DTYPES[c.param_dtype])
+  no_decay = {n for n, p in model.named_parameters() if p.ndim < 2}
+  module, clip = _wrap(model, c, where)
+  optimizer = _optimizer(c, module, no_decay)
+  net = torch.compile(module) if compile else module
+  data = batch(c, where)
+  # The learning rate of every update this run makes, from the JAX side's own schedule.
+  total = max(c.warmup_steps, 1) + c.repeats * c.steps
+  lrs = np.asarray(jax_train.make_schedule(c)(np.arange(total))).tolist()
+
+  def step(n: int, data):
+    with torch.autocast(where.device.type, dtype=compute_dtype,
+                        enabled=compute_dtype != torch.float32):
+      logits = net(input_ids=data["inputs"]).logits
+    loss = F.cross_entropy(logits.float().flatten(0, 1), data["targets"].flatten())
+    loss.backward()
+    clip()
+    for group in optimizer.param_groups:
+      group["lr"] = lrs[n]
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return n + 1, {"loss": PendingLoss(loss)}
+
+  queued = where.device.type == "cuda"
+  t0 = time.perf_counter()
+  n, warm_times, warm_losses = time_steps(
+      step, 0, data, max(c.warmup_steps, 1), lambda i, t, l: on_step(-1, i, t, l),
+      queued=queued)
+  out["warmup_s"] = time.perf_counter() - t0
+  out["compile_s"] = warm_times[0]  # the first step: compiling (torch.compile) and set-up
+  times, losses = [], []
+  for r in range(c.repeats):
+    n, t, l = time_steps(step, n, data, c.steps, lambda i, t, l, r=r: on_step(r, i, t, l),
+                         queued=queued)
+    times += t
+    losses += l
+  return times, warm_losses, losses
+
+
 def run(c: ml_collections.ConfigDict, *, attention: str, compile: bool = False,
         dry_run: bool = False, on_step: Callable[[int, int, float, float], None] = lambda *a: None,
         out: dict | None = None) -> dict:
@@ -225,49 +269,17 @@ def run(c: ml_collections.ConfigDict, *, attention: str, compile: bool = False,
              memory_budget_bytes=memory_budget(c, where.device))
   if where.device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(where.device)
-  torch.manual_seed(c.seed)
-  compute_dtype = _DTYPES[c.compute_dtype]
   try:
-    model = model_lib.build(mcfg, attention, c.seq_len, where.device).to(_DTYPES[c.param_dtype])
-    no_decay = {n for n, p in model.named_parameters() if p.ndim < 2}
-    module, clip = _wrap(model, c, where)
-    optimizer = _optimizer(c, module, no_decay)
-    net = torch.compile(module) if compile else module
-    data = batch(c, where)
-    # The learning rate of every update this run makes, from the JAX side's own schedule.
-    total = max(c.warmup_steps, 1) + c.repeats * c.steps
-    lrs = np.asarray(jax_train.make_schedule(c)(np.arange(total))).tolist()
-
-    def step(n: int, data):
-      with torch.autocast(where.device.type, dtype=compute_dtype,
-                          enabled=compute_dtype != torch.float32):
-        logits = net(input_ids=data["inputs"]).logits
-      loss = F.cross_entropy(logits.float().flatten(0, 1), data["targets"].flatten())
-      loss.backward()
-      clip()
-      for group in optimizer.param_groups:
-        group["lr"] = lrs[n]
-      optimizer.step()
-      optimizer.zero_grad(set_to_none=True)
-      return n + 1, {"loss": PendingLoss(loss)}
-
-    queued = where.device.type == "cuda"
-    t0 = time.perf_counter()
-    n, warm_times, warm_losses = time_steps(
-        step, 0, data, max(c.warmup_steps, 1), lambda i, t, l: on_step(-1, i, t, l),
-        queued=queued)
-    out["warmup_s"] = time.perf_counter() - t0
-    out["compile_s"] = warm_times[0]  # the first step: compiling (torch.compile) and set-up
-    times, losses = [], []
-    for r in range(c.repeats):
-      n, t, l = time_steps(step, n, data, c.steps, lambda i, t, l, r=r: on_step(r, i, t, l),
-                           queued=queued)
-      times += t
-      losses += l
+    times, warm_losses, losses = _train(c, mcfg, where, attention, compile, on_step, out)
   except Exception as e:
     if is_oom(e):
       raise jax_train.OutOfMemory(f"running the step ran out of device memory: {e}") from e
     raise
+  # _train's module is freed by now, DDP reducer and all, while the process group is still
+  # registered. Had the reducer held the group's last reference, its destructor would join the
+  # Gloo worker threads holding the GIL while a worker, freeing a finished all-reduce, waits for
+  # the GIL: a deadlock in about one CPU run in ten. Cycles go too, before the group does.
+  gc.collect()
 
   step_time = measure.summarize(times)
   out.update(
