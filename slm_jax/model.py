@@ -173,19 +173,19 @@ def _head_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_typ
   the forward, the fp32 logits and the loss are unchanged."""
   del precision, preferred_element_type, out_sharding  # the head passes fp32 and no others
   assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())), dimension_numbers
-  return _bf16_gradient_matmul(lhs, rhs)
+  return _head_matmul(lhs, rhs)
 
 
 @jax.custom_vjp
-def _bf16_gradient_matmul(x, w):
+def _head_matmul(x, w):
   return jnp.matmul(x, w, preferred_element_type=jnp.float32)
 
 
-def _bf16_gradient_matmul_fwd(x, w):
-  return _bf16_gradient_matmul(x, w), (x, w)
+def _head_matmul_fwd(x, w):
+  return _head_matmul(x, w), (x, w)
 
 
-def _bf16_gradient_matmul_bwd(res, g):
+def _head_matmul_bwd(res, g):
   x, w = res
   g = g.astype(x.dtype)
   batch = tuple(range(x.ndim - 1))
@@ -196,7 +196,7 @@ def _bf16_gradient_matmul_bwd(res, g):
   return dx, dw.astype(w.dtype)
 
 
-_bf16_gradient_matmul.defvjp(_bf16_gradient_matmul_fwd, _bf16_gradient_matmul_bwd)
+_head_matmul.defvjp(_head_matmul_fwd, _head_matmul_bwd)
 
 
 class Llama(nnx.Module):
