@@ -10,6 +10,7 @@ consecutive windows: every token of the stream lands in exactly one window.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import queue
@@ -36,13 +37,16 @@ _ENCODE_CHUNK = 64
 
 # ---------------------------------------------------------------------------- the documents
 
-def stdlib_files() -> list[Path]:
+@functools.cache
+def stdlib_files() -> tuple[Path, ...]:
   """The embedded corpus: every source file of this Python's standard library (tests and
-  vendored packages left out), in sorted order. Every machine with Python has it, offline."""
+  vendored packages left out), in sorted order. Every machine with Python has it, offline.
+  Listed once per process (a second on two cores): the corpus key, both splits and every
+  pass over the corpus read the same list."""
   root = Path(sysconfig.get_paths()["stdlib"])
-  return sorted((p for p in root.rglob("*.py")
-                 if not _STDLIB_SKIP & set(p.relative_to(root).parts)),
-                key=lambda p: p.relative_to(root).as_posix())
+  return tuple(sorted((p for p in root.rglob("*.py")
+                       if not _STDLIB_SKIP & set(p.relative_to(root).parts)),
+                      key=lambda p: p.relative_to(root).as_posix()))
 
 
 def data_files(c: ml_collections.ConfigDict) -> list[str]:
