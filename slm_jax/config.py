@@ -44,10 +44,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.ffn_pad_multiple = 64
   c.compute_dtype = "bfloat16"
   c.param_dtype = "float32"
-  # The dtype the logits' gradient enters the LM head's backward matmuls in: float32, or the
-  # compute dtype to run them as compute-dtype GEMMs (slm_jax.model._head_dot). The logits
-  # and the loss stay fp32 either way.
-  c.logits_grad_dtype = "float32"
+  # The dtype the logits' gradient enters the LM head's backward matmuls in: "compute" (the
+  # compute dtype: bf16 GEMMs, as PyTorch autocast's bf16 logits give; slm_jax.model._head_dot)
+  # or float32. The logits and the loss stay fp32 either way. "compute" measured 1.03-1.13x
+  # tokens/s on an H200 (benchmarks/PERF_NOTES.md).
+  c.logits_grad_dtype = "compute"
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"
@@ -154,6 +155,11 @@ def model_config(c: ml_collections.ConfigDict) -> model_lib.ModelConfig:
                                ffn_dim=c.ffn_dim, vocab_size=c.vocab_size)
 
 
+def logits_grad_dtype(c: ml_collections.ConfigDict) -> str:
+  """The dtype name `logits_grad_dtype` stands for ("compute" is the compute dtype)."""
+  return c.compute_dtype if c.logits_grad_dtype == "compute" else c.logits_grad_dtype
+
+
 def model_name(c: ml_collections.ConfigDict) -> str:
   """The preset's name if the dimensions are the preset's, else "custom"."""
   preset = model_lib.PRESETS.get(c.model)
@@ -170,9 +176,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in ("compute_dtype", "param_dtype"):
     if c[field] not in DTYPES:
       raise UserError(f"--config.{field}={c[field]!r} is not one of {list(DTYPES)}")
-  if c.logits_grad_dtype not in ("float32", c.compute_dtype):
-    raise UserError(f"--config.logits_grad_dtype={c.logits_grad_dtype!r} must be float32 or "
-                    f"the compute dtype ({c.compute_dtype!r})")
+  if c.logits_grad_dtype not in ("compute", "float32", c.compute_dtype):
+    raise UserError(f"--config.logits_grad_dtype={c.logits_grad_dtype!r} must be 'compute' (the "
+                    f"compute dtype, {c.compute_dtype!r}) or 'float32'")
   positive = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim", "vocab_size",
               "per_device_batch_size", "seq_len", "steps", "repeats", "ffn_pad_multiple")
   for field in positive:

@@ -213,6 +213,17 @@ def common_target(curves: list[dict]) -> float | None:
   return max((min(c["loss"]) for c in curves), default=None)
 
 
+def eval_dollars_to(curve: dict, target: float) -> float | None:
+  """Dollars spent at the first held-out evaluation at or below `target`."""
+  return next((d for d, l in curve["eval"] if l <= target), None)
+
+
+def common_eval_target(curves: list[dict]) -> float | None:
+  """The lowest held-out loss every evaluated run reaches. Training loss alone misleads once
+  a run repeats its corpus: it keeps falling while the held-out loss stops."""
+  return max((min(l for _, l in c["eval"]) for c in curves if c["eval"]), default=None)
+
+
 def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None) -> Path | None:
   if not curves:
     return None
@@ -239,15 +250,20 @@ def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None
 
 
 def loss_dollar_table(curves: list[dict], target: float) -> str:
-  lines = [f"| run | price/GPU-hour | steps | tokens/s | USD to loss {target:.3f} | final loss | "
-           "held-out loss | USD spent |", "|---|---|---|---|---|---|---|---|"]
+  held = common_eval_target(curves)
+  held_col = f"USD to held-out {held:.3f}" if held is not None else "USD to held-out loss"
+  lines = [f"| run | price/GPU-hour | steps | tokens/s | USD to loss {target:.3f} | {held_col} | "
+           "final loss | held-out loss (best) | USD spent |", "|---|---|---|---|---|---|---|---|---|"]
   for c in sorted(curves, key=lambda c: dollars_to(c, target) or float("inf")):
     r = c["record"]
+    best = min((l for _, l in c["eval"]), default=None)
     lines.append(
         f"| {c['label']} | {_fmt(c['price'], '.2f')} | "
         f"{_fmt(r.get('steps_trained'), ',')} | {_fmt(r.get('tokens_per_s'))} | "
-        f"{_fmt(dollars_to(c, target), '.4f')} | {_fmt(r.get('final_loss'), '.3f')} | "
-        f"{_fmt(r.get('final_eval_loss'), '.3f')} | {_fmt(c['dollars'][-1], '.4f')} |")
+        f"{_fmt(dollars_to(c, target), '.4f')} | "
+        f"{_fmt(eval_dollars_to(c, held) if held is not None else None, '.4f')} | "
+        f"{_fmt(r.get('final_loss'), '.3f')} | {_fmt(r.get('final_eval_loss'), '.3f')} "
+        f"({_fmt(best, '.3f')}) | {_fmt(c['dollars'][-1], '.4f')} |")
   return "\n".join(lines)
 
 
@@ -379,7 +395,8 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
     md += ["## Loss/Dollar: training on text\n",
            f"Dollars to reach loss {target:.3f} ("
            f"{'--target_loss' if target_loss is not None else 'the lowest loss every run reaches'}"
-           "; training loss, trailing mean over 2% of the run):\n",
+           "; training loss, trailing mean over 2% of the run), and to the lowest held-out loss "
+           "every evaluated run reaches:\n",
            loss_dollar_table(curves, target), "", "![loss vs dollars](loss_vs_dollars.png)\n"]
   md += ["## All records\n", results.markdown_table(records)]
   (out_dir / "report.md").write_text("\n".join(md) + "\n")

@@ -126,6 +126,10 @@ def test_loss_vs_dollars_figure_and_dollars_to_target_table(tmp_path):
   assert a100 == pytest.approx(100 * 2 * 1.3 / 3600, rel=0.05)
   assert h100 == pytest.approx(100 * 1 * 3.0 / 3600, rel=0.05) and a100 < h100
   assert "at A100-40GB price (re-priced)" in md
+  # Held-out losses, evaluated every 50 steps: the A100 run's best (step 51) is every run's.
+  held = report.common_eval_target(curves)
+  assert held == pytest.approx(6.0 * 0.99 ** 50 + 2.1) and f"USD to held-out {held:.3f}" in md
+  assert report.eval_dollars_to(curves[2], held) == pytest.approx(51 * 2 * 1.3 / 3600)
   assert "loss_vs_dollars.png" in (tmp_path / "out/index.html").read_text()
   proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path), "--reprice=TPU"],
                         cwd=ROOT, capture_output=True, text=True)

@@ -77,7 +77,13 @@ def test_dry_run_reports_expected_memory_without_training():
 @pytest.mark.parametrize("field,value,match", [
     ("num_kv_heads", 3, "multiple of"), ("strategy", "zero9", "strategy"),
     ("per_device_batch_size", 0, "positive"), ("model", "7b", "not a preset"),
-    ("compute_dtype", "int8", "compute_dtype")])
+    ("compute_dtype", "int8", "compute_dtype"), ("logits_grad_dtype", "float16", "'compute'")])
 def test_impossible_configs_are_user_errors(field, value, match):
   with pytest.raises(UserError, match=match):
     train.run(tiny(**{field: value}), dry_run=True)
+
+
+def test_logits_grad_dtype_compute_follows_the_compute_dtype():
+  assert config_lib.logits_grad_dtype(tiny()) == "bfloat16"
+  assert config_lib.logits_grad_dtype(tiny(compute_dtype="float32")) == "float32"
+  assert config_lib.logits_grad_dtype(tiny(logits_grad_dtype="float32")) == "float32"
