@@ -218,17 +218,22 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   window_us = points[-1] - points[0]
   step_ms = window_us / 1e3 / steps
   ms = {c: v / 1e3 / steps for c, v in per_cat.items()}
-  busy = {}  # each op's own (inclusive) time, for its achieved rates
+  busy, runs = {}, {}  # each op's own (inclusive) time and launches, for its achieved rates
   for s, e, name in spans:
     busy[name] = busy.get(name, 0.0) + (e - s)
+    runs[name] = runs.get(name, 0) + 1
   heaviest = []
   for name in sorted(per_op, key=per_op.get, reverse=True)[:top]:
     op, seconds = ops[name], busy[name] / 1e6 / steps
-    tflops = op.flops / seconds / 1e12 if op.flops else None
-    gbs = op.bytes / seconds / 1e9
+    # An instruction's FLOPs and bytes are one launch's. A name can launch several times a
+    # step: inside a loop, or as XLA's one kernel for identical fusions (the layers' copies of
+    # an op), which the trace shows under the first one's name.
+    per_step = runs[name] / steps
+    tflops = op.flops * per_step / seconds / 1e12 if op.flops else None
+    gbs = op.bytes * per_step / seconds / 1e9
     heaviest.append({
         "op": name, "category": op.category, "ms": per_op[name] / 1e3 / steps,
-        "tflops": tflops, "gbytes_per_s": gbs,
+        "launches_per_step": per_step, "tflops": tflops, "gbytes_per_s": gbs,
         "tflops_of_peak": tflops / peak_tflops if tflops and peak_tflops else None,
         "bandwidth_of_peak": gbs / peak_gbytes_per_s if peak_gbytes_per_s else None,
         "op_name": op.op_name[-120:]})

@@ -109,3 +109,25 @@ def test_a_real_h200_trace_splits_into_the_step_s_parts():
   assert b["step_ms"] == pytest.approx(116.5, rel=0.01)  # as the record's breakdown
   assert b["percent"]["matmul"] > 50 and b["percent"]["attention"] > 5
   assert b["percent"]["idle/host"] < 2 and b["ms"]["collectives"] == 0
+
+
+def test_op_rates_count_every_launch_of_a_shared_kernel(tmp_path):
+  # XLA compiles identical fusions (one per layer) into one kernel named after the first, so a
+  # step launches `loop_fusion_1` three times: its rate is 3 launches' FLOPs over their time.
+  import gzip, json
+  ops = {"loop_fusion.1": profile.Op("matmul", flops=2e9, bytes=1e6),
+         "fusion.2": profile.Op("norm/elementwise", flops=0, bytes=4e6)}
+  events = [{"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}}]
+  for step in range(2):
+    t0 = step * 1000
+    events += [{"ph": "X", "pid": 7, "tid": 1, "name": "loop_fusion_1", "ts": t0 + 100 * i,
+                "dur": 100} for i in range(3)]
+    events.append({"ph": "X", "pid": 7, "tid": 1, "name": "fusion_2", "ts": t0 + 300, "dur": 50})
+  path = tmp_path / "t.trace.json.gz"
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  top = {t["op"]: t for t in profile.breakdown(path, ops, steps=2)["top_ops"]}
+  assert top["loop_fusion.1"]["launches_per_step"] == 3
+  assert top["loop_fusion.1"]["tflops"] == pytest.approx(3 * 2e9 / 300e-6 / 1e12)  # 20
+  assert top["fusion.2"]["launches_per_step"] == 1 and top["fusion.2"]["tflops"] is None
+  assert top["fusion.2"]["gbytes_per_s"] == pytest.approx(4e6 / 50e-6 / 1e9)
