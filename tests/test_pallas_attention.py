@@ -136,7 +136,9 @@ def test_tuning_lookup_prefers_the_gpu_then_nearest_shape():
   assert pallas_tuning.lookup("NVIDIA H200", 64, 1024, table).fwd.block_q == 128
   assert pallas_tuning.lookup("NVIDIA H200", 64, 3000, table).fwd.block_q == 32
   assert pallas_tuning.lookup("NVIDIA H200", 96, 1024, table).fwd.block_q == 16
-  assert pallas_tuning.lookup("NVIDIA H100 80GB HBM3", 64, 1024, table).fwd.block_q == 64
+  # An H100 has no entries of its own: the H200's (the same chip) serve it; an A100 the default.
+  assert pallas_tuning.lookup("NVIDIA H100 80GB HBM3", 64, 1024, table).fwd.block_q == 128
+  assert pallas_tuning.lookup("NVIDIA A100-SXM4-80GB", 64, 1024, table).fwd.block_q == 64
   merged = pallas_tuning.merge(table, [entry("h200", 64, 1024, 256)])
   # Short sequences shrink the tiles; 4-byte inputs get at most 2 pipeline stages.
   assert Launch(128, 64, 4, 3).fit(40, 1000) == Launch(64, 64, 4, 3)

@@ -88,12 +88,19 @@ def load_table(path: str | None = None) -> tuple[dict, ...]:
                     "$SLM_JAX_PALLAS_TUNING") from e
 
 
+# GPUs built on the same chip (same SMs, shared memory and registers), whose tiles carry over:
+# the H200 is the H100's GH100 with more and faster memory.
+SAME_CHIP = {"h100": "h200", "h200": "h100"}
+
+
 def lookup(device_kind: str, head_dim: int, seq_len: int, table=None) -> KernelConfig:
-  """The entry for this GPU (else "default") with this head_dim (else the nearest), and of
-  those the one whose seq_len is nearest on a log scale."""
+  """The entry for this GPU (else one on the same chip, else "default") with this head_dim
+  (else the nearest), and of those the one whose seq_len is nearest on a log scale."""
   entries = load_table() if table is None else table
   key = gpu_key(device_kind)
-  pool = [e for e in entries if e["gpu"] == key] or [e for e in entries if e["gpu"] == "default"]
+  pool = ([e for e in entries if e["gpu"] == key]
+          or [e for e in entries if e["gpu"] == SAME_CHIP.get(key)]
+          or [e for e in entries if e["gpu"] == "default"])
   if not pool:
     raise UserError(f"pallas tuning table has no entry for {key!r} and no 'default' entries")
   best_dim = min((e["head_dim"] for e in pool), key=lambda d: abs(math.log2(d / head_dim)))
