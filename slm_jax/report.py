@@ -253,7 +253,7 @@ def loss_dollar_table(curves: list[dict], target: float) -> str:
   held = common_eval_target(curves)
   held_col = f"USD to held-out {held:.3f}" if held is not None else "USD to held-out loss"
   lines = [f"| run | price/GPU-hour | steps | tokens/s | USD to loss {target:.3f} | {held_col} | "
-           "final loss | held-out loss (best) | USD spent |", "|---|---|---|---|---|---|---|---|---|"]
+           "final loss | held-out loss (best) | USD spent |", "|---" * 9 + "|"]
   for c in sorted(curves, key=lambda c: dollars_to(c, target) or float("inf")):
     r = c["record"]
     best = min((l for _, l in c["eval"]), default=None)
