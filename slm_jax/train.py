@@ -147,12 +147,13 @@ def is_oom(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def out_of_memory_is_a_result(doing: str):
-  """Turns the device running out of memory while `doing` into OutOfMemory (a result)."""
+def out_of_memory_is_a_result(doing: str, oom: Callable[[BaseException], bool] | None = None):
+  """Turns the device running out of memory while `doing` into OutOfMemory (a result);
+  `oom` tells such errors (default: is_oom, JAX's)."""
   try:
     yield
   except Exception as e:
-    if is_oom(e):
+    if (oom or is_oom)(e):
       raise OutOfMemory(f"{doing} ran out of device memory: {e}") from e
     raise
 

@@ -98,7 +98,6 @@ def test_ffn_padding_keeps_the_function_parameters_and_gradients():
   assert jnp.abs(ga["layers"][0]["mlp"]["down_proj"]["kernel"][...]).sum() > 0
 
 
-
 def _dots(jaxpr):
   """Every dot_general in `jaxpr`, nested ones included."""
   for eqn in jaxpr.eqns:

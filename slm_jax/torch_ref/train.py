@@ -269,12 +269,8 @@ def run(c: ml_collections.ConfigDict, *, attention: str, compile: bool = False,
              memory_budget_bytes=memory_budget(c, where.device))
   if where.device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(where.device)
-  try:
+  with jax_train.out_of_memory_is_a_result("running the step", oom=is_oom):
     times, warm_losses, losses = _train(c, mcfg, where, attention, compile, on_step, out)
-  except Exception as e:
-    if is_oom(e):
-      raise jax_train.OutOfMemory(f"running the step ran out of device memory: {e}") from e
-    raise
   # _train's module is freed by now, DDP reducer and all, while the process group is still
   # registered. Had the reducer held the group's last reference, its destructor would join the
   # Gloo worker threads holding the GIL while a worker, freeing a finished all-reduce, waits for
