@@ -36,10 +36,12 @@ def _learning_rate(c: ml_collections.ConfigDict, opt_state) -> jax.Array:
   return train.make_schedule(c)(counts[0])
 
 
-def guarded_step(c: ml_collections.ConfigDict, program: train.Program):
+def guarded_step(c: ml_collections.ConfigDict, program: train.Program,
+                 compiler_options: dict | None = None):
   """build()'s step that refuses a non-finite update: the state stays the last good one, and
   stays so for every later step (`healthy` is sticky), so steps already queued behind a bad
-  one cannot move it."""
+  one cannot move it. `healthy` is donated, so like the state it keeps its device address
+  from step to step (data.StableBuffer says why addresses matter)."""
   repl = sharding.replicated(program.mesh)
 
   def step(state, batch, healthy):
@@ -55,9 +57,10 @@ def guarded_step(c: ml_collections.ConfigDict, program: train.Program):
 
   batch_sh = program.abstract_batch["inputs"].sharding
   jitted = jax.jit(step, in_shardings=(program.state_shardings, batch_sh, repl),
-                   out_shardings=(program.state_shardings, repl, repl), donate_argnums=0)
+                   out_shardings=(program.state_shardings, repl, repl), donate_argnums=(0, 2))
   abstract_ok = jax.ShapeDtypeStruct((), jnp.bool_, sharding=repl)
-  return jitted.lower(program.abstract_state, program.abstract_batch, abstract_ok).compile()
+  return jitted.lower(program.abstract_state, program.abstract_batch, abstract_ok).compile(
+      compiler_options=compiler_options)
 
 
 def load_tokenizer(c: ml_collections.ConfigDict, workdir: Path):
@@ -320,7 +323,8 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
       out["resumed_from_step"] = session.resumed_from
       prefetcher = data.Prefetcher(batches("train", session.pos), batch_sh, c.prefetch_batches)
       # The first batch waits for the corpus to open: start-up, like compiling.
-      loader = itertools.chain([next(prefetcher)], prefetcher)
+      stable = data.StableBuffer()
+      loader = ((stable(b), pos) for b, pos in itertools.chain([next(prefetcher)], prefetcher))
       session.start = time.perf_counter()
       failure = session.train(loader)
       ckpt.wait()
