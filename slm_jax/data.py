@@ -220,26 +220,6 @@ def to_device(batch: dict, sharding: jax.sharding.Sharding) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-class StableBuffer:
-  """Hands each batch to the step in the same device buffers.
-
-  XLA runs a step as CUDA graphs, recorded with their buffers' addresses; a launch whose
-  input moved must update the graph first. Batches placed afresh each step land at new
-  addresses, so this copies each into the buffers of the first (donated: updated in place,
-  after the previous step has read them; a few microseconds for a batch of token ids)."""
-
-  def __init__(self):
-    self._buffers = None
-    self._copy = jax.jit(
-        lambda old, new: jax.tree.map(
-            lambda o, n: jax.lax.dynamic_update_slice(o, n, (0,) * o.ndim), old, new),
-        donate_argnums=0)
-
-  def __call__(self, batch: dict) -> dict:
-    self._buffers = batch if self._buffers is None else self._copy(self._buffers, batch)
-    return self._buffers
-
-
 class Prefetcher:
   """Reads, packs and places the next batches on a background thread, so the step never
   waits for data; errors surface on the next `next()`."""

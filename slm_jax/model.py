@@ -214,7 +214,12 @@ class Llama(nnx.Module):
     # XLA from following sharded weights into model-parallel activations under FSDP.
     self.activation_sharding = activation_sharding
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
+    # Looked up in the parameters' dtype and cast after: the lookup's gradient is a
+    # scatter-add of every token's row into the table, and text repeats tokens (the most
+    # frequent one hundreds of times a batch), so in bf16 it would both round each sum and
+    # serialize on bf16 atomics (3 ms a step at 100M on an H200, PERF_NOTES.md section 3).
+    self.dtype = dtype
+    self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=param_dtype,
                                   param_dtype=param_dtype,
                                   embedding_init=_INIT, embedding_metadata=_axes("vocab", "embed"),
                                   rngs=rngs)
@@ -230,7 +235,7 @@ class Llama(nnx.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     positions = jnp.arange(tokens.shape[1])
-    x = self._pin(self.embed_tokens(tokens))
+    x = self._pin(self.embed_tokens(tokens).astype(self.dtype))
     for layer in self.layers:
       x = self._pin(layer(x, positions))
     return self.lm_head(self.norm(x))

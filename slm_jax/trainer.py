@@ -36,12 +36,10 @@ def _learning_rate(c: ml_collections.ConfigDict, opt_state) -> jax.Array:
   return train.make_schedule(c)(counts[0])
 
 
-def guarded_step(c: ml_collections.ConfigDict, program: train.Program,
-                 compiler_options: dict | None = None):
+def guarded_step(c: ml_collections.ConfigDict, program: train.Program):
   """build()'s step that refuses a non-finite update: the state stays the last good one, and
   stays so for every later step (`healthy` is sticky), so steps already queued behind a bad
-  one cannot move it. `healthy` is donated, so like the state it keeps its device address
-  from step to step (data.StableBuffer says why addresses matter)."""
+  one cannot move it. Returned lowered, for the caller to compile."""
   repl = sharding.replicated(program.mesh)
 
   def step(state, batch, healthy):
@@ -57,10 +55,9 @@ def guarded_step(c: ml_collections.ConfigDict, program: train.Program,
 
   batch_sh = program.abstract_batch["inputs"].sharding
   jitted = jax.jit(step, in_shardings=(program.state_shardings, batch_sh, repl),
-                   out_shardings=(program.state_shardings, repl, repl), donate_argnums=(0, 2))
+                   out_shardings=(program.state_shardings, repl, repl), donate_argnums=0)
   abstract_ok = jax.ShapeDtypeStruct((), jnp.bool_, sharding=repl)
-  return jitted.lower(program.abstract_state, program.abstract_batch, abstract_ok).compile(
-      compiler_options=compiler_options)
+  return jitted.lower(program.abstract_state, program.abstract_batch, abstract_ok)
 
 
 def load_tokenizer(c: ml_collections.ConfigDict, workdir: Path):
@@ -78,6 +75,17 @@ def load_tokenizer(c: ml_collections.ConfigDict, workdir: Path):
       workdir / "tokenizer", data.corpus_key(c), c.vocab_size,
       lambda: data.split(data.documents(c), "train", stride), jax.process_index() == 0, barrier)
   return tok, str(path)
+
+
+def text_batches(c: ml_collections.ConfigDict, encode, eos: int, which: str,
+                 start: data.Position, rows: int) -> data.Batches:
+  """This host's batches of `rows` token windows from the `which` ("train" or "eval") split
+  of the config's corpus, from `start`."""
+  stride = data.eval_stride(c)
+  return data.Batches(data.windows(
+      lambda: data.split(data.documents(c), which, stride, jax.process_index(),
+                         jax.process_count()),
+      encode, eos, c.seq_len + 1, start, what=f"the {which} split of {data.describe(c)}"), rows)
 
 
 class _SigTerm:
@@ -289,15 +297,11 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
   eos = tokenizer.eos_id(tok)
   out.update(data_source=data.describe(c), tokenizer=tok_path)
   encode = tokenizer.CachedEncoder(tok)  # shared by the held-out and training streams
-  stride = data.eval_stride(c)
   rows = c.per_device_batch_size * len(local)  # this host's rows of each batch
   batch_sh = program.abstract_batch["inputs"].sharding
 
   def batches(which, start):
-    return data.Batches(data.windows(
-        lambda: data.split(data.documents(c), which, stride, jax.process_index(),
-                           jax.process_count()),
-        encode, eos, c.seq_len + 1, start, what=f"the {which} split of {data.describe(c)}"), rows)
+    return text_batches(c, encode, eos, which, start, rows)
 
   held_out = batches("eval", data.Position()) if c.eval_every else None
   eval_batches = [data.to_device(next(held_out)[0], batch_sh)
@@ -305,7 +309,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
 
   with train.out_of_memory_is_a_result("compiling the step"):
     t0 = time.perf_counter()
-    compiled = guarded_step(c, program)
+    compiled = guarded_step(c, program).compile()
     # Compiled now, so that no evaluation pays for it out of the budget.
     eval_loss = program.loss.lower(program.abstract_state.params,
                                    program.abstract_batch).compile()
@@ -323,8 +327,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
       out["resumed_from_step"] = session.resumed_from
       prefetcher = data.Prefetcher(batches("train", session.pos), batch_sh, c.prefetch_batches)
       # The first batch waits for the corpus to open: start-up, like compiling.
-      stable = data.StableBuffer()
-      loader = ((stable(b), pos) for b, pos in itertools.chain([next(prefetcher)], prefetcher))
+      loader = itertools.chain([next(prefetcher)], prefetcher)
       session.start = time.perf_counter()
       failure = session.train(loader)
       ckpt.wait()
