@@ -14,6 +14,7 @@ tables (report.md) and one HTML page (index.html) answering the paper's four que
 from __future__ import annotations
 
 import csv
+import fnmatch
 import html
 import sys
 from collections import defaultdict
@@ -169,12 +170,16 @@ def plot_breakdown(ours: list[dict], out_dir: Path) -> Path | None:
   return path
 
 
-def train_curves(records: list[dict], reprice: tuple[str, ...] = ()) -> list[dict]:
-  """Loss against dollars of every finished training run, and of each re-priced at the
-  hourly price of the GPU types in `reprice` (same seconds, another price: labelled so)."""
+def train_curves(records: list[dict], reprice: tuple[str, ...] = (),
+                 runs: tuple[str, ...] = ()) -> list[dict]:
+  """Loss against dollars of every finished training run (of those whose tag matches one of
+  the shell patterns `runs`, when given), and of each re-priced at the hourly price of the
+  GPU types in `reprice` (same seconds, another price: labelled so)."""
   out = []
   for r in records:
     if r.get("status") != "ok" or r.get("mode") != "train" or not r.get("loss_vs_dollars"):
+      continue
+    if runs and not any(fnmatch.fnmatchcase(r.get("tag") or "", p) for p in runs):
       continue
     gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
     label = (f"{PAPER_MODEL.get(r['model'], r['model'])} on {r['num_devices']} x {gpu}"
@@ -360,7 +365,8 @@ def answers(ours: list[dict], paper: list[dict]) -> dict[str, str]:
 
 
 def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
-                 target_loss: float | None = None, reprice: tuple[str, ...] = ()) -> Path:
+                 target_loss: float | None = None, reprice: tuple[str, ...] = (),
+                 runs: tuple[str, ...] = ()) -> Path:
   out_dir.mkdir(parents=True, exist_ok=True)
   records = [r for p in paths for r in results.read(p)]
   ours = prepare(records)
@@ -370,7 +376,7 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
     plot_figure(fig_id, title, xfield, sfield, [r for r in ours if keep is None or keep(r)],
                 paper, out_dir)
   breakdown = plot_breakdown(ours, out_dir)
-  curves = train_curves(records, reprice)
+  curves = train_curves(records, reprice, runs)
   target = target_loss if target_loss is not None else common_target(curves)
   loss_dollars = plot_loss_vs_dollars(curves, out_dir, target)
   ans = answers(ours, paper)
@@ -427,6 +433,8 @@ _TARGET = flags.DEFINE_float("target_loss", None, "Loss for the dollars-to-targe
                              "default: the lowest loss every training run reaches.")
 _REPRICE = flags.DEFINE_list("reprice", [], "Also draw each training run at these GPU types' "
                              f"prices (of {sorted(pricing.USD_PER_GPU_HOUR)}), labelled re-priced.")
+_RUNS = flags.DEFINE_list("runs", [], "Training runs to draw and tabulate, by tag (shell "
+                          "patterns, e.g. '*loss_dollar'); default: every one.")
 
 
 def main(argv):
@@ -443,7 +451,7 @@ def main(argv):
           f"{sorted(pricing.USD_PER_GPU_HOUR)}", file=sys.stderr)
     sys.exit(2)
   index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
-                       tuple(_REPRICE.value))
+                       tuple(_REPRICE.value), tuple(_RUNS.value))
   print(f"wrote {index}")
 
 

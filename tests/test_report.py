@@ -131,6 +131,11 @@ def test_loss_vs_dollars_figure_and_dollars_to_target_table(tmp_path):
   assert held == pytest.approx(6.0 * 0.99 ** 50 + 2.1) and f"USD to held-out {held:.3f}" in md
   assert report.eval_dollars_to(curves[2], held) == pytest.approx(51 * 2 * 1.3 / 3600)
   assert "loss_vs_dollars.png" in (tmp_path / "out/index.html").read_text()
+  # --runs picks training runs by tag; untagged ones match no pattern.
+  tagged = [train_record("100m", "NVIDIA H100 80GB HBM3", 3.0, 1.0, tag=t)
+            for t in ("100m_h100_loss_dollar", "gap-100m/train")]
+  chosen = report.train_curves(records + tagged, (), ("*loss_dollar",))
+  assert [c["record"]["tag"] for c in chosen] == ["100m_h100_loss_dollar"]
   proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path), "--reprice=TPU"],
                         cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 2 and "no price for ['TPU']" in proc.stderr
