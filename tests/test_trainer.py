@@ -215,3 +215,22 @@ def test_the_embedded_corpus_trains_out_of_the_box(tmp_path):
   acc.Reload()
   assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
   assert len(acc.Scalars("eval/loss")) == 3 and len(acc.Scalars("loss_vs_dollars/train")) == 4
+
+
+def test_step_inputs_times_every_way_of_feeding_the_step(tmp_path):
+  # benchmarks/step_inputs.py found issue 8's gap; it must keep running against the trainer.
+  out = tmp_path / "rows.jsonl"
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/step_inputs.py", "--config=configs/tiny_train.py",
+       f"--workdir={tmp_path}", f"--out={out}", "--steps=2", "--rounds=1"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  ways = {r["way"] for r in rows}
+  assert {f"{s}/{t}-{h}" for s in ("plain", "guarded") for t in ("uniform", "text")
+          for h in ("same", "fresh")} < ways
+  embed = [r for r in rows if r["way"].startswith("embed-grad/")]
+  assert len(embed) == 4 and all(r["median_ms"] > 0 for r in rows)
+  text = next(r for r in embed if r["way"].endswith("/text"))
+  uniform = next(r for r in embed if r["way"].endswith("/uniform"))
+  assert text["most_repeated_token_count"] > uniform["most_repeated_token_count"]
