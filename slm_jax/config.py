@@ -73,6 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.price_per_device_hour = 0.0
   c.peak_tflops = 0.0
   c.tensorboard = True
+  # XLA options the step is compiled with, as XLA_FLAGS spells them but for this run only and
+  # recorded with it (a sweep can grid them): "xla_gpu_enable_triton_gemm=false ...",
+  # space-separated. true/false, numbers and text (lists: "a,b") are converted for XLA.
+  c.xla_options = ""
   # Steps to trace with jax.profiler after timing (0 = none); the trace lands in
   # <workdir>/profile/<run_id> and its breakdown in the record.
   c.profile_steps = 0
@@ -160,6 +164,29 @@ def logits_grad_dtype(c: ml_collections.ConfigDict) -> str:
   return c.compute_dtype if c.logits_grad_dtype == "compute" else c.logits_grad_dtype
 
 
+def xla_options(c: ml_collections.ConfigDict) -> dict:
+  """`xla_options` as compile options, {name: bool | int | float | str}."""
+  out = {}
+  for item in c.xla_options.split():
+    name, sep, value = item.removeprefix("--").partition("=")
+    if not sep or not name.startswith("xla_"):
+      raise UserError(f"--config.xla_options: {item!r} is not NAME=VALUE with an XLA option's "
+                      "name, e.g. 'xla_gpu_enable_triton_gemm=false'")
+    out[name] = _option_value(value)
+  return out
+
+
+def _option_value(text: str):
+  if text.lower() in ("true", "false"):
+    return text.lower() == "true"
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
+
+
 def model_name(c: ml_collections.ConfigDict) -> str:
   """The preset's name if the dimensions are the preset's, else "custom"."""
   preset = model_lib.PRESETS.get(c.model)
@@ -199,6 +226,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise UserError(f"--config.mode={c.mode!r} is not one of {list(MODES)}")
   if c.mode == "train":
     _validate_training(c)
+  xla_options(c)
   if c.gpu not in GPU_MEMORY_GB:
     raise UserError(f"--config.gpu={c.gpu!r} is not one of {sorted(GPU_MEMORY_GB)}")
 

@@ -105,6 +105,8 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "versions": versions(devices[0]),
       "git_commit": git_commit(),
       "hostname": socket.gethostname(),
+      # Process-wide XLA flags change what is measured as much as the config does.
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "device_kind": device_kind,
       "platform": devices[0].platform,
       "num_devices": num_devices,

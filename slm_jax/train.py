@@ -17,6 +17,7 @@ from flax import nnx
 from slm_jax import config as config_lib
 from slm_jax import collectives, measure, profile, sharding
 from slm_jax.attention import check as check_attention
+from slm_jax.errors import UserError
 from slm_jax.model import Llama
 
 
@@ -170,11 +171,26 @@ def local_devices(program: Program) -> list:
   return [d for d in program.mesh.devices.flat if d.process_index == jax.process_index()]
 
 
-def compile_step(program: Program):
+def compile_step(c: ml_collections.ConfigDict, program: Program):
   """AOT-compiles the step for the abstract state and batch; (compiled, seconds)."""
   t0 = time.perf_counter()
-  compiled = program.step.lower(program.abstract_state, program.abstract_batch).compile()
+  compiled = compile_with_options(
+      c, program.step.lower(program.abstract_state, program.abstract_batch))
   return compiled, time.perf_counter() - t0
+
+
+def compile_with_options(c: ml_collections.ConfigDict, lowered):
+  """`lowered` compiled with the config's `xla_options`; an option XLA rejects is the
+  user's to fix."""
+  options = config_lib.xla_options(c)
+  if not options:
+    return lowered.compile()
+  try:
+    return lowered.compile(compiler_options=options)
+  except Exception as e:  # XLA's INVALID_ARGUMENT names the option and why
+    if "INVALID_ARGUMENT" in str(e) and "option" in str(e):
+      raise UserError(f"--config.xla_options={c.xla_options!r}: {e}") from e
+    raise
 
 
 def memory_split(program: Program, compiled) -> dict:
@@ -221,7 +237,7 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
   out.update(placement_fields(c, program))
 
   with out_of_memory_is_a_result("compiling the step"):  # XLA finds some plans too big here
-    compiled, out["compile_s"] = compile_step(program)
+    compiled, out["compile_s"] = compile_step(c, program)
   out["expected_memory_bytes"] = measure.expected_memory(compiled)
   out["mesh_shape"] = dict(program.mesh.shape)
   out["collectives"] = collectives.summarize(

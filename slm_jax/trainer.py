@@ -309,7 +309,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
 
   with train.out_of_memory_is_a_result("compiling the step"):
     t0 = time.perf_counter()
-    compiled = guarded_step(c, program).compile()
+    compiled = train.compile_with_options(c, guarded_step(c, program))
     # Compiled now, so that no evaluation pays for it out of the budget.
     eval_loss = program.loss.lower(program.abstract_state.params,
                                    program.abstract_batch).compile()

@@ -121,3 +121,18 @@ def test_results_table_from_a_records_file(tmp_path):
   record = results.read(tmp_path / "results.jsonl")[0]
   assert row.startswith("| tiny | xla | single | 8 | ok |")
   assert f"{record['tokens_per_s']:,.0f}" in row
+
+
+def test_xla_options_compile_the_step_and_a_wrong_one_is_one_clear_error(tmp_path):
+  ok = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--dry_run",
+            "--config.xla_options=xla_gpu_enable_triton_gemm=false xla_gpu_autotune_level=0")
+  assert ok.returncode == 0, ok.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["config"]["xla_options"].startswith("xla_gpu_enable_triton_gemm=false")
+  for wrong, says in (("triton_gemm=false", "is not NAME=VALUE"),
+                      ("xla_no_such_option=1", "No such compile option"),
+                      ("xla_gpu_enable_triton_gemm=perhaps", "not a valid bool")):
+    proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--dry_run",
+                f"--config.xla_options={wrong}")
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -76,8 +76,9 @@ def test_shardings_hold_what_each_strategy_promises():
 
 
 def compiled_collectives(name):
-  program = train.build(tiny(strategy=name))
-  compiled, _ = train.compile_step(program)
+  c = tiny(strategy=name)
+  program = train.build(c)
+  compiled, _ = train.compile_step(c, program)
   params = program.abstract_state.params
   param_bytes = sum(x.size * 4 for x in jax.tree.leaves(params))
   sharded_bytes = sum(x.size * 4 for x, s in zip(jax.tree.leaves(params),
