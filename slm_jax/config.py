@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
   # or float32. The logits and the loss stay fp32 either way. "compute" measured 1.03-1.13x
   # tokens/s on an H200 (benchmarks/PERF_NOTES.md).
   c.logits_grad_dtype = "compute"
+  # q/k/v and gate/up as one matmul each, against their kernels side by side: the same
+  # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off until
+  # measured (benchmarks/PERF_NOTES.md section 4).
+  c.fuse_projections = False
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"

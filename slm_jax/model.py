@@ -10,6 +10,7 @@ table of rules rather than a change to this file.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import jax
@@ -78,6 +79,19 @@ def _rmsnorm(dim, cfg, *, dtype, param_dtype, rngs):
                      scale_metadata=_axes("norm"), rngs=rngs)
 
 
+def _fused_matmul(x: jax.Array, kernels: list[jax.Array], dtype) -> list[jax.Array]:
+  """x times each kernel, as one matmul against the kernels side by side.
+
+  For the projections that share an input (q/k/v, gate/up): one GEMM with a wider output in
+  the forward, and in the backward one input-gradient GEMM over the joined output gradients
+  in place of one per kernel and the adds between them. The parameters stay separate, so
+  the model, its checkpoints and HuggingFace conversion are unchanged; XLA's own merging of
+  dots that share an operand stops at inputs of 16 MB, below a training batch."""
+  joined = x.astype(dtype) @ jnp.concatenate([k.astype(dtype) for k in kernels], axis=1)
+  splits = list(itertools.accumulate(k.shape[1] for k in kernels[:-1]))
+  return jnp.split(joined, splits, axis=-1)
+
+
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
   """Rotary embedding in HuggingFace's rotate-half convention; x is [batch, seq, heads, dim]."""
   half = x.shape[-1] // 2
@@ -93,10 +107,11 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 class Attention(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, attention: str, dtype, param_dtype, rngs,
-               batch_sharding=None):
+               batch_sharding=None, fuse_projections: bool = False):
     self.cfg = cfg
     self.attention = attention
     self.batch_sharding = batch_sharding
+    self.dtype, self.fuse = dtype, fuse_projections
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     d, hd = cfg.d_model, cfg.head_dim
     self.q_proj = _linear(d, cfg.num_heads * hd, ("embed", "heads"), **kw)
@@ -107,9 +122,12 @@ class Attention(nnx.Module):
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     b, s, _ = x.shape
     cfg = self.cfg
-    q = self.q_proj(x).reshape(b, s, cfg.num_heads, cfg.head_dim)
-    k = self.k_proj(x).reshape(b, s, cfg.kv_heads, cfg.head_dim)
-    v = self.v_proj(x).reshape(b, s, cfg.kv_heads, cfg.head_dim)
+    projs = (self.q_proj, self.k_proj, self.v_proj)
+    q, k, v = (_fused_matmul(x, [m.kernel[...] for m in projs], self.dtype) if self.fuse
+               else [m(x) for m in projs])
+    q = q.reshape(b, s, cfg.num_heads, cfg.head_dim)
+    k = k.reshape(b, s, cfg.kv_heads, cfg.head_dim)
+    v = v.reshape(b, s, cfg.kv_heads, cfg.head_dim)
     q = rope(q, positions, cfg.rope_theta)
     k = rope(k, positions, cfg.rope_theta)
     with jax.named_scope("attention"):  # slm_jax.profile files these ops under attention
@@ -127,19 +145,22 @@ class MLP(nnx.Module):
   far more than the padding does (benchmarks/PERF_NOTES.md).
   """
 
-  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs, pad_multiple: int = 1):
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs, pad_multiple: int = 1,
+               fuse_projections: bool = False):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.gate_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
     self.up_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
     self.down_proj = _linear(cfg.ffn_dim, cfg.d_model, ("mlp", "embed"), **kw)
     self.dtype = dtype
     self.pad = -cfg.ffn_dim % max(pad_multiple, 1)
+    self.fuse = fuse_projections
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(self.dtype)  # as nnx.Linear would; with no padding jnp.pad is the identity
     gate, up, down = (self._padded(m.kernel[...], axis) for m, axis in (
         (self.gate_proj, 1), (self.up_proj, 1), (self.down_proj, 0)))
-    return (jax.nn.silu(x @ gate) * (x @ up)) @ down
+    g, u = _fused_matmul(x, [gate, up], self.dtype) if self.fuse else (x @ gate, x @ up)
+    return (jax.nn.silu(g) * u) @ down
 
   def _padded(self, w: jax.Array, axis: int) -> jax.Array:
     widths = [(0, 0), (0, 0)]
@@ -150,12 +171,13 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, attention: str, ffn_pad_multiple: int, dtype,
-               param_dtype, rngs, batch_sharding=None):
+               param_dtype, rngs, batch_sharding=None, fuse_projections: bool = False):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.input_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
-    self.self_attn = Attention(cfg, attention=attention, batch_sharding=batch_sharding, **kw)
+    self.self_attn = Attention(cfg, attention=attention, batch_sharding=batch_sharding,
+                               fuse_projections=fuse_projections, **kw)
     self.post_attention_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
-    self.mlp = MLP(cfg, pad_multiple=ffn_pad_multiple, **kw)
+    self.mlp = MLP(cfg, pad_multiple=ffn_pad_multiple, fuse_projections=fuse_projections, **kw)
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     x = x + self.self_attn(self.input_layernorm(x), positions)
@@ -204,11 +226,12 @@ class Llama(nnx.Module):
 
   `logits_grad_dtype` is the dtype the logits' gradient enters the LM head's backward in:
   float32 differentiates the head as written; the compute dtype (bf16) runs both backward
-  matmuls as bf16 GEMMs (_head_dot)."""
+  matmuls as bf16 GEMMs (_head_dot). `fuse_projections` runs q/k/v and gate/up as one matmul
+  each (_fused_matmul)."""
 
   def __init__(self, cfg: ModelConfig, *, attention: str = "xla", ffn_pad_multiple: int = 1,
                dtype=jnp.bfloat16, param_dtype=jnp.float32, activation_sharding=None,
-               logits_grad_dtype=jnp.float32, rngs: nnx.Rngs):
+               logits_grad_dtype=jnp.float32, fuse_projections: bool = False, rngs: nnx.Rngs):
     self.cfg = cfg
     # Where the residual stream [batch, seq, d_model] lives (split by batch). Pinning it keeps
     # XLA from following sharded weights into model-parallel activations under FSDP.
@@ -225,7 +248,7 @@ class Llama(nnx.Module):
                                   rngs=rngs)
     self.layers = nnx.List(
         [Block(cfg, attention=attention, ffn_pad_multiple=ffn_pad_multiple,
-               batch_sharding=activation_sharding, **kw)
+               batch_sharding=activation_sharding, fuse_projections=fuse_projections, **kw)
          for _ in range(cfg.num_layers)])
     self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
     # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.

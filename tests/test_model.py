@@ -1,3 +1,4 @@
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,6 +97,30 @@ def test_ffn_padding_keeps_the_function_parameters_and_gradients():
   np.testing.assert_allclose(la, lb, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), ga, gb)
   assert jnp.abs(ga["layers"][0]["mlp"]["down_proj"]["kernel"][...]).sum() > 0
+
+
+def test_fused_projections_keep_the_function_parameters_and_gradients():
+  # Grouped KV heads, so q's and k/v's kernels differ in width; padded FFN, as the default.
+  cfg = dataclasses.replace(model.PRESETS["tiny"], num_kv_heads=2)
+  make = lambda fuse: model.Llama(cfg, ffn_pad_multiple=64, dtype=jnp.float32,
+                                  fuse_projections=fuse, rngs=nnx.Rngs(3))
+  plain, fused = make(False), make(True)
+  tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, cfg.vocab_size)
+
+  def loss_and_grads(m):
+    graphdef, params = nnx.split(m, nnx.Param)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)
+    return jax.value_and_grad(loss)(params), jax.make_jaxpr(loss)(params)
+
+  with jax.default_matmul_precision("highest"):
+    ((la, ga), plain_jaxpr), ((lb, gb), fused_jaxpr) = loss_and_grads(plain), loss_and_grads(fused)
+  assert jax.tree.map(jnp.shape, ga) == jax.tree.map(jnp.shape, gb)
+  np.testing.assert_allclose(la, lb, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), ga, gb)
+  # Per layer: q, k, v, o, gate, up, down as 7 dots, fused as 4; attention's own 2 (scores
+  # and values: the `xla` kernel); and the head.
+  assert len(list(_dots(plain_jaxpr.jaxpr))) == (7 + 2) * cfg.num_layers + 1
+  assert len(list(_dots(fused_jaxpr.jaxpr))) == (4 + 2) * cfg.num_layers + 1
 
 
 def _dots(jaxpr):
