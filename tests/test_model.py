@@ -77,6 +77,22 @@ def test_rope_is_a_rotation_and_relative():
   np.testing.assert_allclose(dots, jnp.broadcast_to(dots[:, :1], dots.shape), rtol=1e-4)
 
 
+def _same_function(a, b, tokens):
+  """Asserts models `a` and `b` give the same loss and gradients on `tokens` (fp32, highest
+  matmul precision); returns a's gradients and both losses' jaxprs."""
+  def loss_of(m):
+    graphdef, params = nnx.split(m, nnx.Param)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)
+    return jax.value_and_grad(loss)(params), jax.make_jaxpr(loss)(params)
+
+  with jax.default_matmul_precision("highest"):
+    ((la, ga), ja), ((lb, gb), jb) = loss_of(a), loss_of(b)
+  assert jax.tree.map(jnp.shape, ga) == jax.tree.map(jnp.shape, gb)
+  np.testing.assert_allclose(la, lb, rtol=1e-6)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-8), ga, gb)
+  return ga, ja, jb
+
+
 def test_ffn_padding_keeps_the_function_parameters_and_gradients():
   cfg = model.PRESETS["tiny"]  # ffn_dim 172: padded to 192 at compute time
   make = lambda pad: model.Llama(cfg, ffn_pad_multiple=pad, dtype=jnp.float32,
@@ -86,16 +102,7 @@ def test_ffn_padding_keeps_the_function_parameters_and_gradients():
   shapes = lambda m: jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
   assert shapes(plain) == shapes(padded)
   tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, cfg.vocab_size)
-
-  def loss_and_grads(m):
-    graphdef, params = nnx.split(m, nnx.Param)
-    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)
-    return jax.value_and_grad(loss)(params)
-
-  with jax.default_matmul_precision("highest"):
-    (la, ga), (lb, gb) = loss_and_grads(plain), loss_and_grads(padded)
-  np.testing.assert_allclose(la, lb, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), ga, gb)
+  ga, _, _ = _same_function(plain, padded, tokens)
   assert jnp.abs(ga["layers"][0]["mlp"]["down_proj"]["kernel"][...]).sum() > 0
 
 
@@ -104,19 +111,8 @@ def test_fused_projections_keep_the_function_parameters_and_gradients():
   cfg = dataclasses.replace(model.PRESETS["tiny"], num_kv_heads=2)
   make = lambda fuse: model.Llama(cfg, ffn_pad_multiple=64, dtype=jnp.float32,
                                   fuse_projections=fuse, rngs=nnx.Rngs(3))
-  plain, fused = make(False), make(True)
   tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, cfg.vocab_size)
-
-  def loss_and_grads(m):
-    graphdef, params = nnx.split(m, nnx.Param)
-    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)
-    return jax.value_and_grad(loss)(params), jax.make_jaxpr(loss)(params)
-
-  with jax.default_matmul_precision("highest"):
-    ((la, ga), plain_jaxpr), ((lb, gb), fused_jaxpr) = loss_and_grads(plain), loss_and_grads(fused)
-  assert jax.tree.map(jnp.shape, ga) == jax.tree.map(jnp.shape, gb)
-  np.testing.assert_allclose(la, lb, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), ga, gb)
+  _, plain_jaxpr, fused_jaxpr = _same_function(make(False), make(True), tokens)
   # Per layer: q, k, v, o, gate, up, down as 7 dots, fused as 4; attention's own 2 (scores
   # and values: the `xla` kernel); and the head.
   assert len(list(_dots(plain_jaxpr.jaxpr))) == (7 + 2) * cfg.num_layers + 1
