@@ -15,6 +15,12 @@ from slm_jax.errors import UserError
 # the device has, so an `a100_40g` config run on an 80 GB card answers "does it fit in 40 GB".
 GPU_MEMORY_GB = {"a100_40g": 40.0, "a100": 80.0, "h100": 80.0, "h200": 141.0, "cpu": 0.0}
 
+# XLA options each GPU's presets compile with (--config.xla_options replaces them). Hopper:
+# XLA's Triton GEMM fusions off, so cuBLAS runs those GEMMs: 1.009-1.027x tokens/s at every
+# paper size on an H200 (benchmarks/PERF_NOTES.md section 5). Unmeasured on the A100.
+GPU_XLA_OPTIONS = {"h100": "xla_gpu_enable_triton_gemm=false",
+                   "h200": "xla_gpu_enable_triton_gemm=false"}
+
 # Per-device batch each config starts from (override with --config.per_device_batch_size):
 # 16, and 8 for 2B, as the issue-2 benchmark. Measured peaks on an H100 (benchmarks/):
 # 1B at 16 takes 34.6 GiB and 2B at 8 takes 42.3 GiB, so a 40 GB A100 keeps 1B at 16 and
@@ -137,6 +143,7 @@ def paper_config(size: str, gpu: str) -> ml_collections.ConfigDict:
   c.per_device_batch_size = DEFAULT_BATCH[gpu][size]
   c.seq_len = 1024
   c.device_memory_gb = GPU_MEMORY_GB[gpu]
+  c.xla_options = GPU_XLA_OPTIONS.get(gpu, "")
   return c
 
 
