@@ -9,6 +9,7 @@ previous checkpoint; `restore_latest` also steps back past any checkpoint it can
 
 from __future__ import annotations
 
+import collections
 import sys
 from pathlib import Path
 
@@ -30,10 +31,13 @@ class Checkpointer:
     for tmp in sorted(self.directory.glob("*.orbax-checkpoint-tmp*")):
       warn(f"{tmp} is a save that never finished (the process was killed while writing); "
            "it is ignored")
+    # Handlers named up front so a checkpoint's metadata (shapes) can be read without its arrays.
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=True, create=True,
-            cleanup_tmp_directories=True))
+            cleanup_tmp_directories=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
 
   def save(self, step: int, state, meta: dict) -> None:
     """Starts saving `state` and `meta` as `step`; returns once the state is off the device."""
@@ -52,6 +56,7 @@ class Checkpointer:
     steps = sorted(self._manager.all_steps(), reverse=True)
     for i, step in enumerate(steps):
       try:
+        self._check_shapes(step, abstract_state)
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
       except Exception as e:  # a damaged checkpoint: any error its reader raises
@@ -69,6 +74,19 @@ class Checkpointer:
                                  jax.tree.leaves(restored.state))
       return step, state, restored.meta
     return None
+
+  def _check_shapes(self, step: int, abstract_state) -> None:
+    """Raises ValueError when checkpoint `step` cannot hold `abstract_state` (another model),
+    judged from its metadata alone: orbax, asked to read arrays of other shapes, fails halfway
+    and leaves its pending reads to print tracebacks when they are collected. The stored tree
+    orders and names its leaves its own way, so the shapes are compared as multisets."""
+    stored = collections.Counter(
+        tuple(x.shape) for x in jax.tree.leaves(self._manager.item_metadata(step)["state"]))
+    wanted = collections.Counter(tuple(x.shape) for x in jax.tree.leaves(abstract_state))
+    if stored != wanted:
+      shape = next(s for s in sorted(stored.keys() | wanted.keys()) if stored[s] != wanted[s])
+      raise ValueError(f"this config's state has {wanted[shape]} arrays of shape {shape}, the "
+                       f"checkpoint {stored[shape]}")
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -94,6 +94,21 @@ def test_a_corrupt_checkpoint_falls_back_to_the_last_good_one(text, straight, tm
     restore(tmp_path / "checkpoints", cfg(text, ffn_dim=64))
 
 
+def test_resuming_another_models_checkpoints_is_one_error_without_tracebacks(text, straight,
+                                                                           tmp_path):
+  # Judged from the checkpoints' metadata: orbax, asked to read arrays of other shapes, leaves
+  # pending reads that print asyncio tracebacks at exit.
+  shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
+  proc = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
+       f"--workdir={tmp_path}", "--config.ffn_dim=64", "--config.per_device_batch_size=4",
+       "--config.seq_len=64", *[f"--config.{k}={v}" for k, v in text.items()]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+  assert "error: no checkpoint in" in proc.stderr and "arrays of shape (64, 64)" in proc.stderr
+
+
 def test_a_non_finite_update_stops_with_the_last_good_state_checkpointed(text, tmp_path):
   proc = subprocess.run(  # an infinite learning rate makes the first update NaN
       [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
