@@ -42,7 +42,7 @@ _STEPS = flags.DEFINE_integer("steps", 50, "Timed steps per way and round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds; each times every way once, in turn.")
 _GRAPHS_OFF = flags.DEFINE_bool("graphs_off", False, "Also time each way without CUDA graphs.")
 
-NO_GRAPHS = {"xla_gpu_enable_command_buffer": ""}
+NO_GRAPHS = "xla_gpu_enable_command_buffer="
 
 
 def token_sources(c, program):
@@ -95,7 +95,11 @@ def main(_):
   def compiled(guarded: bool, graphs: bool):
     lowered = (trainer.guarded_step(c, program) if guarded else
                program.step.lower(program.abstract_state, program.abstract_batch))
-    return lowered.compile(compiler_options=None if graphs else NO_GRAPHS)
+    # With the config's own XLA options, as the trainer compiles its step.
+    run_c = c.copy_and_resolve_references()
+    if not graphs:
+      run_c.xla_options = f"{c.xla_options} {NO_GRAPHS}"
+    return train.compile_with_options(run_c, lowered)
 
   steps = {(g, gr): compiled(g, gr) for g in (False, True) for gr in graphs}
   fixed = {name: data.to_device(make(), batch_sh) for name, make in sources.items()}

@@ -18,8 +18,7 @@ GPU_MEMORY_GB = {"a100_40g": 40.0, "a100": 80.0, "h100": 80.0, "h200": 141.0, "c
 # XLA options each GPU's presets compile with (--config.xla_options replaces them). Hopper:
 # XLA's Triton GEMM fusions off, so cuBLAS runs those GEMMs: 1.009-1.027x tokens/s at every
 # paper size on an H200 (benchmarks/PERF_NOTES.md section 5). Unmeasured on the A100.
-GPU_XLA_OPTIONS = {"h100": "xla_gpu_enable_triton_gemm=false",
-                   "h200": "xla_gpu_enable_triton_gemm=false"}
+GPU_XLA_OPTIONS = {gpu: "xla_gpu_enable_triton_gemm=false" for gpu in ("h100", "h200")}
 
 # Per-device batch each config starts from (override with --config.per_device_batch_size):
 # 16, and 8 for 2B, as the issue-2 benchmark. Measured peaks on an H100 (benchmarks/):
@@ -56,8 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
   # tokens/s on an H200 (benchmarks/PERF_NOTES.md).
   c.logits_grad_dtype = "compute"
   # q/k/v and gate/up as one matmul each, against their kernels side by side: the same
-  # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off until
-  # measured (benchmarks/PERF_NOTES.md section 4).
+  # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off: 0.95-1.0x
+  # tokens/s on one H200 (benchmarks/PERF_NOTES.md section 4); fewer FSDP gathers.
   c.fuse_projections = False
   # Where and how it runs.
   c.gpu = "cpu"
