@@ -28,6 +28,8 @@ def _flag_error(e: Exception):
   """A misspelt or mistyped --config.FIELD, reported in one line instead of a traceback."""
   text = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
   text = text.replace("\\'", "'")
+  if "before a value for --config was specified" in text:
+    text += "; put --config=FILE before the --config.FIELD=VALUE overrides"
   print(f"error: {text}", file=sys.stderr)
   print("Pass --helpfull to see the flags; configs/*.py list the config fields.", file=sys.stderr)
   sys.exit(2)

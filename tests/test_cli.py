@@ -61,6 +61,12 @@ def test_misspelt_override_is_one_clear_error(tmp_path):
   assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_override_before_the_config_file_says_to_reorder(tmp_path):
+  proc = main("--config.steps=3", "--config=configs/tiny.py", f"--workdir={tmp_path}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "put --config=FILE before the --config.FIELD=VALUE overrides" in proc.stderr
+
+
 def test_impossible_config_is_one_clear_error(tmp_path):
   proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.num_kv_heads=3")
   assert proc.returncode == 2
