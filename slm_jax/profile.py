@@ -182,8 +182,11 @@ def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, fl
 
 
 def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: float | None = None,
-              peak_gbytes_per_s: float | None = None, top: int = 8) -> dict:
-  """The record's `breakdown` field: ms and % of a step per category, and the heaviest ops."""
+              peak_gbytes_per_s: float | None = None, top: int = 8,
+              top_per_category: int = 5) -> dict:
+  """The record's `breakdown` field: ms and % of a step per category, the heaviest ops, and
+  the heaviest few of each category (the GEMMs fill the overall list, and a category's own
+  list is what says which fusion to work on)."""
   with gzip.open(trace_path, "rt") as f:
     data = json.load(f)
   events = data["traceEvents"] if isinstance(data, dict) else data
@@ -222,8 +225,8 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   for s, e, name in spans:
     busy[name] = busy.get(name, 0.0) + (e - s)
     runs[name] = runs.get(name, 0) + 1
-  heaviest = []
-  for name in sorted(per_op, key=per_op.get, reverse=True)[:top]:
+
+  def describe(name: str) -> dict:
     op, seconds = ops[name], busy[name] / 1e6 / steps
     # An instruction's FLOPs and bytes are one launch's. A name can launch several times a
     # step: inside a loop, or as XLA's one kernel for identical fusions (the layers' copies of
@@ -231,15 +234,23 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
     per_step = runs[name] / steps
     tflops = op.flops * per_step / seconds / 1e12 if op.flops else None
     gbs = op.bytes * per_step / seconds / 1e9
-    heaviest.append({
+    return {
         "op": name, "category": op.category, "ms": per_op[name] / 1e3 / steps,
         "launches_per_step": per_step, "tflops": tflops, "gbytes_per_s": gbs,
         "tflops_of_peak": tflops / peak_tflops if tflops and peak_tflops else None,
         "bandwidth_of_peak": gbs / peak_gbytes_per_s if peak_gbytes_per_s else None,
-        "op_name": op.op_name[-120:]})
+        "op_name": op.op_name[-120:]}
+
+  ranked = sorted(per_op, key=per_op.get, reverse=True)
+  by_category = {}
+  for name in ranked:
+    group = by_category.setdefault(ops[name].category, [])
+    if len(group) < top_per_category:
+      group.append(describe(name))
   return {"step_ms": step_ms, "steps": steps, "ms": ms,
           # Time some collective runs, and the part of it hidden behind compute.
           "collectives_busy_ms": comm_busy / 1e3 / steps,
           "collectives_overlapped_ms": comm_overlapped / 1e3 / steps,
           "percent": {c: 100 * v / step_ms for c, v in ms.items()},
-          "top_ops": heaviest, "trace": str(trace_path)}
+          "top_ops": [describe(name) for name in ranked[:top]],
+          "top_ops_by_category": by_category, "trace": str(trace_path)}

@@ -111,6 +111,22 @@ def test_a_real_h200_trace_splits_into_the_step_s_parts():
   assert b["percent"]["idle/host"] < 2 and b["ms"]["collectives"] == 0
 
 
+def test_each_category_lists_its_own_heaviest_ops():
+  # On the real trace the GEMMs fill all but one place of the overall list; the elementwise
+  # fusions, 15% of the step, are only named in their category's list.
+  from pathlib import Path
+  trace = Path(__file__).parent / "data" / "h200_100m_step.trace.json.gz"
+  b = profile.breakdown(trace, {}, steps=3, top_per_category=3)
+  assert {t["category"] for t in b["top_ops"]} == {"matmul", "attention"}
+  groups = b["top_ops_by_category"]
+  assert set(groups) == {"matmul", "attention", "norm/elementwise"}
+  for category, group in groups.items():
+    assert len(group) == 3 and all(t["category"] == category for t in group)
+    assert [t["ms"] for t in group] == sorted((t["ms"] for t in group), reverse=True)
+  assert groups["norm/elementwise"][0]["op"] == "kernel:loop_multiply_fusion_17"
+  assert groups["matmul"][0] == b["top_ops"][0]
+
+
 def test_op_rates_count_every_launch_of_a_shared_kernel(tmp_path):
   # XLA compiles identical fusions (one per layer) into one kernel named after the first, so a
   # step launches `loop_fusion_1` three times: its rate is 3 launches' FLOPs over their time.
