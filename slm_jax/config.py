@@ -58,6 +58,11 @@ def base_config() -> ml_collections.ConfigDict:
   # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off: 0.95-1.0x
   # tokens/s on one H200 (benchmarks/PERF_NOTES.md section 4); fewer FSDP gathers.
   c.fuse_projections = False
+  # Each block's RMSNorm scales multiplied into the kernels after them (q/k/v, gate/up): the
+  # same parameters and function; the scales' gradients become sums over kernels instead of
+  # column reductions over every token (slm_jax.model._scaled; benchmarks/PERF_NOTES.md
+  # section 8: not yet measured on a GPU, so off).
+  c.fold_norm_scale = False
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"

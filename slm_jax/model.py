@@ -79,6 +79,23 @@ def _rmsnorm(dim, cfg, *, dtype, param_dtype, rngs):
                      scale_metadata=_axes("norm"), rngs=rngs)
 
 
+def _normalized(norm: nnx.RMSNorm, x: jax.Array) -> jax.Array:
+  """`norm(x)` without its scale, which the caller folds into the next matmul's kernels."""
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + norm.epsilon)
+  return y.astype(norm.dtype)
+
+
+def _scaled(kernel: jax.Array, in_scale: jax.Array | None) -> jax.Array:
+  """diag(in_scale) @ kernel: a kernel with the RMSNorm scale before it folded in.
+
+  (x * s) @ W = x @ (s[:, None] * W), so the function and the parameters are unchanged, but the
+  scale's gradient becomes a sum over the kernel's d x N entries instead of over every token:
+  the latter is a column reduction of [tokens, d], which XLA's GPU emitter runs at about half
+  the memory bandwidth (benchmarks/PERF_NOTES.md section 8)."""
+  return kernel if in_scale is None else in_scale[:, None] * kernel
+
+
 def _fused_matmul(x: jax.Array, kernels: list[jax.Array], dtype) -> list[jax.Array]:
   """x times each kernel, as one matmul against the kernels side by side.
 
@@ -119,12 +136,18 @@ class Attention(nnx.Module):
     self.v_proj = _linear(d, cfg.kv_heads * hd, ("embed", "kv_heads"), **kw)
     self.o_proj = _linear(cfg.num_heads * hd, d, ("heads", "embed"), **kw)
 
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, positions: jax.Array,
+               in_scale: jax.Array | None = None) -> jax.Array:
     b, s, _ = x.shape
     cfg = self.cfg
     projs = (self.q_proj, self.k_proj, self.v_proj)
-    q, k, v = (_fused_matmul(x, [m.kernel[...] for m in projs], self.dtype) if self.fuse
-               else [m(x) for m in projs])
+    if self.fuse:
+      q, k, v = _fused_matmul(x, [_scaled(m.kernel[...], in_scale) for m in projs], self.dtype)
+    elif in_scale is not None:
+      q, k, v = (x.astype(self.dtype) @ _scaled(m.kernel[...], in_scale).astype(self.dtype)
+                 for m in projs)
+    else:
+      q, k, v = (m(x) for m in projs)
     q = q.reshape(b, s, cfg.num_heads, cfg.head_dim)
     k = k.reshape(b, s, cfg.kv_heads, cfg.head_dim)
     v = v.reshape(b, s, cfg.kv_heads, cfg.head_dim)
@@ -155,10 +178,11 @@ class MLP(nnx.Module):
     self.pad = -cfg.ffn_dim % max(pad_multiple, 1)
     self.fuse = fuse_projections
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, in_scale: jax.Array | None = None) -> jax.Array:
     x = x.astype(self.dtype)  # as nnx.Linear would; with no padding jnp.pad is the identity
-    gate, up, down = (self._padded(m.kernel[...], axis) for m, axis in (
-        (self.gate_proj, 1), (self.up_proj, 1), (self.down_proj, 0)))
+    gate, up = (self._padded(_scaled(m.kernel[...], in_scale), 1)
+                for m in (self.gate_proj, self.up_proj))
+    down = self._padded(self.down_proj.kernel[...], 0)
     g, u = _fused_matmul(x, [gate, up], self.dtype) if self.fuse else (x @ gate, x @ up)
     return (jax.nn.silu(g) * u) @ down
 
@@ -171,8 +195,10 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, attention: str, ffn_pad_multiple: int, dtype,
-               param_dtype, rngs, batch_sharding=None, fuse_projections: bool = False):
+               param_dtype, rngs, batch_sharding=None, fuse_projections: bool = False,
+               fold_norm_scale: bool = False):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.fold_norm_scale = fold_norm_scale
     self.input_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
     self.self_attn = Attention(cfg, attention=attention, batch_sharding=batch_sharding,
                                fuse_projections=fuse_projections, **kw)
@@ -180,8 +206,15 @@ class Block(nnx.Module):
     self.mlp = MLP(cfg, pad_multiple=ffn_pad_multiple, fuse_projections=fuse_projections, **kw)
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    x = x + self.self_attn(self.input_layernorm(x), positions)
-    return x + self.mlp(self.post_attention_layernorm(x))
+    h, scale = self._norm(self.input_layernorm, x)
+    x = x + self.self_attn(h, positions, in_scale=scale)
+    h, scale = self._norm(self.post_attention_layernorm, x)
+    return x + self.mlp(h, in_scale=scale)
+
+  def _norm(self, norm: nnx.RMSNorm, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    if not self.fold_norm_scale:
+      return norm(x), None
+    return _normalized(norm, x), norm.scale[...]
 
 
 def _head_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
@@ -227,11 +260,13 @@ class Llama(nnx.Module):
   `logits_grad_dtype` is the dtype the logits' gradient enters the LM head's backward in:
   float32 differentiates the head as written; the compute dtype (bf16) runs both backward
   matmuls as bf16 GEMMs (_head_dot). `fuse_projections` runs q/k/v and gate/up as one matmul
-  each (_fused_matmul)."""
+  each (_fused_matmul). `fold_norm_scale` multiplies each block's RMSNorm scales into the
+  kernels after them (_scaled); the final norm keeps its own."""
 
   def __init__(self, cfg: ModelConfig, *, attention: str = "xla", ffn_pad_multiple: int = 1,
                dtype=jnp.bfloat16, param_dtype=jnp.float32, activation_sharding=None,
-               logits_grad_dtype=jnp.float32, fuse_projections: bool = False, rngs: nnx.Rngs):
+               logits_grad_dtype=jnp.float32, fuse_projections: bool = False,
+               fold_norm_scale: bool = False, rngs: nnx.Rngs):
     self.cfg = cfg
     # Where the residual stream [batch, seq, d_model] lives (split by batch). Pinning it keeps
     # XLA from following sharded weights into model-parallel activations under FSDP.
@@ -248,7 +283,8 @@ class Llama(nnx.Module):
                                   rngs=rngs)
     self.layers = nnx.List(
         [Block(cfg, attention=attention, ffn_pad_multiple=ffn_pad_multiple,
-               batch_sharding=activation_sharding, fuse_projections=fuse_projections, **kw)
+               batch_sharding=activation_sharding, fuse_projections=fuse_projections,
+               fold_norm_scale=fold_norm_scale, **kw)
          for _ in range(cfg.num_layers)])
     self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
     # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.

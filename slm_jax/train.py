@@ -83,7 +83,8 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
     return Llama(mcfg, attention=c.attention, ffn_pad_multiple=c.ffn_pad_multiple, dtype=dtype,
                  param_dtype=param_dtype, activation_sharding=batch_sh,
                  logits_grad_dtype=jnp.dtype(config_lib.logits_grad_dtype(c)),
-                 fuse_projections=c.fuse_projections, rngs=rngs)
+                 fuse_projections=c.fuse_projections, fold_norm_scale=c.fold_norm_scale,
+                 rngs=rngs)
 
   abstract = nnx.eval_shape(lambda: new_model(nnx.Rngs(0)))
   graphdef, abstract_vars = nnx.split(abstract, nnx.Param)

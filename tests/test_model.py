@@ -119,16 +119,48 @@ def test_fused_projections_keep_the_function_parameters_and_gradients():
   assert len(list(_dots(fused_jaxpr.jaxpr))) == (4 + 2) * cfg.num_layers + 1
 
 
-def _dots(jaxpr):
-  """Every dot_general in `jaxpr`, nested ones included."""
+@pytest.mark.parametrize("fuse", [False, True])
+def test_folded_norm_scales_keep_the_function_parameters_and_gradients(fuse):
+  cfg = dataclasses.replace(model.PRESETS["tiny"], num_kv_heads=2)
+  make = lambda fold: model.Llama(cfg, ffn_pad_multiple=64, dtype=jnp.float32,
+                                  fuse_projections=fuse, fold_norm_scale=fold,
+                                  rngs=nnx.Rngs(3))
+  plain, folded = make(False), make(True)
+  # Scales away from their initial ones, so a scale applied twice or not at all would show.
+  for m in (plain, folded):
+    for layer in m.layers:
+      for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+        norm.scale[...] = jax.random.uniform(jax.random.key(5), norm.scale.shape) + 0.5
+  tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, cfg.vocab_size)
+  grads, _, _ = _same_function(plain, folded, tokens)
+  assert jnp.abs(grads["layers"][0]["input_layernorm"]["scale"][...]).sum() > 0
+
+  def token_sums(m):
+    """reduce_sums in the gradient that sum [batch, seq, d_model] over its tokens."""
+    graphdef, params = nnx.split(m, nnx.Param)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)
+    jaxpr = jax.make_jaxpr(jax.grad(loss))(params).jaxpr
+    return [e for e in _eqns(jaxpr) if e.primitive.name == "reduce_sum"
+            and e.invars[0].aval.shape == (2, 16, cfg.d_model) and e.params["axes"] == (0, 1)]
+  # Two per block (its norms' scales) and the final norm's; folded, only the final norm's.
+  assert len(token_sums(plain)) == 2 * cfg.num_layers + 1
+  assert len(token_sums(folded)) == 1
+
+
+def _eqns(jaxpr):
+  """Every equation in `jaxpr`, nested ones included."""
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general":
-      yield eqn
+    yield eqn
     for param in eqn.params.values():
       for sub in param if isinstance(param, (list, tuple)) else [param]:
         inner = getattr(sub, "jaxpr", sub)
         if hasattr(inner, "eqns"):
-          yield from _dots(inner)
+          yield from _eqns(inner)
+
+
+def _dots(jaxpr):
+  """Every dot_general in `jaxpr`, nested ones included."""
+  return (e for e in _eqns(jaxpr) if e.primitive.name == "dot_general")
 
 
 def test_a_bf16_logit_gradient_keeps_the_logits_and_runs_the_head_backward_in_bf16():
