@@ -54,6 +54,11 @@ def base_config() -> ml_collections.ConfigDict:
   # or float32. The logits and the loss stay fp32 either way. "compute" measured 1.03-1.13x
   # tokens/s on an H200 (benchmarks/PERF_NOTES.md).
   c.logits_grad_dtype = "compute"
+  # The dtype the LM head writes the logits in: float32, or "compute" (bf16 logits, as PyTorch
+  # autocast gives; the loss still upcasts them inside its own fusions, so the [tokens, vocab]
+  # array sits in HBM at half the bytes; benchmarks/PERF_NOTES.md section 9: not yet measured
+  # on a GPU, so float32). With "compute" the logits' gradient is in the compute dtype too.
+  c.logits_dtype = "float32"
   # q/k/v and gate/up as one matmul each, against their kernels side by side: the same
   # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off: 0.95-1.0x
   # tokens/s on one H200 (benchmarks/PERF_NOTES.md section 4); fewer FSDP gathers.
@@ -179,6 +184,11 @@ def logits_grad_dtype(c: ml_collections.ConfigDict) -> str:
   return c.compute_dtype if c.logits_grad_dtype == "compute" else c.logits_grad_dtype
 
 
+def logits_dtype(c: ml_collections.ConfigDict) -> str:
+  """The dtype name `logits_dtype` stands for ("compute" is the compute dtype)."""
+  return c.compute_dtype if c.logits_dtype == "compute" else c.logits_dtype
+
+
 def xla_options(c: ml_collections.ConfigDict) -> dict:
   """`xla_options` as compile options, {name: bool | int | float | str}."""
   out = {}
@@ -218,9 +228,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in ("compute_dtype", "param_dtype"):
     if c[field] not in DTYPES:
       raise UserError(f"--config.{field}={c[field]!r} is not one of {list(DTYPES)}")
-  if c.logits_grad_dtype not in ("compute", "float32", c.compute_dtype):
-    raise UserError(f"--config.logits_grad_dtype={c.logits_grad_dtype!r} must be 'compute' (the "
-                    f"compute dtype, {c.compute_dtype!r}) or 'float32'")
+  for field in ("logits_grad_dtype", "logits_dtype"):
+    if c[field] not in ("compute", "float32", c.compute_dtype):
+      raise UserError(f"--config.{field}={c[field]!r} must be 'compute' (the compute dtype, "
+                      f"{c.compute_dtype!r}) or 'float32'")
+  if logits_dtype(c) != "float32" and logits_grad_dtype(c) == "float32":
+    raise UserError(f"--config.logits_grad_dtype=float32 needs --config.logits_dtype=float32: "
+                    f"{logits_dtype(c)} logits have a {logits_dtype(c)} gradient")
   positive = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim", "vocab_size",
               "per_device_batch_size", "seq_len", "steps", "repeats", "ffn_pad_multiple")
   for field in positive:

@@ -255,18 +255,19 @@ _head_matmul.defvjp(_head_matmul_fwd, _head_matmul_bwd)
 
 
 class Llama(nnx.Module):
-  """Token ids [batch, seq] -> fp32 logits [batch, seq, vocab].
+  """Token ids [batch, seq] -> logits [batch, seq, vocab] in `logits_dtype` (fp32 by default).
 
   `logits_grad_dtype` is the dtype the logits' gradient enters the LM head's backward in:
   float32 differentiates the head as written; the compute dtype (bf16) runs both backward
   matmuls as bf16 GEMMs (_head_dot). `fuse_projections` runs q/k/v and gate/up as one matmul
   each (_fused_matmul). `fold_norm_scale` multiplies each block's RMSNorm scales into the
-  kernels after them (_scaled); the final norm keeps its own."""
+  kernels after them (_scaled); the final norm keeps its own. A bf16 `logits_dtype` makes the
+  head a plain bf16 matmul, whose gradient is bf16 whatever `logits_grad_dtype` says."""
 
   def __init__(self, cfg: ModelConfig, *, attention: str = "xla", ffn_pad_multiple: int = 1,
                dtype=jnp.bfloat16, param_dtype=jnp.float32, activation_sharding=None,
                logits_grad_dtype=jnp.float32, fuse_projections: bool = False,
-               fold_norm_scale: bool = False, rngs: nnx.Rngs):
+               fold_norm_scale: bool = False, logits_dtype=jnp.float32, rngs: nnx.Rngs):
     self.cfg = cfg
     # Where the residual stream [batch, seq, d_model] lives (split by batch). Pinning it keeps
     # XLA from following sharded weights into model-parallel activations under FSDP.
@@ -289,8 +290,9 @@ class Llama(nnx.Module):
     self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
     # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.
     head_dot = {} if jnp.dtype(logits_grad_dtype) == jnp.float32 else {"dot_general": _head_dot}
-    self.lm_head = _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), **kw,
-                           preferred_element_type=jnp.float32, **head_dot)
+    head_out = ({} if jnp.dtype(logits_dtype) != jnp.float32
+                else dict(preferred_element_type=jnp.float32, **head_dot))
+    self.lm_head = _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), **kw, **head_out)
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     positions = jnp.arange(tokens.shape[1])

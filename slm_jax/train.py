@@ -83,6 +83,7 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
     return Llama(mcfg, attention=c.attention, ffn_pad_multiple=c.ffn_pad_multiple, dtype=dtype,
                  param_dtype=param_dtype, activation_sharding=batch_sh,
                  logits_grad_dtype=jnp.dtype(config_lib.logits_grad_dtype(c)),
+                 logits_dtype=jnp.dtype(config_lib.logits_dtype(c)),
                  fuse_projections=c.fuse_projections, fold_norm_scale=c.fold_norm_scale,
                  rngs=rngs)
 
@@ -110,6 +111,8 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
   def loss_fn(params, batch):
     logits = nnx.merge(graphdef, params)(batch["inputs"])
     with jax.named_scope("cross_entropy"):  # the scopes name slm_jax.profile's categories
+      # In fp32 whatever dtype the head wrote the logits in: the upcast joins the loss's fusions.
+      logits = logits.astype(jnp.float32)
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
 
   def step(state: TrainState, batch: dict):

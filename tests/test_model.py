@@ -191,3 +191,13 @@ def test_a_bf16_logit_gradient_keeps_the_logits_and_runs_the_head_backward_in_bf
   rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
   errors = jax.tree.leaves(jax.tree.map(rel, grads_a, grads_b))
   assert 0 < max(errors) < 2e-2, max(errors)  # one gradient rounded to bf16, nothing else
+
+
+def test_bf16_logits_are_the_fp32_logits_rounded():
+  cfg = model.PRESETS["tiny"]
+  tokens = jax.random.randint(jax.random.key(6), (2, 16), 0, cfg.vocab_size)
+  fp32 = model.Llama(cfg, rngs=nnx.Rngs(5))(tokens)
+  bf16 = model.Llama(cfg, logits_dtype=jnp.bfloat16, rngs=nnx.Rngs(5))(tokens)
+  assert fp32.dtype == jnp.float32 and bf16.dtype == jnp.bfloat16
+  # One rounding of each logit: within bf16's half-ulp (2^-9 relative) of the fp32 value.
+  np.testing.assert_allclose(bf16.astype(jnp.float32), fp32, rtol=2 ** -8, atol=1e-6)

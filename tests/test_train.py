@@ -6,6 +6,7 @@ import pytest
 from slm_jax import config as config_lib
 from slm_jax import train
 from slm_jax.errors import UserError
+from test_model import _eqns
 
 
 def tiny(**overrides):
@@ -77,7 +78,8 @@ def test_dry_run_reports_expected_memory_without_training():
 @pytest.mark.parametrize("field,value,match", [
     ("num_kv_heads", 3, "multiple of"), ("strategy", "zero9", "strategy"),
     ("per_device_batch_size", 0, "positive"), ("model", "7b", "not a preset"),
-    ("compute_dtype", "int8", "compute_dtype"), ("logits_grad_dtype", "float16", "'compute'")])
+    ("compute_dtype", "int8", "compute_dtype"), ("logits_grad_dtype", "float16", "'compute'"),
+    ("logits_dtype", "float16", "'compute'")])
 def test_impossible_configs_are_user_errors(field, value, match):
   with pytest.raises(UserError, match=match):
     train.run(tiny(**{field: value}), dry_run=True)
@@ -87,3 +89,31 @@ def test_logits_grad_dtype_compute_follows_the_compute_dtype():
   assert config_lib.logits_grad_dtype(tiny()) == "bfloat16"
   assert config_lib.logits_grad_dtype(tiny(compute_dtype="float32")) == "float32"
   assert config_lib.logits_grad_dtype(tiny(logits_grad_dtype="float32")) == "float32"
+
+
+def test_a_float32_logit_gradient_of_bf16_logits_is_a_user_error():
+  with pytest.raises(UserError, match="needs --config.logits_dtype=float32"):
+    train.run(tiny(logits_dtype="compute", logits_grad_dtype="float32"), dry_run=True)
+
+
+def test_bf16_logits_train_as_the_fp32_ones_do():
+  # The loss upcasts bf16 logits itself, so it and the run follow the fp32 logits' closely.
+  c = dict(learning_rate=3e-3, lr_warmup_steps=1, steps=8, repeats=1, warmup_steps=0)
+  fp32, bf16 = (train.run(tiny(logits_dtype=d, **c))["losses"] for d in ("float32", "compute"))
+  np.testing.assert_allclose(bf16, fp32, rtol=2e-2)
+  assert bf16[-1] < bf16[0] - 0.5
+
+
+def test_the_loss_of_bf16_logits_reduces_over_the_vocabulary_in_fp32():
+  c = tiny(logits_dtype="compute")
+  program = train.build(c)
+  params = program.abstract_state.params
+  jaxpr = jax.make_jaxpr(program.loss)(params, program.abstract_batch).jaxpr
+  eqns = list(_eqns(jaxpr))
+  head = [e for e in eqns if e.primitive.name == "dot_general"
+          and e.outvars[0].aval.shape[-1] == c.vocab_size]
+  assert [e.outvars[0].aval.dtype for e in head] == [jnp.bfloat16]
+  over_vocab = [e for e in eqns if e.primitive.name in ("reduce_max", "reduce_sum")
+                and e.invars[0].aval.shape[-1] == c.vocab_size]
+  assert over_vocab and all(e.invars[0].aval.dtype == jnp.float32 for e in over_vocab)
+
