@@ -109,6 +109,20 @@ def test_resuming_another_models_checkpoints_is_one_error_without_tracebacks(tex
   assert "error: no checkpoint in" in proc.stderr and "arrays of shape (64, 64)" in proc.stderr
 
 
+def test_the_held_out_loss_compiles_with_the_step_s_xla_options(text, tmp_path, monkeypatch):
+  compiled = []
+
+  def recording(c, lowered):
+    compiled.append(lowered)
+    return real(c, lowered)
+  real = train.compile_with_options
+  monkeypatch.setattr(train, "compile_with_options", recording)
+  c = cfg(text, train_steps=3, checkpoint_every=0, xla_options="xla_cpu_enable_fast_math=false")
+  record = trainer.run(c, workdir=tmp_path)
+  assert record["eval_losses"] and record["final_loss"] is not None
+  assert len(compiled) == 2  # the step and the held-out loss
+
+
 def test_a_non_finite_update_stops_with_the_last_good_state_checkpointed(text, tmp_path):
   proc = subprocess.run(  # an infinite learning rate makes the first update NaN
       [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
