@@ -179,14 +179,18 @@ def model_config(c: ml_collections.ConfigDict) -> model_lib.ModelConfig:
                                ffn_dim=c.ffn_dim, vocab_size=c.vocab_size)
 
 
+def _dtype_name(c: ml_collections.ConfigDict, value: str) -> str:
+  return c.compute_dtype if value == "compute" else value
+
+
 def logits_grad_dtype(c: ml_collections.ConfigDict) -> str:
   """The dtype name `logits_grad_dtype` stands for ("compute" is the compute dtype)."""
-  return c.compute_dtype if c.logits_grad_dtype == "compute" else c.logits_grad_dtype
+  return _dtype_name(c, c.logits_grad_dtype)
 
 
 def logits_dtype(c: ml_collections.ConfigDict) -> str:
   """The dtype name `logits_dtype` stands for ("compute" is the compute dtype)."""
-  return c.compute_dtype if c.logits_dtype == "compute" else c.logits_dtype
+  return _dtype_name(c, c.logits_dtype)
 
 
 def xla_options(c: ml_collections.ConfigDict) -> dict:

@@ -140,14 +140,10 @@ class Attention(nnx.Module):
                in_scale: jax.Array | None = None) -> jax.Array:
     b, s, _ = x.shape
     cfg = self.cfg
-    projs = (self.q_proj, self.k_proj, self.v_proj)
-    if self.fuse:
-      q, k, v = _fused_matmul(x, [_scaled(m.kernel[...], in_scale) for m in projs], self.dtype)
-    elif in_scale is not None:
-      q, k, v = (x.astype(self.dtype) @ _scaled(m.kernel[...], in_scale).astype(self.dtype)
-                 for m in projs)
-    else:
-      q, k, v = (m(x) for m in projs)
+    x = x.astype(self.dtype)  # as nnx.Linear would
+    kernels = [_scaled(m.kernel[...], in_scale).astype(self.dtype)
+               for m in (self.q_proj, self.k_proj, self.v_proj)]
+    q, k, v = _fused_matmul(x, kernels, self.dtype) if self.fuse else [x @ w for w in kernels]
     q = q.reshape(b, s, cfg.num_heads, cfg.head_dim)
     k = k.reshape(b, s, cfg.kv_heads, cfg.head_dim)
     v = v.reshape(b, s, cfg.kv_heads, cfg.head_dim)
