@@ -56,9 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.logits_grad_dtype = "compute"
   # The dtype the LM head writes the logits in: float32, or "compute" (bf16 logits, as PyTorch
   # autocast gives; the loss still upcasts them inside its own fusions, so the [tokens, vocab]
-  # array sits in HBM at half the bytes; benchmarks/PERF_NOTES.md section 9: not yet measured
-  # on a GPU, so float32). With "compute" the logits' gradient is in the compute dtype too.
-  c.logits_dtype = "float32"
+  # array sits in HBM at half the bytes). With both fold_norm_scale: 1.003-1.03x tokens/s and
+  # -2 to -4 GiB on an H200 (benchmarks/PERF_NOTES.md sections 8-9). With "compute" the
+  # logits' gradient is in the compute dtype too.
+  c.logits_dtype = "compute"
   # q/k/v and gate/up as one matmul each, against their kernels side by side: the same
   # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off: 0.95-1.0x
   # tokens/s on one H200 (benchmarks/PERF_NOTES.md section 4); fewer FSDP gathers.
@@ -66,8 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Each block's RMSNorm scales multiplied into the kernels after them (q/k/v, gate/up): the
   # same parameters and function; the scales' gradients become sums over kernels instead of
   # column reductions over every token (slm_jax.model._scaled; benchmarks/PERF_NOTES.md
-  # section 8: not yet measured on a GPU, so off).
-  c.fold_norm_scale = False
+  # section 8: 1.007-1.013x tokens/s alone on an H200).
+  c.fold_norm_scale = True
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"
