@@ -35,6 +35,7 @@ DEFAULT_BATCH = {
 STRATEGIES = ("single", "ddp", "fsdp_full", "fsdp_grad_op", "hsdp")
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("benchmark", "train")
+CROSS_ENTROPY = ("gather", "select")
 DATA_FORMATS = ("", "text", "json", "parquet")
 
 
@@ -69,6 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
   # column reductions over every token (slm_jax.model._scaled; benchmarks/PERF_NOTES.md
   # section 8: 1.007-1.013x tokens/s alone on an H200).
   c.fold_norm_scale = True
+  # How the loss picks each token's label logit: "gather" (optax's integer-label loss), or
+  # "select" (a one-hot select summed over the vocabulary: the same value, and a gradient XLA
+  # can write in one elementwise pass; slm_jax.train.cross_entropy; benchmarks/PERF_NOTES.md
+  # section 10: not yet measured on a GPU, so gather).
+  c.cross_entropy = "gather"
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"
@@ -256,6 +262,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     f"--config.num_kv_heads ({c.num_kv_heads})")
   if c.head_dim % 2:
     raise UserError(f"--config.head_dim must be even for rotary embeddings, got {c.head_dim}")
+  if c.cross_entropy not in CROSS_ENTROPY:
+    raise UserError(f"--config.cross_entropy={c.cross_entropy!r} is not one of "
+                    f"{list(CROSS_ENTROPY)}")
   if c.mode not in MODES:
     raise UserError(f"--config.mode={c.mode!r} is not one of {list(MODES)}")
   if c.mode == "train":

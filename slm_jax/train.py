@@ -37,6 +37,24 @@ def make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
       decay_steps=max(c.lr_warmup_steps + 1, 100_000), end_value=0.1 * c.learning_rate)
 
 
+def cross_entropy(logits: jax.Array, targets: jax.Array, label_logit: str = "gather") -> jax.Array:
+  """Mean softmax cross-entropy of [..., vocab] logits against integer targets, in fp32.
+
+  The upcast is here whatever dtype the head wrote the logits in, so XLA folds it into the
+  loss's own fusions. "gather" is optax's integer-label loss: its gradient scatter-adds -1 at
+  each label into the fp32 softmax gradient, and XLA fuses neither the scatter nor the cast
+  to the head's dtype after it, so the [tokens, vocab] gradient is written in fp32, then read
+  and rewritten in bf16 (3 ms of a batch-64 step on an H200, benchmarks/PERF_NOTES.md section
+  10). "select" sums a one-hot select over the vocabulary instead: the same value, and a
+  gradient that is a select, which fuses with the rest into one elementwise pass."""
+  logits = logits.astype(jnp.float32)
+  if label_logit == "gather":
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+  vocab = jax.lax.broadcasted_iota(targets.dtype, logits.shape, logits.ndim - 1)
+  label_logits = jnp.sum(jnp.where(vocab == targets[..., None], logits, 0.0), axis=-1)
+  return (jax.nn.logsumexp(logits, axis=-1) - label_logits).mean()
+
+
 def synthetic_batch(c: ml_collections.ConfigDict, key: jax.Array, global_batch: int) -> dict:
   """Uniform random tokens: throughput does not depend on their values. The torch stack
   (slm_jax.torch_ref) trains on the same tokens."""
@@ -111,9 +129,7 @@ def build(c: ml_collections.ConfigDict, devices=None) -> Program:
   def loss_fn(params, batch):
     logits = nnx.merge(graphdef, params)(batch["inputs"])
     with jax.named_scope("cross_entropy"):  # the scopes name slm_jax.profile's categories
-      # In fp32 whatever dtype the head wrote the logits in: the upcast joins the loss's fusions.
-      logits = logits.astype(jnp.float32)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+      return cross_entropy(logits, batch["targets"], c.cross_entropy)
 
   def step(state: TrainState, batch: dict):
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)

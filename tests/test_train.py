@@ -79,7 +79,7 @@ def test_dry_run_reports_expected_memory_without_training():
     ("num_kv_heads", 3, "multiple of"), ("strategy", "zero9", "strategy"),
     ("per_device_batch_size", 0, "positive"), ("model", "7b", "not a preset"),
     ("compute_dtype", "int8", "compute_dtype"), ("logits_grad_dtype", "float16", "'compute'"),
-    ("logits_dtype", "float16", "'compute'")])
+    ("logits_dtype", "float16", "'compute'"), ("cross_entropy", "fused", "cross_entropy")])
 def test_impossible_configs_are_user_errors(field, value, match):
   with pytest.raises(UserError, match=match):
     train.run(tiny(**{field: value}), dry_run=True)
@@ -117,3 +117,28 @@ def test_the_loss_of_bf16_logits_reduces_over_the_vocabulary_in_fp32():
                 and e.invars[0].aval.shape[-1] == c.vocab_size]
   assert over_vocab and all(e.invars[0].aval.dtype == jnp.float32 for e in over_vocab)
 
+
+
+def _primitives(fn, *args):
+  return {e.primitive.name for e in _eqns(jax.make_jaxpr(fn)(*args).jaxpr)}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_select_cross_entropy_is_the_gather_one_without_a_scatter(dtype):
+  logits = (3 * jax.random.normal(jax.random.key(0), (2, 5, 37))).astype(dtype)
+  targets = jax.random.randint(jax.random.key(1), (2, 5), 0, 37)
+  loss = {k: jax.value_and_grad(lambda x, k=k: train.cross_entropy(x, targets, k))
+          for k in ("gather", "select")}
+  (want, want_grad), (got, got_grad) = loss["gather"](logits), loss["select"](logits)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert got_grad.dtype == dtype
+  np.testing.assert_allclose(np.float32(got_grad), np.float32(want_grad), rtol=1e-5, atol=1e-7)
+  # The point of "select": its gradient has no scatter for XLA to stop its fusions at.
+  assert "scatter-add" in _primitives(loss["gather"], logits)
+  assert not {p for p in _primitives(loss["select"], logits) if "scatter" in p or "gather" in p}
+
+
+def test_a_select_cross_entropy_run_follows_the_gather_one():
+  c = dict(learning_rate=3e-3, lr_warmup_steps=1, steps=4, repeats=1, warmup_steps=0)
+  gather, select = (train.run(tiny(cross_entropy=k, **c))["losses"] for k in ("gather", "select"))
+  np.testing.assert_allclose(select, gather, rtol=1e-4)
