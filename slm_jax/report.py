@@ -37,6 +37,9 @@ STRATEGY_SERIES = {"ddp": "DDP", "single": "DDP", "fsdp_full": "FSDP-Full",
 GPU_SERIES = {"A100-40GB": "A100-40GB", "A100-80GB": "A100-80GB", "H100": "H100-80GB",
               "H200": "H200"}
 GPUS_PER_NODE = 8
+# A point's speed is the median of at least this many timed steps: shorter runs (the 80 GB
+# fit's 3 steps) answer "does it fit", and a short median is a noisier maximum.
+MIN_TIMED_STEPS = 10
 
 # (figure, title, x field, series field, filter); series values are the paper's labels.
 FIGURES = (
@@ -65,7 +68,8 @@ QUESTIONS = {
 
 
 def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
-  """ok records of one stack and the paper's sizes, with the paper's series labels and axes."""
+  """ok records of one stack and the paper's sizes timed over MIN_TIMED_STEPS steps or more,
+  with the paper's series labels and axes."""
   out = []
   for r in records:
     if (r.get("stack") or "jax") != stack:
@@ -73,6 +77,9 @@ def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
     if r.get("status") != "ok" or r.get("model") not in MODELS:
       continue
     if r.get("mode", "benchmark") != "benchmark":  # training runs have their own figure
+      continue
+    config = r.get("config") or {}
+    if config.get("steps", MIN_TIMED_STEPS) * config.get("repeats", 1) < MIN_TIMED_STEPS:
       continue
     # Paper units from the current ratio table, so records written before a GPU had a ratio
     # (H200) still land on the paper's axes.
@@ -388,6 +395,8 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
         f"{', '.join(paths)}.\n",
         "Token/Dollar (paper units) = tokens/s per GPU / the paper's GPU-hour price ratio; "
         f"tokens per USD use {pricing.PRICE_TABLE_SOURCE} (dated {pricing.PRICE_TABLE_DATE}).\n",
+        f"Speeds are medians of at least {MIN_TIMED_STEPS} timed steps (shorter runs, such as "
+        "memory-fit checks, are left out of the tables and figures).\n",
         "## Best configuration per size and GPU (slm_jax)\n", best_table(ours), "",
         "## Token/Dollar (paper units): the paper, PyTorch today, slm_jax\n",
         stacks_table(ours, torch, paper), ""]

@@ -40,6 +40,14 @@ def test_best_takes_the_max_over_everything_off_the_axes():
   assert len(by_att) == 3
 
 
+def test_a_run_of_few_timed_steps_is_not_a_point():
+  short = dict(record(batch=64, tps_per_device=900), config={"steps": 3, "repeats": 1})
+  timed = dict(record(batch=32, tps_per_device=500), config={"steps": 5, "repeats": 2})
+  points = report.prepare([short, timed])
+  assert [r["per_device_batch"] for r in points] == [32]
+  assert report.best(points, ("model",))[("100m",)]["tokens_per_s_per_device"] == 500
+
+
 def test_series_and_axes_follow_the_paper():
   [r] = report.prepare([record(strategy="fsdp_grad_op", devices=16,
                                kind="NVIDIA H100 80GB HBM3")])
