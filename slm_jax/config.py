@@ -57,8 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.logits_grad_dtype = "compute"
   # The dtype the LM head writes the logits in: float32, or "compute" (bf16 logits, as PyTorch
   # autocast gives; the loss still upcasts them inside its own fusions, so the [tokens, vocab]
-  # array sits in HBM at half the bytes). With both fold_norm_scale: 1.003-1.03x tokens/s and
-  # -2 to -4 GiB on an H200 (benchmarks/PERF_NOTES.md sections 8-9). With "compute" the
+  # array sits in HBM at half the bytes). Together with fold_norm_scale: 1.003-1.03x tokens/s
+  # and 2-4 GiB less on an H200 (benchmarks/PERF_NOTES.md sections 8-9). With "compute" the
   # logits' gradient is in the compute dtype too.
   c.logits_dtype = "compute"
   # q/k/v and gate/up as one matmul each, against their kernels side by side: the same

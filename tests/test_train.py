@@ -118,7 +118,6 @@ def test_the_loss_of_bf16_logits_reduces_over_the_vocabulary_in_fp32():
   assert over_vocab and all(e.invars[0].aval.dtype == jnp.float32 for e in over_vocab)
 
 
-
 def _primitives(fn, *args):
   return {e.primitive.name for e in _eqns(jax.make_jaxpr(fn)(*args).jaxpr)}
 
