@@ -52,8 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.param_dtype = "float32"
   # The dtype the logits' gradient enters the LM head's backward matmuls in: "compute" (the
   # compute dtype: bf16 GEMMs, as PyTorch autocast's bf16 logits give; slm_jax.model._head_dot)
-  # or float32. The logits and the loss stay fp32 either way. "compute" measured 1.03-1.13x
-  # tokens/s on an H200 (benchmarks/PERF_NOTES.md).
+  # or float32 (which needs float32 logits, below). With fp32 logits "compute" measured
+  # 1.03-1.13x tokens/s on an H200 (benchmarks/PERF_NOTES.md section 2).
   c.logits_grad_dtype = "compute"
   # The dtype the LM head writes the logits in: float32, or "compute" (bf16 logits, as PyTorch
   # autocast gives; the loss still upcasts them inside its own fusions, so the [tokens, vocab]
