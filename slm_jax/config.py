@@ -70,11 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
   # column reductions over every token (slm_jax.model._scaled; benchmarks/PERF_NOTES.md
   # section 8: 1.007-1.013x tokens/s alone on an H200).
   c.fold_norm_scale = True
-  # How the loss picks each token's label logit: "gather" (optax's integer-label loss), or
-  # "select" (a one-hot select summed over the vocabulary: the same value, and a gradient XLA
-  # can write in one elementwise pass; slm_jax.train.cross_entropy; benchmarks/PERF_NOTES.md
-  # section 10: not yet measured on a GPU, so gather).
-  c.cross_entropy = "gather"
+  # How the loss picks each token's label logit: "select" (a one-hot select summed over the
+  # vocabulary: a gradient XLA writes in one elementwise pass, and no fp32 [tokens, vocab]
+  # gradient in HBM) or "gather" (optax's integer-label loss). The same value; select measured
+  # 1.002-1.029x tokens/s and 2-4 GiB less on an H200 (slm_jax.train.cross_entropy;
+  # benchmarks/PERF_NOTES.md section 10).
+  c.cross_entropy = "select"
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"

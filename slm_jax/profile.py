@@ -62,13 +62,34 @@ def _computations(hlo_text: str) -> dict[str, list[dict]]:
   return comps
 
 
-def _dot_flops(instr: dict, shapes: dict[str, list[int]]) -> float:
+def _operands(instr: dict) -> list[str]:
+  return [o.strip().split()[-1].lstrip("%") for o in instr["operands"].split(",") if o.strip()]
+
+
+def _operand_type(name: str, types: dict[str, str]) -> str:
+  """An operand's type; `x#1` (newer XLA's spelling of a tuple's element) is x's second."""
+  base, _, index = name.partition("#")
+  text = types.get(base, "")
+  if not index:
+    return text
+  elements = re.findall(r"[a-z]+\d*\[[\d,]*\](?:\{[^}]*\})?", text)
+  return elements[int(index)] if int(index) < len(elements) else ""
+
+
+def _dot_flops(instr: dict, types: dict[str, str]) -> float:
+  """2 x output elements x contracted size, for a `dot` (contracting dims in its attributes)
+  or a library GEMM (cuBLAS custom calls: in their backend config's dot_dimension_numbers)."""
   out = _shapes(instr["type"])
-  lhs = instr["operands"].split(",")[0].strip().split()[-1].lstrip("%")
+  operands = _operands(instr)
   contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", instr["attrs"])
-  if not out or lhs not in shapes or not contracting:
+  dims = contracting[1] if contracting else None
+  if dims is None and (gemm := re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]',
+                                          instr["attrs"])):
+    dims = gemm[1].replace('"', "")
+  lhs = _shapes(_operand_type(operands[0], types)) if operands else []
+  if not out or not lhs or dims is None:
     return 0.0
-  k = math.prod(shapes[lhs][int(i)] for i in contracting[1].split(",") if i)
+  k = math.prod(lhs[0][1][int(i)] for i in dims.split(",") if i.strip())
   return 2.0 * math.prod(out[0][1]) * k
 
 
@@ -76,8 +97,6 @@ def hlo_ops(hlo_text: str) -> dict[str, Op]:
   """{instruction name: Op} for the instructions that run (fusion bodies folded into their
   fusion), with categories, FLOPs (matmuls) and the bytes their operands and results span."""
   comps = _computations(hlo_text)
-  shapes = {i["name"]: (_shapes(i["type"]) or [("", [])])[0][1]
-            for instrs in comps.values() for i in instrs}
   types = {i["name"]: i["type"] for instrs in comps.values() for i in instrs}
   fused = {c for instrs in comps.values() for i in instrs if i["op"] == "fusion"
            for c in re.findall(r"calls=%([\w.\-]+)", i["attrs"])}
@@ -91,14 +110,17 @@ def hlo_ops(hlo_text: str) -> dict[str, Op]:
       body = []
       for c in re.findall(r"calls=%([\w.\-]+)", i["attrs"]):
         body += comps.get(c, [])
-      dots = [b for b in [i] + body if b["op"] in ("dot", "convolution")]
-      flops = sum(_dot_flops(d, shapes) for d in dots)
       target = re.search(r'custom_call_target="([^"]+)"', i["attrs"])
       target = target[1] if target else ""
+      dots = [b for b in [i] + body if b["op"] in ("dot", "convolution")
+              or (b is i and target.startswith("__cublas"))]
+      flops = sum(_dot_flops(d, types) for d in dots)
       op_name = re.search(r'op_name="([^"]*)"', i["attrs"])
       op_name = op_name[1] if op_name else ""
-      operands = [o.strip().split()[-1].lstrip("%") for o in i["operands"].split(",") if o.strip()]
-      nbytes = _bytes(i["type"]) + sum(_bytes(types.get(o, "")) for o in operands)
+      # A cuBLAS call's result is (output, workspace); the workspace is scratch, not traffic.
+      result = _shapes(i["type"])[:1] if target.startswith("__cublas") else _shapes(i["type"])
+      nbytes = (sum(_DTYPE_BYTES[d] * math.prod(dims) for d, dims in result)
+                + sum(_bytes(_operand_type(o, types)) for o in _operands(i)))
       ops[i["name"]] = Op(_category(i["op"], target, op_name, bool(dots)), flops, nbytes,
                           op_name)
   return ops
@@ -172,6 +194,12 @@ def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, fl
     raw = e.get("name", "")
     name = (e.get("args") or {}).get("hlo_op") or raw
     name = name if name in ops else sanitized.get(raw)
+    if name is not None and raw.startswith("Memset"):
+      # A GEMM's workspace memset carries the GEMM's hlo_op; as an op of its own it keeps
+      # the GEMM's launch count (and so its FLOP rate) right, and its time in its category.
+      memset = f"memset:{name}"
+      ops.setdefault(memset, Op(ops[name].category, op_name=ops[name].op_name))
+      name = memset
     if name is None:
       if not gpu_pids:
         continue
@@ -247,7 +275,11 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
     group = by_category.setdefault(ops[name].category, [])
     if len(group) < top_per_category:
       group.append(describe(name))
-  return {"step_ms": step_ms, "steps": steps, "ms": ms,
+  # The matmuls' achieved rate over their share of the step; unknown (None) where the trace
+  # names no GEMM's instruction (inside CUDA graphs, every kernel is the graph's).
+  matmul_flops = sum(ops[n].flops * runs[n] / steps for n in runs if ops[n].category == "matmul")
+  matmul_tflops = matmul_flops / (ms["matmul"] / 1e3) / 1e12 if matmul_flops else None
+  return {"step_ms": step_ms, "steps": steps, "ms": ms, "matmul_tflops": matmul_tflops,
           # Time some collective runs, and the part of it hidden behind compute.
           "collectives_busy_ms": comm_busy / 1e3 / steps,
           "collectives_overlapped_ms": comm_overlapped / 1e3 / steps,

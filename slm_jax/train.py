@@ -37,7 +37,7 @@ def make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
       decay_steps=max(c.lr_warmup_steps + 1, 100_000), end_value=0.1 * c.learning_rate)
 
 
-def cross_entropy(logits: jax.Array, targets: jax.Array, label_logit: str = "gather") -> jax.Array:
+def cross_entropy(logits: jax.Array, targets: jax.Array, label_logit: str = "select") -> jax.Array:
   """Mean softmax cross-entropy of [..., vocab] logits against integer targets, in fp32.
 
   The upcast is here whatever dtype the head wrote the logits in, so XLA folds it into the

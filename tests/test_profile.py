@@ -147,3 +147,42 @@ def test_op_rates_count_every_launch_of_a_shared_kernel(tmp_path):
   assert top["loop_fusion.1"]["tflops"] == pytest.approx(3 * 2e9 / 300e-6 / 1e12)  # 20
   assert top["fusion.2"]["launches_per_step"] == 1 and top["fusion.2"]["tflops"] is None
   assert top["fusion.2"]["gbytes_per_s"] == pytest.approx(4e6 / 50e-6 / 1e9)
+
+
+def test_cublas_gemms_count_their_flops_and_not_their_workspace_memsets(tmp_path):
+  # As a GPU compile writes them (jax 0.11, command buffers off): a cuBLASLt custom call
+  # returning (output, workspace), its dimension numbers in the backend config, one operand an
+  # element of a tuple (`x#1`); in the trace the GEMM's workspace memset carries its hlo_op.
+  import gzip, json
+  hlo = """HloModule m
+
+ENTRY %main (a: bf16[64,32], w: f32[32,48]) -> bf16[64,48] {
+  %a = bf16[64,32]{1,0} parameter(0)
+  %w = f32[32,48]{1,0} parameter(1)
+  %convert_fusion.1 = (bf16[32,48]{1,0}, bf16[32,48]{1,0}) fusion(%w), kind=kLoop, calls=%c
+  %custom-call.2 = (bf16[64,48]{1,0}, s8[4194304]{0}) custom-call(%a, %convert_fusion.1#1), custom_call_target="__cublas$lt$matmul", metadata={op_name="jit(step)/jvp()/dot_general"}, backend_config={"gemm_backend_config":{"beta":0,"dot_dimension_numbers":{"lhs_batch_dimensions":[],"lhs_contracting_dimensions":["1"],"rhs_batch_dimensions":[],"rhs_contracting_dimensions":["0"]},"epilogue":"DEFAULT"}}
+  ROOT %gte = bf16[64,48]{1,0} get-tuple-element(%custom-call.2), index=0
+}
+"""
+  ops = profile.hlo_ops(hlo)
+  gemm = ops["custom-call.2"]
+  assert gemm.category == "matmul"
+  assert gemm.flops == 2 * 64 * 48 * 32
+  assert gemm.bytes == 2 * (64 * 48 + 64 * 32 + 32 * 48)  # no workspace; the tuple's element
+  events = [{"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}}]
+  for step in range(2):
+    t0 = step * 1000
+    events += [
+        {"ph": "X", "pid": 7, "tid": 1, "name": "Memset 3", "ts": t0, "dur": 1,
+         "args": {"hlo_op": "custom-call.2"}},
+        {"ph": "X", "pid": 7, "tid": 1, "name": "nvjet_sm90_tst_128x128_h_bz_NNT", "ts": t0 + 2,
+         "dur": 100, "args": {"hlo_op": "custom-call.2"}}]
+  path = tmp_path / "t.trace.json.gz"
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  b = profile.breakdown(path, ops, steps=2)
+  top = {t["op"]: t for t in b["top_ops"]}
+  assert top["custom-call.2"]["launches_per_step"] == 1
+  assert top["custom-call.2"]["tflops"] == pytest.approx(2 * 64 * 48 * 32 / 100e-6 / 1e12)
+  assert b["ms"]["matmul"] == pytest.approx(0.101)  # the memset's time stays with the GEMM's
+  assert b["matmul_tflops"] == pytest.approx(2 * 64 * 48 * 32 / 101e-6 / 1e12)
