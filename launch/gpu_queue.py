@@ -7,8 +7,9 @@ starting `@N ` asks for N GPUs (default 1). Jobs start in file order whenever en
 free (a job that needs more waits, and later ones wait behind it, so order longest-first), with
 CUDA_VISIBLE_DEVICES naming their GPUs. Each job's output goes to DIR/job-NN.log. At the
 deadline, running jobs are stopped (their process groups get SIGTERM, then SIGKILL) and jobs
-not started are listed; slm_jax's sweeps and compare commands keep what finished, so the same
-file run again later picks up where it stopped.
+not started are listed. What finished is kept: a sweep run again skips its recorded points, so
+the same file run again picks up where it stopped; a compare runs whole again, because its
+table compares only records of one command.
 
 Why: a lease on a machine of several GPUs is paid by the minute for all of them; single-GPU
 measurements on different GPUs do not share a chip, memory or link, so running them side by

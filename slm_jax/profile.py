@@ -172,8 +172,8 @@ def _kernel_category(kernel: str) -> str:
   return "norm/elementwise"
 
 
-def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, float, str]]:
-  """(start us, end us, op name) of the step's ops in a trace. Where the trace has GPU
+def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, float, str, str]]:
+  """(start us, end us, op name, kernel name) of the step's ops in a trace. Where the trace has GPU
   timelines, only their events count (the host's launch events would count twice): each is
   matched to its HLO instruction by the `hlo_op` the profiler attaches, else by the kernel name
   XLA derives from the instruction's ('.' and '-' become '_'), else it becomes an op of its own,
@@ -194,18 +194,12 @@ def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, fl
     raw = e.get("name", "")
     name = (e.get("args") or {}).get("hlo_op") or raw
     name = name if name in ops else sanitized.get(raw)
-    if name is not None and raw.startswith("Memset"):
-      # A GEMM's workspace memset carries the GEMM's hlo_op; as an op of its own it keeps
-      # the GEMM's launch count (and so its FLOP rate) right, and its time in its category.
-      memset = f"memset:{name}"
-      ops.setdefault(memset, Op(ops[name].category, op_name=ops[name].op_name))
-      name = memset
     if name is None:
       if not gpu_pids:
         continue
       name = f"kernel:{raw[:200]}"
       ops.setdefault(name, Op(_kernel_category(raw), op_name=raw[:200]))
-    spans.append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), name))
+    spans.append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), name, raw))
   return spans
 
 
@@ -223,9 +217,9 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   if not spans:
     raise ValueError(f"no op of the compiled step found in {trace_path}")
   # Sweep over start/end points; each elementary interval is shared by the ops running in it.
-  points = sorted({t for s, e, _ in spans for t in (s, e)})
+  points = sorted({t for s, e, _, _ in spans for t in (s, e)})
   starts = sorted(spans)
-  active: list[tuple[float, float, str]] = []
+  active: list[tuple[float, float, str, str]] = []
   per_cat = {c: 0.0 for c in CATEGORIES}
   per_op: dict[str, float] = {}
   comm_busy = comm_overlapped = 0.0
@@ -239,20 +233,26 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
     if not active:
       per_cat["idle/host"] += width
       continue
-    for _, _, name in active:
+    for _, _, name, _ in active:
       per_cat[ops[name].category] += width / len(active)
       per_op[name] = per_op.get(name, 0.0) + width / len(active)
-    kinds = {ops[name].category == "collectives" for _, _, name in active}
+    kinds = {ops[name].category == "collectives" for _, _, name, _ in active}
     if True in kinds:  # a collective runs: is compute running beside it?
       comm_busy += width
       comm_overlapped += width if False in kinds else 0.0
   window_us = points[-1] - points[0]
   step_ms = window_us / 1e3 / steps
   ms = {c: v / 1e3 / steps for c, v in per_cat.items()}
-  busy, runs = {}, {}  # each op's own (inclusive) time and launches, for its achieved rates
-  for s, e, name in spans:
+  # Each op's own (inclusive) time and runs, for its achieved rates. One run of an op can be
+  # several kernels (a cuBLAS GEMM's workspace memset, its split-K reduction), so an op ran as
+  # often as its most launched kernel.
+  busy, kernel_runs = {}, {}
+  for s, e, name, kernel in spans:
     busy[name] = busy.get(name, 0.0) + (e - s)
-    runs[name] = runs.get(name, 0) + 1
+    kernel_runs[name, kernel] = kernel_runs.get((name, kernel), 0) + 1
+  runs = {}
+  for (name, _), n in kernel_runs.items():
+    runs[name] = max(runs.get(name, 0), n)
 
   def describe(name: str) -> dict:
     op, seconds = ops[name], busy[name] / 1e6 / steps

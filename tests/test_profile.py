@@ -74,12 +74,12 @@ def test_gpu_trace_events_are_matched_by_hlo_op_kernel_name_or_kernel_kind():
       ev(7, "ncclDevKernel_AllReduce_Sum_f32", 80),
       ev(8, "fusion.3", 0)]                      # the same step on the second GPU
   spans = profile.device_spans(events, ops)
-  names = [name for _, _, name in spans]
+  names = [name for _, _, name, _ in spans]
   assert names[:3] == ["fusion.3", "loop_add_fusion.1", "custom-call.2"]
   assert len(spans) == 5
   assert [ops[n].category for n in names[3:]] == ["matmul", "collectives"]
   # Without GPU timelines (a CPU trace) only events named after instructions count.
-  assert [n for _, _, n in profile.device_spans(events[3:4] + events[8:9], ops)] == ["fusion.3"]
+  assert [n for _, _, n, _ in profile.device_spans(events[3:4] + events[8:9], ops)] == ["fusion.3"]
 
 
 def test_collective_time_and_its_overlap_with_compute(tmp_path):
@@ -149,10 +149,11 @@ def test_op_rates_count_every_launch_of_a_shared_kernel(tmp_path):
   assert top["fusion.2"]["gbytes_per_s"] == pytest.approx(4e6 / 50e-6 / 1e9)
 
 
-def test_cublas_gemms_count_their_flops_and_not_their_workspace_memsets(tmp_path):
+def test_cublas_gemms_count_their_flops_once_per_run_of_several_kernels(tmp_path):
   # As a GPU compile writes them (jax 0.11, command buffers off): a cuBLASLt custom call
   # returning (output, workspace), its dimension numbers in the backend config, one operand an
-  # element of a tuple (`x#1`); in the trace the GEMM's workspace memset carries its hlo_op.
+  # element of a tuple (`x#1`). In the trace one run of it is three kernels carrying its
+  # hlo_op: the workspace's memset, a split-K GEMM and the split-K reduction.
   import gzip, json
   hlo = """HloModule m
 
@@ -175,14 +176,38 @@ ENTRY %main (a: bf16[64,32], w: f32[32,48]) -> bf16[64,48] {
     events += [
         {"ph": "X", "pid": 7, "tid": 1, "name": "Memset 3", "ts": t0, "dur": 1,
          "args": {"hlo_op": "custom-call.2"}},
-        {"ph": "X", "pid": 7, "tid": 1, "name": "nvjet_sm90_tst_128x128_h_bz_NNT", "ts": t0 + 2,
-         "dur": 100, "args": {"hlo_op": "custom-call.2"}}]
+        {"ph": "X", "pid": 7, "tid": 1, "name": "nvjet_sm90_tst_128x128_splitK_NNT",
+         "ts": t0 + 2, "dur": 90, "args": {"hlo_op": "custom-call.2"}},
+        {"ph": "X", "pid": 7, "tid": 1, "name": "void cublasLt::splitKreduce_kernel<32, 16>",
+         "ts": t0 + 92, "dur": 10, "args": {"hlo_op": "custom-call.2"}}]
   path = tmp_path / "t.trace.json.gz"
   with gzip.open(path, "wt") as f:
     json.dump({"traceEvents": events}, f)
   b = profile.breakdown(path, ops, steps=2)
   top = {t["op"]: t for t in b["top_ops"]}
   assert top["custom-call.2"]["launches_per_step"] == 1
-  assert top["custom-call.2"]["tflops"] == pytest.approx(2 * 64 * 48 * 32 / 100e-6 / 1e12)
-  assert b["ms"]["matmul"] == pytest.approx(0.101)  # the memset's time stays with the GEMM's
+  assert top["custom-call.2"]["tflops"] == pytest.approx(2 * 64 * 48 * 32 / 101e-6 / 1e12)
+  assert b["ms"]["matmul"] == pytest.approx(0.101)
   assert b["matmul_tflops"] == pytest.approx(2 * 64 * 48 * 32 / 101e-6 / 1e12)
+
+
+def test_a_real_h200_step_without_graphs_accounts_for_every_gemm():
+  # The 1B model at batch 64 on an H200 (benchmarks/h200_perf.jsonl tag
+  # profile-1b-no-command-buffers): its optimized HLO and a 3-step trace taken with XLA's
+  # command buffers off, so each kernel carries its instruction. The GEMMs the parser finds
+  # are the model's matmuls: 6 x matmul parameters x tokens, no more, no less.
+  import gzip
+  from pathlib import Path
+  from slm_jax import model
+  data = Path(__file__).parent / "data"
+  with gzip.open(data / "h200_1b_step.hlo.txt.gz", "rt") as f:
+    ops = profile.hlo_ops(f.read())
+  gemms = [o for o in ops.values() if o.flops]
+  assert all(o.category == "matmul" for o in gemms)
+  tokens = 64 * 1024
+  assert sum(o.flops for o in gemms) == 6 * model.matmul_params(model.PRESETS["1b"]) * tokens
+  b = profile.breakdown(data / "h200_1b_step_no_graphs.trace.json.gz", ops, steps=3)
+  assert b["step_ms"] == pytest.approx(697.0, rel=0.01)  # as the record's breakdown
+  assert b["matmul_tflops"] == pytest.approx(676, rel=0.01)
+  heaviest = b["top_ops_by_category"]["matmul"][0]
+  assert heaviest["launches_per_step"] == 1 and 600 < heaviest["tflops"] < 800
