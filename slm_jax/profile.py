@@ -173,8 +173,8 @@ def _kernel_category(kernel: str) -> str:
 
 
 def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, float, str, str]]:
-  """(start us, end us, op name, kernel name) of the step's ops in a trace. Where the trace has GPU
-  timelines, only their events count (the host's launch events would count twice): each is
+  """(start us, end us, op name, kernel name) of the step's ops in a trace. Where the trace has
+  GPU timelines, only their events count (the host's launch events would count twice): each is
   matched to its HLO instruction by the `hlo_op` the profiler attaches, else by the kernel name
   XLA derives from the instruction's ('.' and '-' become '_'), else it becomes an op of its own,
   classed by its kernel name. Without GPU timelines (CPU), events named after HLO instructions
@@ -275,10 +275,13 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
     group = by_category.setdefault(ops[name].category, [])
     if len(group) < top_per_category:
       group.append(describe(name))
-  # The matmuls' achieved rate over their share of the step; unknown (None) where the trace
-  # names no GEMM's instruction (inside CUDA graphs, every kernel is the graph's).
-  matmul_flops = sum(ops[n].flops * runs[n] / steps for n in runs if ops[n].category == "matmul")
-  matmul_tflops = matmul_flops / (ms["matmul"] / 1e3) / 1e12 if matmul_flops else None
+  # The matmuls' achieved rate over their share of the step; unknown (None) unless the trace
+  # ties every GEMM to its instruction (inside CUDA graphs, a kernel is known only by its graph).
+  matmuls = [n for n in runs if ops[n].category == "matmul"]
+  matmul_tflops = None
+  if matmuls and all(ops[n].flops for n in matmuls):
+    matmul_flops = sum(ops[n].flops * runs[n] / steps for n in matmuls)
+    matmul_tflops = matmul_flops / (ms["matmul"] / 1e3) / 1e12
   return {"step_ms": step_ms, "steps": steps, "ms": ms, "matmul_tflops": matmul_tflops,
           # Time some collective runs, and the part of it hidden behind compute.
           "collectives_busy_ms": comm_busy / 1e3 / steps,
