@@ -3,7 +3,8 @@ r"""Runs independent jobs on the GPUs of one host, each on its own GPUs, as GPUs
   python launch/gpu_queue.py JOBS_FILE --logdir DIR [--gpus 4] [--deadline_s 540]
 
 JOBS_FILE holds one shell command per line (blank lines and `#` comments skipped); a line
-starting `@N ` asks for N GPUs (default 1). Jobs start in file order whenever enough GPUs are
+starting `@N ` asks for N GPUs (default 1), `@all ` for every GPU the queue has (so one file
+serves hosts of 2, 4 or 8). Jobs start in file order whenever enough GPUs are
 free (a job that needs more waits, and later ones wait behind it, so order longest-first), with
 CUDA_VISIBLE_DEVICES naming their GPUs. Each job's output goes to DIR/job-NN.log. At the
 deadline, running jobs are stopped (their process groups get SIGTERM, then SIGKILL) and jobs
@@ -27,6 +28,9 @@ import time
 from pathlib import Path
 
 
+ALL = 0  # a job's GPU count meaning "every GPU the queue has"
+
+
 def parse_jobs(text: str) -> list[tuple[int, str]]:
   jobs = []
   for line in text.splitlines():
@@ -36,7 +40,7 @@ def parse_jobs(text: str) -> list[tuple[int, str]]:
     gpus = 1
     if line.startswith("@"):
       count, line = line[1:].split(None, 1)
-      gpus = int(count)
+      gpus = ALL if count == "all" else int(count)
     jobs.append((gpus, line))
   return jobs
 
@@ -65,6 +69,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float) -> int:
   logdir.mkdir(parents=True, exist_ok=True)
+  jobs = [(n if n != ALL else gpus, cmd) for n, cmd in jobs]
   too_big = [cmd for n, cmd in jobs if n > gpus]
   if too_big:
     print(f"error: {len(too_big)} job(s) ask for more than the {gpus} GPUs here: {too_big[0]}",

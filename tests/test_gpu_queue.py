@@ -29,6 +29,12 @@ def test_deadline_stops_running_jobs_and_names_the_rest(tmp_path, capsys):
   assert "stopping job 00" in out and "not started job 01" in out
 
 
+def test_an_all_job_takes_every_gpu_of_the_queue(tmp_path):
+  jobs = gpu_queue.parse_jobs(f"@all echo $CUDA_VISIBLE_DEVICES > {tmp_path}/all\n")
+  assert gpu_queue.run(jobs, gpus=3, logdir=tmp_path / "logs", deadline_s=60) == 0
+  assert (tmp_path / "all").read_text().strip() == "0,1,2"
+
+
 def test_a_job_larger_than_the_host_is_refused(tmp_path, capsys):
   assert gpu_queue.run(gpu_queue.parse_jobs("@4 true\n"), gpus=2, logdir=tmp_path,
                        deadline_s=10) == 2
