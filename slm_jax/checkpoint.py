@@ -10,6 +10,7 @@ previous checkpoint; `restore_latest` also steps back past any checkpoint it can
 from __future__ import annotations
 
 import collections
+import json
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ class Checkpointer:
     """Starts saving `state` and `meta` as `step`; returns once the state is off the device."""
     if step in self._manager.all_steps():
       return  # already saved (e.g. the last periodic save was also the final step)
+    # The JSON is written in the background too, and the caller goes on appending to the lists
+    # in `meta` (the loss curve): the checkpoint takes them as they are now.
+    meta = json.loads(json.dumps(meta))
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 

@@ -80,6 +80,23 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(text, straight, tmp
     np.testing.assert_array_equal(x, y)
 
 
+def test_a_checkpoint_keeps_its_meta_as_it_was_when_saved(tmp_path):
+  # The loop goes on appending to its loss curve while a save writes in the background; the
+  # checkpoint must hold the curve as of its own step (CI once restored step 3 with step 4's
+  # row: a resumed run would then count that step twice).
+  state = {"w": jax.numpy.arange(4.0)}
+  ckpt = Checkpointer(tmp_path, 2)
+  try:
+    curve = [[1, 0.1, None, 6.0]]
+    ckpt.save(1, state, {"curve": curve})
+    curve.append([2, 0.2, None, 5.9])
+    ckpt.wait()
+    step, _, meta = ckpt.restore_latest(jax.eval_shape(lambda: state))
+  finally:
+    ckpt.close()
+  assert step == 1 and meta["curve"] == [[1, 0.1, None, 6.0]]
+
+
 def test_a_corrupt_checkpoint_falls_back_to_the_last_good_one(text, straight, tmp_path, capsys):
   shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
   for f in (tmp_path / "checkpoints/6/state").rglob("*"):
