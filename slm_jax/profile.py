@@ -112,15 +112,14 @@ def hlo_ops(hlo_text: str) -> dict[str, Op]:
         body += comps.get(c, [])
       target = re.search(r'custom_call_target="([^"]+)"', i["attrs"])
       target = target[1] if target else ""
-      dots = [b for b in [i] + body if b["op"] in ("dot", "convolution")
-              or (b is i and target.startswith("__cublas"))]
+      gemm = target.startswith("__cublas")
+      dots = [b for b in [i] + body if b["op"] in ("dot", "convolution")] + [i] * gemm
       flops = sum(_dot_flops(d, types) for d in dots)
       op_name = re.search(r'op_name="([^"]*)"', i["attrs"])
       op_name = op_name[1] if op_name else ""
       # A cuBLAS call's result is (output, workspace); the workspace is scratch, not traffic.
-      result = _shapes(i["type"])[:1] if target.startswith("__cublas") else _shapes(i["type"])
-      nbytes = (sum(_DTYPE_BYTES[d] * math.prod(dims) for d, dims in result)
-                + sum(_bytes(_operand_type(o, types)) for o in _operands(i)))
+      result = _operand_type(f"{i['name']}#0" if gemm else i["name"], types)
+      nbytes = _bytes(result) + sum(_bytes(_operand_type(o, types)) for o in _operands(i))
       ops[i["name"]] = Op(_category(i["op"], target, op_name, bool(dots)), flops, nbytes,
                           op_name)
   return ops
