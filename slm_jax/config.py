@@ -6,6 +6,8 @@ recorded in results); add fields, do not rename them.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from slm_jax import model as model_lib
@@ -48,6 +50,11 @@ def base_config() -> ml_collections.ConfigDict:
   # FFN matmuls run at ffn_dim rounded up to this multiple with zero padding: the same model,
   # parameters and outputs, aligned GEMMs (slm_jax.model.MLP). 1 = off.
   c.ffn_pad_multiple = 64
+  # Aligned-width variants, which change the model: > 1 adds heads until the attention width
+  # (heads x head_dim, and the KV heads' width) is a multiple of this, and FFN columns until
+  # ffn_dim is (the paper's 13- and 39-head models and its FFN widths are not multiples of
+  # 128). Records name such a model "<preset>-w<multiple>", apart from the paper's. 1 = off.
+  c.width_multiple = 1
   c.compute_dtype = "bfloat16"
   c.param_dtype = "float32"
   # The dtype the logits' gradient enters the LM head's backward matmuls in: "compute" (the
@@ -180,11 +187,18 @@ def train_config(c: ml_collections.ConfigDict, train_steps: int,
   return c
 
 
-def model_config(c: ml_collections.ConfigDict) -> model_lib.ModelConfig:
-  kv = None if c.num_kv_heads == c.num_heads else c.num_kv_heads
-  return model_lib.ModelConfig(num_layers=c.num_layers, num_heads=c.num_heads,
-                               num_kv_heads=kv, head_dim=c.head_dim,
-                               ffn_dim=c.ffn_dim, vocab_size=c.vocab_size)
+def model_config(c: ml_collections.ConfigDict, widen: bool = True) -> model_lib.ModelConfig:
+  """The model the fields describe, widened to `width_multiple` (unless `widen` is false)."""
+  heads, kv_heads, ffn = c.num_heads, c.num_kv_heads, c.ffn_dim
+  m = c.width_multiple if widen else 1
+  if m > 1:
+    group = heads // kv_heads  # query heads per KV head, kept
+    kv_heads += -kv_heads % (m // math.gcd(m, c.head_dim))
+    heads = kv_heads * group
+    ffn += -ffn % m
+  return model_lib.ModelConfig(num_layers=c.num_layers, num_heads=heads,
+                               num_kv_heads=None if kv_heads == heads else kv_heads,
+                               head_dim=c.head_dim, ffn_dim=ffn, vocab_size=c.vocab_size)
 
 
 def _dtype_name(c: ml_collections.ConfigDict, value: str) -> str:
@@ -225,9 +239,15 @@ def _option_value(text: str):
 
 
 def model_name(c: ml_collections.ConfigDict) -> str:
-  """The preset's name if the dimensions are the preset's, else "custom"."""
+  """The preset's name if the dimensions are the preset's; "<preset>-w<multiple>" if they are
+  the preset's widened by `width_multiple`; else "custom"."""
   preset = model_lib.PRESETS.get(c.model)
-  return c.model if preset == model_config(c) else "custom"
+  model = model_config(c)
+  if preset == model:
+    return c.model
+  if c.width_multiple > 1 and preset == model_config(c, widen=False):
+    return f"{c.model}-w{c.width_multiple}"
+  return "custom"
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -248,7 +268,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise UserError(f"--config.logits_grad_dtype=float32 needs --config.logits_dtype=float32: "
                     f"{logits_dtype(c)} logits have a {logits_dtype(c)} gradient")
   positive = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim", "vocab_size",
-              "per_device_batch_size", "seq_len", "steps", "repeats", "ffn_pad_multiple")
+              "per_device_batch_size", "seq_len", "steps", "repeats", "ffn_pad_multiple",
+              "width_multiple")
   for field in positive:
     if c[field] <= 0:
       raise UserError(f"--config.{field} must be positive, got {c[field]}")

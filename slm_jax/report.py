@@ -67,14 +67,23 @@ QUESTIONS = {
 }
 
 
-def prepare(records: list[dict], stack: str = "jax") -> list[dict]:
-  """ok records of one stack and the paper's sizes timed over MIN_TIMED_STEPS steps or more,
-  with the paper's series labels and axes."""
+def variant_of(model: str) -> str | None:
+  """The paper size an aligned-width variant ("2b-w128", --config.width_multiple) widens."""
+  size, sep, multiple = model.partition("-w")
+  return size if sep and size in MODELS and multiple.isdigit() else None
+
+
+def prepare(records: list[dict], stack: str = "jax", variants: bool = False) -> list[dict]:
+  """ok records of one stack and the paper's sizes (or, with `variants`, their aligned-width
+  variants, which change the model) timed over MIN_TIMED_STEPS steps or more, with the
+  paper's series labels and axes."""
   out = []
   for r in records:
     if (r.get("stack") or "jax") != stack:
       continue
-    if r.get("status") != "ok" or r.get("model") not in MODELS:
+    model = r.get("model") or ""
+    wanted = variant_of(model) is not None if variants else model in MODELS
+    if r.get("status") != "ok" or not wanted:
       continue
     if r.get("mode", "benchmark") != "benchmark":  # training runs have their own figure
       continue
@@ -298,6 +307,22 @@ def best_table(ours: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def variants_table(variants: list[dict], ours: list[dict]) -> str:
+  """Each aligned-width variant's best per GPU type, beside its paper model's best there."""
+  lines = ["| variant | GPU | params | batch/GPU | tokens/s/GPU | MFU | paper model's best: "
+           "params, tokens/s/GPU, MFU |", "|---|---|---|---|---|---|---|"]
+  paper_best = best(ours, ("model", "gpu_series"))
+  for (model, gpu), r in sorted(best(variants, ("model", "gpu_series")).items(),
+                                key=lambda kv: (MODELS.index(variant_of(kv[0][0])), kv[0])):
+    p = paper_best.get((variant_of(model), gpu))
+    paper = (f"{_fmt(p['params'])}, {_fmt(p['tokens_per_s_per_device'])}, "
+             f"{_fmt(p['mfu'] and p['mfu'] * 100, '.1f')}%" if p else "-")
+    lines.append(f"| {model} | {gpu} | {_fmt(r['params'])} | {r['per_device_batch']} | "
+                 f"{_fmt(r['tokens_per_s_per_device'])} | "
+                 f"{_fmt(r['mfu'] and r['mfu'] * 100, '.1f')}% | {paper} |")
+  return "\n".join(lines)
+
+
 def _torch_label(record: dict) -> str:
   return record["attention"] + (" + torch.compile" if record.get("torch_compile") else "")
 
@@ -378,6 +403,7 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
   records = [r for p in paths for r in results.read(p)]
   ours = prepare(records)
   torch = prepare(records, stack="torch")
+  variants = prepare(records, variants=True)
   paper = read_paper(paper_csv)
   for fig_id, title, xfield, sfield, keep in FIGURES:
     plot_figure(fig_id, title, xfield, sfield, [r for r in ours if keep is None or keep(r)],
@@ -400,6 +426,11 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
         "## Best configuration per size and GPU (slm_jax)\n", best_table(ours), "",
         "## Token/Dollar (paper units): the paper, PyTorch today, slm_jax\n",
         stacks_table(ours, torch, paper), ""]
+  if variants:
+    md += ["## Aligned-width variants (they change the model; not in the paper's tables)\n",
+           "Heads and FFN columns added until the widths are multiples of "
+           "`--config.width_multiple`; MFU counts each model's own FLOPs.\n",
+           variants_table(variants, ours), ""]
   for fig_id, _, _, _, _ in FIGURES:
     q, paper_answer = QUESTIONS[fig_id]
     md += [f"## {q}\n", f"- Paper: {paper_answer}", f"- slm_jax: {ans[fig_id]}",

@@ -48,6 +48,20 @@ def test_a_run_of_few_timed_steps_is_not_a_point():
   assert report.best(points, ("model",))[("100m",)]["tokens_per_s_per_device"] == 500
 
 
+def test_aligned_width_variants_are_reported_apart_from_the_paper_models(tmp_path):
+  records = [record(model="2b", tps_per_device=100), record(model="2b-w128", tps_per_device=90),
+             record(model="custom", tps_per_device=500)]
+  assert [r["model"] for r in report.prepare(records)] == ["2b"]
+  assert [r["model"] for r in report.prepare(records, variants=True)] == ["2b-w128"]
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  md = (report.write_report([str(path)], tmp_path / "out").parent / "report.md").read_text()
+  section = md.split("## Aligned-width variants")[1].split("\n## ")[0]
+  [row] = [l for l in section.splitlines() if l.startswith("| 2b-w128 |")]
+  assert row.split("|")[5].strip() == "90" and row.rstrip(" |").endswith("100, 40.0%")
+  assert "| 2B | A100-80GB |" in md and "| 2B-w128" not in md
+
+
 def test_series_and_axes_follow_the_paper():
   [r] = report.prepare([record(strategy="fsdp_grad_op", devices=16,
                                kind="NVIDIA H100 80GB HBM3")])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from slm_jax import config as config_lib
-from slm_jax import train
+from slm_jax import model, results, train
 from slm_jax.errors import UserError
 from test_model import _eqns
 
@@ -79,10 +79,37 @@ def test_dry_run_reports_expected_memory_without_training():
     ("num_kv_heads", 3, "multiple of"), ("strategy", "zero9", "strategy"),
     ("per_device_batch_size", 0, "positive"), ("model", "7b", "not a preset"),
     ("compute_dtype", "int8", "compute_dtype"), ("logits_grad_dtype", "float16", "'compute'"),
-    ("logits_dtype", "float16", "'compute'"), ("cross_entropy", "fused", "cross_entropy")])
+    ("logits_dtype", "float16", "'compute'"), ("cross_entropy", "fused", "cross_entropy"),
+    ("width_multiple", 0, "positive")])
 def test_impossible_configs_are_user_errors(field, value, match):
   with pytest.raises(UserError, match=match):
     train.run(tiny(**{field: value}), dry_run=True)
+
+
+def test_width_multiple_widens_the_paper_models_into_named_variants():
+  widened = {}
+  for size in ("100m", "500m", "1b", "2b"):
+    c = config_lib.paper_config(size, "h200")
+    assert config_lib.model_name(c) == size  # off by default: the paper's model
+    c.width_multiple = 128
+    m = config_lib.model_config(c)
+    widened[size] = (config_lib.model_name(c), m.num_heads, m.kv_heads, m.ffn_dim)
+  assert widened == {"100m": ("100m-w128", 14, 14, 2432), "500m": ("500m-w128", 24, 24, 4224),
+                     "1b": ("1b-w128", 30, 30, 5248), "2b": ("2b-w128", 40, 40, 6784)}
+  # Grouped KV heads: the KV width is widened and each KV head keeps its query heads.
+  m = config_lib.model_config(tiny(num_heads=4, num_kv_heads=2, width_multiple=128))
+  assert (m.kv_heads, m.num_heads, m.head_dim, m.ffn_dim) == (8, 16, 16, 256)
+  # A custom model stays "custom", widened or not.
+  assert config_lib.model_name(tiny(num_layers=3, width_multiple=128)) == "custom"
+
+
+def test_a_widened_model_trains_and_is_recorded_as_its_variant():
+  c = tiny(width_multiple=128, steps=2, repeats=1, warmup_steps=0)
+  record = results.make_record(c, status="ok", measured=train.run(c))
+  assert record["model"] == "tiny-w128" and np.isfinite(record["final_loss"])
+  wide = config_lib.model_config(c)
+  assert (wide.num_heads, wide.ffn_dim) == (8, 256)  # 4 x 16 -> 8 x 16 wide, 172 -> 256
+  assert record["params"] == model.count_params(wide) > model.count_params(model.PRESETS["tiny"])
 
 
 def test_logits_grad_dtype_compute_follows_the_compute_dtype():
