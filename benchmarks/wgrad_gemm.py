@@ -1,9 +1,13 @@
 """The paper models' weight-gradient GEMMs, one dot against a batched dot over token chunks.
 
-PERF_NOTES.md section 12. For each model's projection shapes (q/k/v/o: d x d; gate/up: d x
-ffn; down: ffn x d, ffn padded as the model pads it) at that model's benchmark batch, times
-`slm_jax.matmul.weight_grad` with each of --chunks (1: the one dot autodiff emits), the
-chunk counts alternated in --rounds on one device. One JSON line per (model, shape, chunks,
+PERF_NOTES.md sections 11-12. A projection's weight gradient x^T g contracts over every token
+of the step into an output as small as the weight, and a GEMM's parallelism is its output
+tiles: at 1B batch 64 these GEMMs ran at 603-657 TFLOP/s in the step against ~702 for the
+forward's. Splitting the tokens into chunks gives a batched GEMM chunks times the tiles, at
+the cost of summing chunks fp32 partial products. For each model's projection shapes (q/k/v/o:
+d x d; gate/up: d x ffn; down: ffn x d, ffn padded as the model pads it) at that model's
+benchmark batch, this times `weight_grad` with each of --chunks (1: the one dot autodiff
+emits), the chunk counts alternated in --rounds on one device. One JSON line per (model, shape, chunks,
 round) is appended to --out:
 
   python3 benchmarks/wgrad_gemm.py --out=F
@@ -24,7 +28,6 @@ from absl import app, flags
 from slm_jax import model as model_lib
 from slm_jax import results
 from slm_jax.attention.timing import time_calls
-from slm_jax.matmul import weight_grad
 
 _OUT = flags.DEFINE_string("out", None, "JSONL file to append records to (none: print only).")
 _MODELS = flags.DEFINE_list("models", ["500m:64", "1b:64", "2b:32"],
@@ -36,6 +39,23 @@ _ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds; each times every chunk coun
 _RUNS = flags.DEFINE_integer("runs", 10, "Timed runs per measurement; the median is reported.")
 _INNER = flags.DEFINE_integer("inner", 10, "Back-to-back calls per timed run.")
 _TINY = flags.DEFINE_bool("tiny", False, "A CPU smoke run: the tiny model, 2 x 64 tokens.")
+
+
+def weight_grad(x: jax.Array, g: jax.Array, chunks: int) -> jax.Array:
+  """x^T g over every leading axis of x [..., m] and g [..., n], as [m, n] in g's dtype.
+
+  chunks > 1: the tokens in `chunks` equal runs (a reshape, no copy), each run's product
+  accumulated in fp32 as one member of a batched GEMM, the runs summed in fp32 before the
+  one rounding."""
+  if chunks <= 1:
+    axes = tuple(range(x.ndim - 1))
+    return jax.lax.dot_general(x, g, ((axes, axes), ((), ())))
+  tokens = x.size // x.shape[-1]
+  xs = x.reshape(chunks, tokens // chunks, x.shape[-1])
+  gs = g.reshape(chunks, tokens // chunks, g.shape[-1])
+  parts = jax.lax.dot_general(xs, gs, (((1,), (1,)), ((0,), (0,))),
+                              preferred_element_type=jnp.float32)
+  return parts.sum(axis=0).astype(g.dtype)
 
 
 def shapes(cfg: model_lib.ModelConfig, pad_multiple: int) -> dict[str, tuple[int, int]]:
