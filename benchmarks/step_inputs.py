@@ -18,7 +18,6 @@ every token's row into the table, with the model's table in bf16 and fp32.
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import json
 import statistics
@@ -110,11 +109,9 @@ def main(_):
                 versions=results.versions())
 
   def write(row):
-    row = dict(row, **common, timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"))
+    row = dict(row, **common, timestamp=results.utc_now())
     print(json.dumps({k: row[k] for k in ("way", "round", "median_ms", "min_ms")}), flush=True)
-    with open(_OUT.value, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    results.append_line(_OUT.value, row)
 
   ways = [(g, gr, src, how) for g in (False, True) for gr in graphs for src in sources
           for how in ("same", "fresh")]

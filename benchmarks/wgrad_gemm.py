@@ -16,7 +16,6 @@ round) is appended to --out:
 
 from __future__ import annotations
 
-import datetime
 import json
 import statistics
 import sys
@@ -93,14 +92,11 @@ def main(_):
           row = dict(common, model=name, batch=batch, shape=shape_name, m=m, n=n,
                      tokens=tokens, chunks=c, round=r, median_ms=med * 1e3,
                      min_ms=min(times) * 1e3, tflops=2 * tokens * m * n / med / 1e12,
-                     max_rel_diff_vs_first=err,
-                     timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(
-                         timespec="seconds"))
+                     max_rel_diff_vs_first=err, timestamp=results.utc_now())
           print(json.dumps({k: row[k] for k in ("model", "shape", "chunks", "round",
                                                 "median_ms", "tflops")}), flush=True)
           if _OUT.value:
-            with open(_OUT.value, "a") as f:
-              f.write(json.dumps(row) + "\n")
+            results.append_line(_OUT.value, row)
 
 
 if __name__ == "__main__":

@@ -242,8 +242,7 @@ def model_name(c: ml_collections.ConfigDict) -> str:
   """The preset's name if the dimensions are the preset's; "<preset>-w<multiple>" if they are
   the preset's widened by `width_multiple`; else "custom"."""
   preset = model_lib.PRESETS.get(c.model)
-  model = model_config(c)
-  if preset == model:
+  if preset == model_config(c):
     return c.model
   if c.width_multiple > 1 and preset == model_config(c, widen=False):
     return f"{c.model}-w{c.width_multiple}"

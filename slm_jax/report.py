@@ -292,6 +292,10 @@ def _fmt(v, spec=",.0f"):
   return format(v, spec) if isinstance(v, (int, float)) else "-"
 
 
+def _mfu(record: dict) -> str:
+  return f"{_fmt(record['mfu'] and record['mfu'] * 100, '.1f')}%"
+
+
 def best_table(ours: list[dict]) -> str:
   """The best configuration of each size, per GPU type."""
   lines = ["| model | GPU | GPUs | attention | strategy | batch/GPU | tokens/s/GPU | MFU | "
@@ -302,7 +306,7 @@ def best_table(ours: list[dict]) -> str:
     lines.append(
         f"| {PAPER_MODEL[model]} | {gpu} | {r['num_devices']} | {r['attention']} | "
         f"{r['strategy']} | {r['per_device_batch']} | {_fmt(r['tokens_per_s_per_device'])} | "
-        f"{_fmt(r['mfu'] and r['mfu'] * 100, '.1f')}% | {_fmt(r['value'])} | "
+        f"{_mfu(r)} | {_fmt(r['value'])} | "
         f"{_fmt(r['token_per_dollar'])} | {r.get('price_source', '-')} |")
   return "\n".join(lines)
 
@@ -316,10 +320,10 @@ def variants_table(variants: list[dict], ours: list[dict]) -> str:
                                 key=lambda kv: (MODELS.index(variant_of(kv[0][0])), kv[0])):
     p = paper_best.get((variant_of(model), gpu))
     paper = (f"{_fmt(p['params'])}, {_fmt(p['tokens_per_s_per_device'])}, "
-             f"{_fmt(p['mfu'] and p['mfu'] * 100, '.1f')}%" if p else "-")
+             f"{_mfu(p)}" if p else "-")
     lines.append(f"| {model} | {gpu} | {_fmt(r['params'])} | {r['per_device_batch']} | "
                  f"{_fmt(r['tokens_per_s_per_device'])} | "
-                 f"{_fmt(r['mfu'] and r['mfu'] * 100, '.1f')}% | {paper} |")
+                 f"{_mfu(r)} | {paper} |")
   return "\n".join(lines)
 
 

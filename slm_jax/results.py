@@ -98,7 +98,7 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "schema_version": SCHEMA_VERSION,
       "run_id": run_id or new_run_id(),
       "tag": tag,
-      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "timestamp": utc_now(),
       "status": status,
       "message": message,
       "stack": stack,
@@ -142,13 +142,23 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
   return record
 
 
+def utc_now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def append(path: str | os.PathLike, record: dict) -> None:
   missing = [k for k in REQUIRED if k not in record]
   assert not missing, f"record lacks {missing}"
+  append_line(path, record)
+
+
+def append_line(path: str | os.PathLike, row: dict) -> None:
+  """One JSON line, flushed to disk, so a crash keeps every row written before it. (For rows
+  outside the results schema, such as the benchmark scripts' timings.)"""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open("a") as f:
-    f.write(json.dumps(record, default=_jsonable) + "\n")
+    f.write(json.dumps(row, default=_jsonable) + "\n")
     f.flush()
     os.fsync(f.fileno())
 
