@@ -46,6 +46,14 @@ _ATTENTION = flags.DEFINE_list(
 _COMPILE = flags.DEFINE_list("torch_compile", ["false"], "torch.compile for the torch runs: "
                              "false, true, or false,true for both.")
 
+_SDPA_BACKEND = flags.DEFINE_string(
+    "torch_sdpa_backend", "auto", "Passed to the torch runs: auto (the fastest fused SDPA "
+    "kernel, measured), flash, cudnn, efficient or math.")
+_COMPILE_SCOPE = flags.DEFINE_string(
+    "torch_compile_scope", "model+loss", "Passed to the torch runs: model+loss or model.")
+_COMPILE_MODE = flags.DEFINE_string(
+    "torch_compile_mode", "default", "Passed to the torch runs: torch.compile's mode.")
+
 _BATCHES = flags.DEFINE_list("batches", [], "Per-device batches to measure every run at, e.g. "
                              "16,32,64; each stack's row is then its best batch (default: the "
                              "config's only).")
@@ -59,6 +67,7 @@ COLUMNS = (
     ("tokens_per_s", "tokens/s", "{:,.0f}"), ("mfu", "MFU %", "{:.1f}", 100),
     ("peak_memory_bytes", "peak GiB", "{:.1f}", 2**-30), ("compile_s", "compile s", "{:.1f}"),
     ("token_per_dollar", "Token/$", "{:,.0f}"), ("final_loss", "final loss", "{:.4f}"),
+    ("torch_sdpa_backend", "SDPA kernel", "{}"), ("torch_compile_scope", "compiled", "{}"),
     ("jax_speedup", "JAX speed-up", "{:.2f}x"))
 
 
@@ -99,7 +108,10 @@ def runs(c, tag: str) -> list[dict]:
                        "tag": f"{tag}/torch-{attention}" + ("-compile" if compile else ""),
                        "module": "slm_jax.torch_ref.main",
                        "args": [f"--torch_attention={attention}",
-                                f"--torch_compile={str(compile).lower()}"]})
+                                f"--torch_compile={str(compile).lower()}",
+                                f"--torch_sdpa_backend={_SDPA_BACKEND.value}",
+                                f"--torch_compile_scope={_COMPILE_SCOPE.value}",
+                                f"--torch_compile_mode={_COMPILE_MODE.value}"]})
   if not batches:
     return variants
   # Given last, the batch overrides any --config.per_device_batch_size before it.
@@ -149,6 +161,8 @@ def main(argv):
   c = _CONFIG.value
   config_lib.validate(c)
   torch_ref.require()
+  # Both stacks' records share one campaign: the one given, else the commit.
+  _CHILD_ENV[results.CAMPAIGN_ENV] = FLAGS.campaign or results.campaign()
   workdir = Path(FLAGS.workdir)
   tag = FLAGS.tag or f"compare/{results.new_run_id()}"
   todo = runs(c, tag)

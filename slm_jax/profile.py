@@ -285,6 +285,8 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
           # Time some collective runs, and the part of it hidden behind compute.
           "collectives_busy_ms": comm_busy / 1e3 / steps,
           "collectives_overlapped_ms": comm_overlapped / 1e3 / steps,
+          # What the step waits for: collective time with no compute beside it.
+          "collectives_exposed_ms": (comm_busy - comm_overlapped) / 1e3 / steps,
           "percent": {c: 100 * v / step_ms for c, v in ms.items()},
           "top_ops": [describe(name) for name in ranked[:top]],
           "top_ops_by_category": by_category, "trace": str(trace_path)}

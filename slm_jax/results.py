@@ -52,6 +52,15 @@ def git_commit() -> str:
     return "unknown"
 
 
+CAMPAIGN_ENV = "SLM_JAX_CAMPAIGN"
+
+
+def campaign() -> str:
+  """The campaign a record belongs to: records compared in one figure or ratio must share it.
+  `--campaign NAME` sets it for a command and the processes it starts; by default, the commit."""
+  return os.environ.get(CAMPAIGN_ENV) or git_commit()
+
+
 def new_run_id() -> str:
   return uuid.uuid4().hex[:12]
 
@@ -104,6 +113,7 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "stack": stack,
       "versions": versions(devices[0]),
       "git_commit": git_commit(),
+      "campaign": campaign(),
       "hostname": socket.gethostname(),
       # Process-wide XLA flags change what is measured as much as the config does.
       "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -38,6 +38,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config (configs
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.jsonl, logs and the compilation "
                                "cache go.", required=True)
+_CAMPAIGN = flags.DEFINE_string("campaign", None, "Campaign name stored in every point's record "
+                                "(default: the commit); see slm_jax.main --campaign.")
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Run again the points recorded as "
                                   "'error' (crashes, time-outs); 'ok' and 'oom' points stay done.")
 
@@ -191,6 +193,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
     raise app.UsageError("--config=configs/sweeps/FILE.py is required")
+  if _CAMPAIGN.value:  # the points' processes read it from the environment they inherit
+    os.environ[results.CAMPAIGN_ENV] = _CAMPAIGN.value
+    _CHILD_ENV[results.CAMPAIGN_ENV] = _CAMPAIGN.value
   try:
     records = run_sweep(_CONFIG.value, Path(_WORKDIR.value), _RETRY_FAILED.value)
   except UserError as e:

@@ -95,6 +95,7 @@ def test_collective_time_and_its_overlap_with_compute(tmp_path):
   assert b["step_ms"] == pytest.approx(0.140)
   assert b["collectives_busy_ms"] == pytest.approx(0.080)
   assert b["collectives_overlapped_ms"] == pytest.approx(0.040)
+  assert b["collectives_exposed_ms"] == pytest.approx(0.040)
   assert b["ms"]["collectives"] == pytest.approx(0.020 + 0.040)  # shared 40 us, alone 40 us
 
 

@@ -142,7 +142,7 @@ def test_out_of_memory_is_raised_as_a_result():
   try:
     out = {}
     with pytest.raises(jax_train.OutOfMemory, match="out of memory"):
-      torch_train.run(c, attention="eager", out=out)
+      torch_train.run(c, setup=torch_train.TorchSetup(attention="eager"), out=out)
     assert out["params"] == 164_672  # what was learnt before the failure is kept
   finally:
     torch.nn.functional.cross_entropy = original
@@ -234,3 +234,100 @@ def test_compare_over_batches_keeps_each_stack_s_best(tmp_path):
   assert jax_row.startswith(f"| jax | xla | XLA | ok | {best['jax']['per_device_batch']} |")
   assert torch_row.startswith(f"| torch | eager | none | ok | {best['torch']['per_device_batch']} |")
   assert "best of batches 1,4/device" in proc.stdout
+
+
+def _sdpa_calls_when_compiled(hf_model, tokens) -> list[dict]:
+  """The keyword arguments of every SDPA call in the graph torch.compile traces from tokens to
+  the loss (the same scope slm_jax.torch_ref.train compiles)."""
+  calls = []
+
+  def backend(gm, example_inputs):
+    for node in gm.graph.nodes:
+      if node.op == "call_function" and "scaled_dot_product_attention" in str(node.target):
+        calls.append(dict(node.kwargs, num_args=len(node.args)))
+    return gm.forward
+
+  def loss_of(inputs):
+    logits = hf_model(input_ids=inputs).logits
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), inputs.flatten())
+
+  torch._dynamo.reset()
+  torch.compile(loss_of, backend=backend, fullgraph=True)(tokens)
+  return calls
+
+
+def test_compiled_torch_sdpa_is_causal_without_a_mask():
+  tokens = torch.randint(0, SMALL.vocab_size, (2, 32))
+  calls = _sdpa_calls_when_compiled(torch_model.build(SMALL, "sdpa", seq_len=32), tokens)
+  assert len(calls) == SMALL.num_layers
+  for call in calls:
+    assert call["num_args"] == 3 and call.get("attn_mask") is None
+    assert call["is_causal"] is True
+  # HuggingFace's own `sdpa`, traced the same way, hands SDPA a mask: the handicap the
+  # registered attention removes (skipped once transformers stops building it while tracing).
+  stock = transformers_llama(SMALL, "sdpa")
+  stock_calls = _sdpa_calls_when_compiled(stock, tokens)
+  if all(c.get("attn_mask") is None for c in stock_calls):
+    pytest.skip("this transformers no longer builds a mask for sdpa under torch.compile")
+  assert all(c.get("is_causal") is not True for c in stock_calls)
+
+
+def transformers_llama(cfg, attn_implementation):
+  from transformers import LlamaForCausalLM
+
+  hf = torch_model.hf_config(cfg, "eager", seq_len=32)
+  hf._attn_implementation = attn_implementation
+  return LlamaForCausalLM(hf).float()
+
+
+def test_causal_sdpa_gives_huggingface_sdpa_s_logits():
+  torch.manual_seed(0)
+  ours = torch_model.build(SMALL_GQA, "sdpa", seq_len=32)
+  stock = transformers_llama(SMALL_GQA, "sdpa")
+  stock.load_state_dict(ours.state_dict())
+  tokens = torch.randint(0, SMALL_GQA.vocab_size, (2, 32))
+  with torch.no_grad():
+    assert rel_err(ours(input_ids=tokens).logits, stock(input_ids=tokens).logits) < 1e-6
+
+
+def test_sdpa_backends_are_timed_and_the_fastest_is_pinned():
+  c = config_lib.tiny_config()
+  timings = torch_train.time_sdpa_backends((2, 4, 32, 16), torch.float32, torch.device("cpu"),
+                                           backends=torch_train.SDPA_BACKENDS, iters=2)
+  # A CPU has no cuDNN or memory-efficient kernel: those are left out, not failed.
+  assert "math" in timings and "cudnn" not in timings and "efficient" not in timings
+  assert all(ms > 0 for ms in timings.values())
+  where = torch_train.Placement(0, 1, torch.device("cpu"))
+  out = {}
+  try:
+    chosen = torch_train.choose_sdpa_backend(torch_train.TorchSetup(sdpa_backend="auto"), c,
+                                             config_lib.model_config(c), where, out)
+    assert chosen == min(out["torch_sdpa_backend_ms"], key=out["torch_sdpa_backend_ms"].get)
+    assert chosen in torch_train.FUSED_SDPA_BACKENDS
+    assert torch_train.choose_sdpa_backend(torch_train.TorchSetup(attention="eager"), c,
+                                           config_lib.model_config(c), where, {}) == "none"
+    assert torch_train.choose_sdpa_backend(torch_train.TorchSetup(sdpa_backend="math"), c,
+                                           config_lib.model_config(c), where, {}) == "math"
+    assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+  finally:
+    for name in ("flash", "mem_efficient", "math", "cudnn"):
+      getattr(torch.backends.cuda, f"enable_{name}_sdp")(True)
+
+
+def test_torch_records_say_how_torch_ran(tmp_path):
+  proc = run_module("slm_jax.torch_ref.main", "--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--torch_attention=sdpa", "--config.tensorboard=false", *FAST)
+  assert proc.returncode == 0, proc.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["torch_sdpa_backend"] in torch_train.FUSED_SDPA_BACKENDS
+  assert record["torch_sdpa_backend"] == min(record["torch_sdpa_backend_ms"],
+                                             key=record["torch_sdpa_backend_ms"].get)
+  assert record["torch_compile_scope"] == "none" and record["torch_compile_mode"] is None
+  assert record["campaign"] == record["git_commit"]
+
+
+def test_a_bad_torch_setting_is_one_error_line(tmp_path):
+  proc = run_module("slm_jax.torch_ref.main", "--config=configs/tiny.py", f"--workdir={tmp_path}",
+                    "--torch_compile_scope=everything")
+  assert proc.returncode == 2 and "--torch_compile_scope='everything'" in proc.stderr
+  assert "Traceback" not in proc.stderr and not (tmp_path / "results.jsonl").exists()

@@ -35,8 +35,19 @@ FLAGS = flags.FLAGS
 _ATTENTION = flags.DEFINE_string(
     "torch_attention", "", "eager (vanilla: materialised scores) or sdpa (fused, flash on the "
     "GPU); default: the one matching --config.attention (xla: eager, cudnn: sdpa).")
-_COMPILE = flags.DEFINE_bool("torch_compile", False, "Run the model through torch.compile "
+_COMPILE = flags.DEFINE_bool("torch_compile", False, "Run the step through torch.compile "
                              "(the paper did not).")
+_COMPILE_SCOPE = flags.DEFINE_string(
+    "torch_compile_scope", "model+loss", "What torch.compile compiles: model+loss (one "
+    "function from tokens to the loss: LM head, upcast and cross-entropy fused, their backward "
+    "compiled) or model (the module alone, the loss eager).")
+_COMPILE_MODE = flags.DEFINE_string(
+    "torch_compile_mode", "default", "torch.compile's mode: default, max-autotune-no-cudagraphs, "
+    "max-autotune or reduce-overhead.")
+_SDPA_BACKEND = flags.DEFINE_string(
+    "torch_sdpa_backend", "auto", "SDPA kernel for sdpa attention: auto (the fastest of flash, "
+    "cudnn and efficient, measured at start-up on the model's attention shape), flash, cudnn, "
+    "efficient or math.")
 _CONFIG = None
 
 
@@ -74,7 +85,16 @@ def versions(info: results.DeviceInfo) -> dict:
   return out
 
 
-def execute(c, workdir: Path, *, attention: str, compile: bool, dry_run: bool,
+def setup_from_flags(attention: str):
+  from slm_jax.torch_ref import train as torch_train
+
+  return torch_train.TorchSetup(attention=attention, compile=_COMPILE.value,
+                                compile_scope=_COMPILE_SCOPE.value,
+                                compile_mode=_COMPILE_MODE.value,
+                                sdpa_backend=_SDPA_BACKEND.value)
+
+
+def execute(c, workdir: Path, *, setup, dry_run: bool,
             tag: str | None = None) -> tuple[dict, int]:
   """Runs `c` on torch and writes its record (rank 0 only); returns (record, exit code).
 
@@ -82,7 +102,7 @@ def execute(c, workdir: Path, *, attention: str, compile: bool, dry_run: bool,
   is an error (2), an internal failure keeps its traceback in <workdir>/errors (1)."""
   from slm_jax.torch_ref import train as torch_train
 
-  c = torch_train.torch_config(c, attention)
+  c = torch_train.torch_config(c, setup.attention)
   writes = rank() == 0
   writer, run_id = None, results.new_run_id()
   progress = jax_main.Progress(c, None) if writes else (lambda *a: None)
@@ -91,8 +111,7 @@ def execute(c, workdir: Path, *, attention: str, compile: bool, dry_run: bool,
     if c.tensorboard and not dry_run and writes:
       writer = Writer(workdir / "tensorboard" / run_id)
       progress = jax_main.Progress(c, writer)
-    torch_train.run(c, attention=attention, compile=compile, dry_run=dry_run, on_step=progress,
-                    out=measured)
+    torch_train.run(c, setup=setup, dry_run=dry_run, on_step=progress, out=measured)
     status = "dry_run" if dry_run else "ok"
   except jax_train.OutOfMemory as e:
     status, message = "oom", (f"does not fit: {str(e).splitlines()[0]}; try a smaller "
@@ -128,6 +147,7 @@ def launch(num_processes: int) -> int:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  jax_main.set_campaign()
   c = jax_main.loaded_config(_CONFIG)
   from slm_jax.torch_ref import train as torch_train
 
@@ -145,8 +165,9 @@ def main(argv):
         pass  # execute() below records it, as slm_jax.main records what a device cannot run
       else:
         sys.exit(launch(torch_train.device_count(c)))
-    record, code = execute(c, workdir, attention=attention, compile=_COMPILE.value,
-                           dry_run=FLAGS.dry_run, tag=FLAGS.tag)
+    setup = setup_from_flags(attention)
+    setup.check()
+    record, code = execute(c, workdir, setup=setup, dry_run=FLAGS.dry_run, tag=FLAGS.tag)
   except UserError as e:  # the config itself is wrong: nothing was run or written
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -14,6 +14,15 @@ and eager torch on a CPU runs each op as it is called, so there a step is timed 
 
 --config.profile_steps (jax.profiler) is the JAX side's alone and is ignored here.
 
+As a skilled PyTorch user would run it (a baseline is only worth as much as its own users
+would make it): `sdpa` attention is causal without an explicit mask, compiled or eager
+(slm_jax.torch_ref.model.CAUSAL_SDPA); SDPA's backend is the fastest this GPU has for the
+model's attention shape, measured at start-up among flash, cuDNN and memory-efficient
+(`choose_sdpa_backend`) unless one is named; and with torch.compile the whole loss function is
+compiled (model, LM head, fp32 upcast and cross-entropy, and so their backward), not only the
+model (`compile_scope`). Records say what ran: `torch_sdpa_backend`, `torch_compile_scope`,
+`torch_compile_mode`.
+
 Strategies map to what the paper used: ddp -> DistributedDataParallel, fsdp_full -> FSDP
 FULL_SHARD (ZeRO-3), fsdp_grad_op -> FSDP SHARD_GRAD_OP (ZeRO-2), hsdp -> FSDP HYBRID_SHARD;
 each wraps the decoder layers as FSDP units. Several devices need one process each (torchrun).
@@ -42,6 +51,31 @@ from slm_jax.torch_ref import model as model_lib
 FSDP_SHARDING = {"fsdp_full": "FULL_SHARD", "fsdp_grad_op": "SHARD_GRAD_OP",
                  "hsdp": "HYBRID_SHARD"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math")
+# What `auto` chooses among: math materialises the scores, as `eager` attention does.
+FUSED_SDPA_BACKENDS = ("flash", "cudnn", "efficient")
+COMPILE_SCOPES = ("model+loss", "model")
+
+
+class TorchSetup(NamedTuple):
+  """How the torch step runs, beyond the config: what a skilled user would choose."""
+  attention: str = "sdpa"         # eager (vanilla) or sdpa
+  compile: bool = False
+  compile_scope: str = "model+loss"
+  compile_mode: str = "default"   # torch.compile's mode, e.g. max-autotune-no-cudagraphs
+  sdpa_backend: str = "auto"      # auto (measured), or one of SDPA_BACKENDS
+
+  def check(self) -> None:
+    if self.compile_scope not in COMPILE_SCOPES:
+      raise UserError(f"--torch_compile_scope={self.compile_scope!r} is not one of "
+                      f"{list(COMPILE_SCOPES)}")
+    if self.sdpa_backend not in ("auto", *SDPA_BACKENDS):
+      raise UserError(f"--torch_sdpa_backend={self.sdpa_backend!r} is not one of "
+                      f"{['auto', *SDPA_BACKENDS]}")
+    if self.compile_mode not in ("default", "reduce-overhead", "max-autotune",
+                                 "max-autotune-no-cudagraphs"):
+      raise UserError(f"--torch_compile_mode={self.compile_mode!r} is not a torch.compile mode "
+                      "(default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs)")
 
 
 def torch_config(c: ml_collections.ConfigDict, attention: str) -> ml_collections.ConfigDict:
@@ -116,6 +150,81 @@ def batch(c: ml_collections.ConfigDict, where: Placement) -> dict[str, torch.Ten
   rows = slice(where.rank * c.per_device_batch_size, (where.rank + 1) * c.per_device_batch_size)
   return {k: torch.from_numpy(np.asarray(v)[rows].astype(np.int64)).to(where.device)
           for k, v in tokens.items()}
+
+
+def _sdpa_enum(name: str):
+  from torch.nn.attention import SDPBackend
+
+  return {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+          "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name]
+
+
+def time_sdpa_backends(shape: tuple[int, int, int, int], dtype: torch.dtype,
+                       device: torch.device, backends=FUSED_SDPA_BACKENDS,
+                       iters: int = 10) -> dict[str, float]:
+  """Milliseconds of one causal SDPA forward + backward at `shape` ([batch, heads, seq,
+  head_dim]) per backend that can run it (median of `iters` after warm-up); a backend that
+  cannot take the shape, dtype or device is left out."""
+  from torch.nn.attention import sdpa_kernel
+
+  gen = torch.Generator(device=device).manual_seed(0)
+  q, k, v = (torch.randn(shape, dtype=dtype, device=device, generator=gen).requires_grad_()
+             for _ in range(3))
+  grad = torch.randn(shape, dtype=dtype, device=device, generator=gen)
+  cuda = device.type == "cuda"
+  out = {}
+  for name in backends:
+    times = []
+    try:
+      with sdpa_kernel([_sdpa_enum(name)]):
+        for i in range(3 + iters):
+          if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+          else:
+            t0 = time.perf_counter()
+          F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
+          if cuda:
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end)
+          else:
+            ms = (time.perf_counter() - t0) * 1e3
+          if i >= 3:
+            times.append(ms)
+    except RuntimeError:  # "No available kernel": this backend cannot take these inputs
+      continue
+    out[name] = float(np.median(times))
+  return out
+
+
+def choose_sdpa_backend(setup: TorchSetup, c: ml_collections.ConfigDict, mcfg,
+                        where: Placement, out: dict) -> str:
+  """The SDPA backend the step runs, pinned for the process through torch's global switches
+  (which eager dispatch and torch.compile's tracing both read): the one named, or the fastest
+  measured here; `none` for eager attention. Every rank runs rank 0's choice."""
+  if setup.attention != "sdpa":
+    return "none"
+  name = setup.sdpa_backend
+  if name == "auto":
+    shape = (c.per_device_batch_size, mcfg.num_heads, c.seq_len, mcfg.head_dim)
+    timings = time_sdpa_backends(shape, _DTYPES[c.compute_dtype], where.device)
+    if not timings:
+      raise UserError("no fused SDPA backend runs this attention shape here; pass "
+                      "--torch_sdpa_backend=math")
+    out["torch_sdpa_backend_ms"] = timings
+    name = min(timings, key=timings.get)
+    if dist.is_initialized():
+      chosen = [name]
+      dist.broadcast_object_list(chosen, src=0)
+      name = chosen[0]
+    if where.device.type == "cuda":
+      torch.cuda.empty_cache()
+  for backend in SDPA_BACKENDS:
+    getattr(torch.backends.cuda, {"flash": "enable_flash_sdp", "cudnn": "enable_cudnn_sdp",
+                                  "efficient": "enable_mem_efficient_sdp",
+                                  "math": "enable_math_sdp"}[backend])(backend == name)
+  return name
 
 
 def _wrap(model: torch.nn.Module, c: ml_collections.ConfigDict, where: Placement):
@@ -199,25 +308,39 @@ def is_oom(exc: BaseException) -> bool:
   return isinstance(exc, torch.cuda.OutOfMemoryError) or jax_train.is_oom(exc)
 
 
-def _train(c, mcfg, where: Placement, attention: str, compile: bool, on_step, out: dict):
+def _train(c, mcfg, where: Placement, setup: TorchSetup, on_step, out: dict):
   """Warms up and times the steps; (step times, warm-up losses, losses)."""
   torch.manual_seed(c.seed)
   compute_dtype = _DTYPES[c.compute_dtype]
-  model = model_lib.build(mcfg, attention, c.seq_len, where.device).to(_DTYPES[c.param_dtype])
+  out["torch_sdpa_backend"] = choose_sdpa_backend(setup, c, mcfg, where, out)
+  model = model_lib.build(mcfg, setup.attention, c.seq_len, where.device)
+  model = model.to(_DTYPES[c.param_dtype])
   no_decay = {n for n, p in model.named_parameters() if p.ndim < 2}
   module, clip = _wrap(model, c, where)
   optimizer = _optimizer(c, module, no_decay)
-  net = torch.compile(module) if compile else module
   data = batch(c, where)
   # The learning rate of every update this run makes, from the JAX side's own schedule.
   total = max(c.warmup_steps, 1) + c.repeats * c.steps
   lrs = np.asarray(jax_train.make_schedule(c)(np.arange(total))).tolist()
+  net = module
+  if setup.compile and setup.compile_scope == "model":
+    net = torch.compile(module, mode=setup.compile_mode)
 
-  def step(n: int, data):
+  def loss_of(inputs, targets):
     with torch.autocast(where.device.type, dtype=compute_dtype,
                         enabled=compute_dtype != torch.float32):
-      logits = net(input_ids=data["inputs"]).logits
-    loss = F.cross_entropy(logits.float().flatten(0, 1), data["targets"].flatten())
+      logits = net(input_ids=inputs).logits
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+  if setup.compile and setup.compile_scope == "model+loss":
+    # One graph from tokens to loss: the LM head's fp32 upcast and the cross-entropy fuse with
+    # it, and AOTAutograd compiles their backward too.
+    loss_of = torch.compile(loss_of, mode=setup.compile_mode)
+  out["torch_compile_scope"] = setup.compile_scope if setup.compile else "none"
+  out["torch_compile_mode"] = setup.compile_mode if setup.compile else None
+
+  def step(n: int, data):
+    loss = loss_of(data["inputs"], data["targets"])
     loss.backward()
     clip()
     for group in optimizer.param_groups:
@@ -242,8 +365,7 @@ def _train(c, mcfg, where: Placement, attention: str, compile: bool, on_step, ou
   return times, warm_losses, losses
 
 
-def run(c: ml_collections.ConfigDict, *, attention: str, compile: bool = False,
-        dry_run: bool = False, on_step: Callable[[int, int, float, float], None] = lambda *a: None,
+def run(c: ml_collections.ConfigDict, *, setup: TorchSetup, dry_run: bool = False, on_step: Callable[[int, int, float, float], None] = lambda *a: None,
         out: dict | None = None) -> dict:
   """Builds, warms up and measures `c` on PyTorch; returns the measured fields.
 
@@ -257,8 +379,9 @@ def run(c: ml_collections.ConfigDict, *, attention: str, compile: bool = False,
     if c[field] not in _DTYPES:
       raise UserError(f"the torch stack runs --config.{field} in {list(_DTYPES)}, not "
                       f"{c[field]!r} (float16 would need a loss scaler the JAX side lacks)")
+  setup.check()
   mcfg = config_lib.model_config(c)
-  out.update(torch_compile=compile, params=model_lib.count_params(mcfg))
+  out.update(torch_compile=setup.compile, params=model_lib.count_params(mcfg))
   if dry_run:
     n = device_count(c)
     out.update(num_devices=n, num_processes=n, global_batch=c.per_device_batch_size * n)
@@ -270,7 +393,7 @@ def run(c: ml_collections.ConfigDict, *, attention: str, compile: bool = False,
   if where.device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(where.device)
   with jax_train.out_of_memory_is_a_result("running the step", oom=is_oom):
-    times, warm_losses, losses = _train(c, mcfg, where, attention, compile, on_step, out)
+    times, warm_losses, losses = _train(c, mcfg, where, setup, on_step, out)
   # _train's module is freed by now, DDP reducer and all, while the process group is still
   # registered. Had the reducer held the group's last reference, its destructor would join the
   # Gloo worker threads holding the GIL while a worker, freeing a finished all-reduce, waits for
