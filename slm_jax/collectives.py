@@ -1,5 +1,5 @@
 """What a compiled step sends: collectives read from its HLO, and the time a ring would take
-on a named interconnect.
+on a named interconnect (slm_jax.hardware.INTERCONNECTS).
 
 `bytes` of a collective is the size of the whole tensor it combines, per device: the operand
 of an all-reduce or reduce-scatter, the result of an all-gather. A ring over n devices sends
@@ -9,11 +9,12 @@ latency per ring step.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 
 import numpy as np
+
+from slm_jax import hardware
 
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -76,26 +77,9 @@ def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
   return out
 
 
-@dataclasses.dataclass(frozen=True)
-class Interconnect:
-  name: str
-  gbytes_per_s: float  # per direction, per device
-  latency_us: float    # per ring step
-
-
-INTERCONNECTS = {
-    "nvlink4": Interconnect("NVLink 4 (H100/H200 SXM, 450 GB/s per direction)", 450.0, 3.0),
-    "nvlink3": Interconnect("NVLink 3 (A100 SXM, 300 GB/s per direction)", 300.0, 3.0),
-    "pcie4": Interconnect("PCIe 4.0 x16 (~25 GB/s achievable)", 25.0, 5.0),
-    "pcie5": Interconnect("PCIe 5.0 x16 (~50 GB/s achievable)", 50.0, 5.0),
-    "ib400": Interconnect("InfiniBand NDR / EFA 400 Gb/s per GPU (50 GB/s)", 50.0, 10.0),
-    "efa100": Interconnect("EFA 100 Gb/s per GPU (12.5 GB/s)", 12.5, 15.0),
-}
-
-
 def predict_seconds(collectives: dict, interconnect: str) -> float:
   """Ring time for every collective of one step, run back to back with no overlap."""
-  link = INTERCONNECTS[interconnect]
+  link = hardware.interconnect(interconnect)
   total = 0.0
   for kind, entry in collectives.items():
     if not entry["count"]:
@@ -104,7 +88,7 @@ def predict_seconds(collectives: dict, interconnect: str) -> float:
     if kind == "all-reduce":
       steps_per_op *= 2
     total += entry["ring_bytes"] / (link.gbytes_per_s * 1e9)
-    total += entry["count"] * steps_per_op * link.latency_us * 1e-6
+    total += entry["count"] * steps_per_op * link.latency_s
   return total
 
 

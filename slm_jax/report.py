@@ -6,9 +6,9 @@ the Loss/Dollar the paper defines but never measured, from training runs (--conf
 
 Each plotted point is, as in the paper, the best record over everything not on the plot's axes
 (a grid search, then a max). Token/Dollar is in the paper's normalised unit (tokens/s per GPU
-over the GPU-hour price ratio: A100-40GB 1.00, A100-80GB 1.46, H100 2.53; H200 3.37, derived); the tables add
-tokens per US dollar from the dated price table in slm_jax/pricing.py. Writes PNGs, markdown
-tables (report.md) and one HTML page (index.html) answering the paper's four questions.
+over the GPU-hour price ratio); the tables add tokens per US dollar from the dated price table
+(both in slm_jax/hardware.py). Writes PNGs, markdown tables (report.md) and one HTML page
+(index.html) answering the paper's four questions.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from slm_jax import pricing, results  # noqa: E402
+from slm_jax import hardware, pricing, results  # noqa: E402
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "third_party/ashkboos24/ashkboos24_figures.csv"
 MODELS = ("100m", "500m", "1b", "2b")
@@ -34,8 +34,6 @@ PAPER_MODEL = {"100m": "100M", "500m": "500M", "1b": "1B", "2b": "2B"}
 ATTENTION_SERIES = {"xla": "vanilla_attention"}  # every other attention is a flash kernel
 STRATEGY_SERIES = {"ddp": "DDP", "single": "DDP", "fsdp_full": "FSDP-Full",
                    "fsdp_grad_op": "FSDP-Grad+Optimizer", "hsdp": "HSDP"}
-GPU_SERIES = {"A100-40GB": "A100-40GB", "A100-80GB": "A100-80GB", "H100": "H100-80GB",
-              "H200": "H200"}
 GPUS_PER_NODE = 8
 # A point's speed is the median of at least this many timed steps: shorter runs (the 80 GB
 # fit's 3 steps) answer "does it fit", and a short median is a noisier maximum.
@@ -96,10 +94,10 @@ def prepare(records: list[dict], stack: str = "jax", variants: bool = False) -> 
              if r.get("tokens_per_s_per_device") else None)
     if value is None:
       continue
-    gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
+    gpu = hardware.from_device_kind(r.get("device_kind", ""))
     out.append(dict(
         r, attention_series=ATTENTION_SERIES.get(r["attention"], "flash_attention"),
-        gpu_series=GPU_SERIES.get(gpu, gpu),
+        gpu_series=gpu.paper_label if gpu else r.get("device_kind", "?"),
         strategy_series=STRATEGY_SERIES.get(r["strategy"], r["strategy"]),
         num_nodes=max(1, r["num_devices"] // GPUS_PER_NODE),
         token_per_dollar_paper=value, value=value))
@@ -197,12 +195,13 @@ def train_curves(records: list[dict], reprice: tuple[str, ...] = (),
       continue
     if runs and not any(fnmatch.fnmatchcase(r.get("tag") or "", p) for p in runs):
       continue
-    gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
+    known = hardware.from_device_kind(r.get("device_kind", ""))
+    gpu = known.name if known else r.get("device_kind", "?")
     label = (f"{PAPER_MODEL.get(r['model'], r['model'])} on {r['num_devices']} x {gpu}"
              + (f" [{r['tag']}]" if r.get("tag") else ""))
     prices = [(label, 1.0)] + [
         (f"{label} at {g} price (re-priced)",
-         pricing.USD_PER_GPU_HOUR[g] / r["price_per_device_hour"])
+         hardware.gpu(g).usd_per_hour / r["price_per_device_hour"])
         for g in reprice if g != gpu and r.get("price_per_device_hour")]
     for name, scale in prices:
       out.append({"label": name, "record": r, "repriced": scale != 1.0,
@@ -424,7 +423,7 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
         f"({', '.join(f'{n} {s}' for s, n in sorted(status.items()))}) from "
         f"{', '.join(paths)}.\n",
         "Token/Dollar (paper units) = tokens/s per GPU / the paper's GPU-hour price ratio; "
-        f"tokens per USD use {pricing.PRICE_TABLE_SOURCE} (dated {pricing.PRICE_TABLE_DATE}).\n",
+        f"tokens per USD use {hardware.PRICE_TABLE_SOURCE} (dated {hardware.PRICE_TABLE_DATE}).\n",
         f"Speeds are medians of at least {MIN_TIMED_STEPS} timed steps (shorter runs, such as "
         "memory-fit checks, are left out of the tables and figures).\n",
         "## Best configuration per size and GPU (slm_jax)\n", best_table(ours), "",
@@ -471,12 +470,13 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
   return out_dir / "index.html"
 
 
+_PRICED = sorted(g.name for g in hardware.GPUS.values())
 _OUT = flags.DEFINE_string("out", "report", "Folder for the PNGs, report.md and index.html.")
 _PAPER = flags.DEFINE_string("paper_csv", str(PAPER_CSV), "The paper's plotted points.")
 _TARGET = flags.DEFINE_float("target_loss", None, "Loss for the dollars-to-target table; "
                              "default: the lowest loss every training run reaches.")
 _REPRICE = flags.DEFINE_list("reprice", [], "Also draw each training run at these GPU types' "
-                             f"prices (of {sorted(pricing.USD_PER_GPU_HOUR)}), labelled re-priced.")
+                             f"prices (of {_PRICED}), labelled re-priced.")
 _RUNS = flags.DEFINE_list("runs", [], "Training runs to draw and tabulate, by tag (shell "
                           "patterns, e.g. '*loss_dollar'); default: every one.")
 
@@ -489,10 +489,9 @@ def main(argv):
   if missing:
     print(f"error: no such results file: {', '.join(missing)}", file=sys.stderr)
     sys.exit(2)
-  unknown = [g for g in _REPRICE.value if g not in pricing.USD_PER_GPU_HOUR]
+  unknown = [g for g in _REPRICE.value if g not in _PRICED]
   if unknown:
-    print(f"error: --reprice: no price for {unknown}; choose from "
-          f"{sorted(pricing.USD_PER_GPU_HOUR)}", file=sys.stderr)
+    print(f"error: --reprice: no price for {unknown}; choose from {_PRICED}", file=sys.stderr)
     sys.exit(2)
   index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
                        tuple(_REPRICE.value), tuple(_RUNS.value))
