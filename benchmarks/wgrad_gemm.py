@@ -26,7 +26,7 @@ from absl import app, flags
 
 from slm_jax import model as model_lib
 from slm_jax import results
-from slm_jax.attention.timing import time_calls
+from slm_jax.tools.timing import time_calls
 
 _OUT = flags.DEFINE_string("out", None, "JSONL file to append records to (none: print only).")
 _MODELS = flags.DEFINE_list("models", ["500m:64", "1b:64", "2b:32"],

@@ -1,10 +1,10 @@
 """Tile sizes and Triton launch parameters for the Pallas flash attention, per GPU and shape.
 
-The table is `pallas_tuning.json` beside this file: entries keyed by GPU (a lower-case substring
-of the device kind, or "default"), head_dim and seq_len, each giving the forward, dK/dV and dQ
-kernels' (block_q, block_k, num_warps, num_stages). `python -m slm_jax.attention.tune --out
-FILE` measures entries on the GPU at hand and merges them into FILE; set
-$SLM_JAX_PALLAS_TUNING=FILE to use a table other than the shipped one.
+The table is `pallas_tuning.json` beside this file: entries keyed by GPU (`gpu_key`: the GPU
+type's tuning key in slm_jax.hardware, or "default"), head_dim and seq_len, each giving the
+forward, dK/dV and dQ kernels' (block_q, block_k, num_warps, num_stages).
+`python -m slm_jax.tools.attention_tune --out FILE` measures entries on the GPU at hand and
+merges them into FILE; set $SLM_JAX_PALLAS_TUNING=FILE to use a table other than the shipped one.
 """
 
 from __future__ import annotations
@@ -127,6 +127,6 @@ def save_table(entries: list[dict], path) -> None:
   Path(path).write_text(
       "{\n \"comment\": \"Pallas flash attention launch table: each kernel is [block_q, block_k, "
       "num_warps, num_stages]; 'default' serves GPUs without entries of their own. Measured "
-      "entries come from python -m slm_jax.attention.tune.\",\n"
+      "entries come from python -m slm_jax.tools.attention_tune.\",\n"
       f" \"entries\": [\n{lines}\n ]\n}}\n")
   load_table.cache_clear()
