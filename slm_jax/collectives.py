@@ -14,24 +14,12 @@ import re
 
 import numpy as np
 
-from slm_jax import hardware
+from slm_jax import hardware, hlo
 
-KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+KINDS = hlo.COLLECTIVES
 
-# op name as HLO prints it (async pairs included) -> kind; the "-done" halves are not counted.
-_OP = re.compile(r"=\s*(?P<result>\([^=]*?\)|\S+)\s+(?P<op>all-reduce|all-gather|reduce-scatter|"
-                 r"all-to-all|collective-permute)(?:-start)?\((?P<operands>[^)]*)\)")
-_SHAPE = re.compile(r"\b(?P<dtype>pred|[sfu](?:8|16|32|64)|bf16|f8e\w+)\[(?P<dims>[\d,]*)\]")
-_DTYPE_BYTES = {"pred": 1, "bf16": 2}
-
-
-def _shape_bytes(text: str) -> int:
-  total = 0
-  for m in _SHAPE.finditer(text):
-    dtype = m["dtype"]
-    size = _DTYPE_BYTES.get(dtype) or (1 if dtype.startswith("f8") else int(dtype[1:]) // 8)
-    total += size * math.prod(int(d) for d in m["dims"].split(",") if d)
-  return total
+# Op names as HLO prints them (async pairs by their "-start" half; "-done" is not counted).
+_KIND_OF_OP = {**{k: k for k in KINDS}, **{f"{k}-start": k for k in KINDS}}
 
 
 def _group_size(line: str, default: int) -> int:
@@ -51,15 +39,15 @@ def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
   """{kind: {"count", "bytes", "ring_bytes"}} per device for one call of the HLO module."""
   out = {k: {"count": 0, "bytes": 0, "ring_bytes": 0.0} for k in KINDS}
   for line in hlo_text.splitlines():
-    line = re.sub(r"/\*.*?\*/", "", line)  # tuple index comments
-    m = _OP.search(line)
-    if not m:
+    line = hlo.uncommented(line)
+    instr = hlo.instruction(line)
+    kind = _KIND_OF_OP.get(instr["op"]) if instr else None
+    if kind is None:
       continue
-    kind = m["op"]
     n = _group_size(line, num_devices)
-    result_bytes = _shape_bytes(m["result"])
+    result_bytes = hlo.nbytes(instr["type"])
     if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
-      size = _shape_bytes(m["operands"]) or result_bytes * n
+      size = hlo.nbytes(instr["operands"]) or result_bytes * n
     else:
       size = result_bytes
     if n <= 1:
