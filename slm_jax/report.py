@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from slm_jax import hardware, pricing, results  # noqa: E402
+from slm_jax.results import fmt  # noqa: E402
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "third_party/ashkboos24/ashkboos24_figures.csv"
 MODELS = ("100m", "500m", "1b", "2b")
@@ -278,21 +279,17 @@ def loss_dollar_table(curves: list[dict], target: float) -> str:
     r = c["record"]
     best = min((l for _, l in c["eval"]), default=None)
     lines.append(
-        f"| {c['label']} | {_fmt(c['price'], '.2f')} | "
-        f"{_fmt(r.get('steps_trained'), ',')} | {_fmt(r.get('tokens_per_s'))} | "
-        f"{_fmt(dollars_to(c, target), '.4f')} | "
-        f"{_fmt(eval_dollars_to(c, held) if held is not None else None, '.4f')} | "
-        f"{_fmt(r.get('final_loss'), '.3f')} | {_fmt(r.get('final_eval_loss'), '.3f')} "
-        f"({_fmt(best, '.3f')}) | {_fmt(c['dollars'][-1], '.4f')} |")
+        f"| {c['label']} | {fmt(c['price'], '.2f')} | "
+        f"{fmt(r.get('steps_trained'), ',')} | {fmt(r.get('tokens_per_s'))} | "
+        f"{fmt(dollars_to(c, target), '.4f')} | "
+        f"{fmt(eval_dollars_to(c, held) if held is not None else None, '.4f')} | "
+        f"{fmt(r.get('final_loss'), '.3f')} | {fmt(r.get('final_eval_loss'), '.3f')} "
+        f"({fmt(best, '.3f')}) | {fmt(c['dollars'][-1], '.4f')} |")
   return "\n".join(lines)
 
 
-def _fmt(v, spec=",.0f"):
-  return format(v, spec) if isinstance(v, (int, float)) else "-"
-
-
 def _mfu(record: dict) -> str:
-  return f"{_fmt(record['mfu'] and record['mfu'] * 100, '.1f')}%"
+  return f"{fmt(record['mfu'] and record['mfu'] * 100, '.1f')}%"
 
 
 def best_table(ours: list[dict]) -> str:
@@ -304,9 +301,9 @@ def best_table(ours: list[dict]) -> str:
                                 key=lambda kv: (MODELS.index(kv[0][0]), kv[0][1])):
     lines.append(
         f"| {PAPER_MODEL[model]} | {gpu} | {r['num_devices']} | {r['attention']} | "
-        f"{r['strategy']} | {r['per_device_batch']} | {_fmt(r['tokens_per_s_per_device'])} | "
-        f"{_mfu(r)} | {_fmt(r['value'])} | "
-        f"{_fmt(r['token_per_dollar'])} | {r.get('price_source', '-')} |")
+        f"{r['strategy']} | {r['per_device_batch']} | {fmt(r['tokens_per_s_per_device'])} | "
+        f"{_mfu(r)} | {fmt(r['value'])} | "
+        f"{fmt(r['token_per_dollar'])} | {r.get('price_source', '-')} |")
   return "\n".join(lines)
 
 
@@ -318,10 +315,10 @@ def variants_table(variants: list[dict], ours: list[dict]) -> str:
   for (model, gpu), r in sorted(best(variants, ("model", "gpu_series")).items(),
                                 key=lambda kv: (MODELS.index(variant_of(kv[0][0])), kv[0])):
     p = paper_best.get((variant_of(model), gpu))
-    paper = (f"{_fmt(p['params'])}, {_fmt(p['tokens_per_s_per_device'])}, "
+    paper = (f"{fmt(p['params'])}, {fmt(p['tokens_per_s_per_device'])}, "
              f"{_mfu(p)}" if p else "-")
-    lines.append(f"| {model} | {gpu} | {_fmt(r['params'])} | {r['per_device_batch']} | "
-                 f"{_fmt(r['tokens_per_s_per_device'])} | "
+    lines.append(f"| {model} | {gpu} | {fmt(r['params'])} | {r['per_device_batch']} | "
+                 f"{fmt(r['tokens_per_s_per_device'])} | "
                  f"{_mfu(r)} | {paper} |")
   return "\n".join(lines)
 
@@ -339,9 +336,9 @@ def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> str:
     pb = max((p["token_per_dollar"] for p in paper if p["model"] == PAPER_MODEL[m]), default=None)
     j, t = jb.get((m, gpu)), tb.get((m, gpu))
     ratio = j["value"] / t["value"] if j and t else None
-    lines.append(f"| {PAPER_MODEL[m]} | {gpu} | {_fmt(pb)} | "
-                 f"{_fmt(t and t['value'])}{' (' + _torch_label(t) + ')' if t else ''} | "
-                 f"{_fmt(j and j['value'])} | {_fmt(ratio, '.2f')} |")
+    lines.append(f"| {PAPER_MODEL[m]} | {gpu} | {fmt(pb)} | "
+                 f"{fmt(t and t['value'])}{' (' + _torch_label(t) + ')' if t else ''} | "
+                 f"{fmt(j and j['value'])} | {fmt(ratio, '.2f')} |")
   return "\n".join(lines)
 
 
@@ -370,7 +367,7 @@ def answers(ours: list[dict], paper: list[dict]) -> dict[str, str]:
     gpus = {g: r["value"] for (mm, g), r in by_gpu.items() if mm == m}
     if gpus:
       top = max(gpus, key=gpus.get)
-      lines.append(f"{PAPER_MODEL[m]}: best {top} ({_fmt(gpus[top])})" +
+      lines.append(f"{PAPER_MODEL[m]}: best {top} ({fmt(gpus[top])})" +
                    ("" if len(gpus) > 1 else " (the only GPU type measured)"))
   out["Fig2"] = "; ".join(lines) or "no GPU records yet"
   for fig, key in (("Fig3", "num_nodes"), ("Fig4", "global_batch")):

@@ -1,5 +1,5 @@
-"""`python -m slm_jax.attention.tune`, kept working: runs slm_jax.tools.attention_tune, where the tool
-lives, outside the kernels' package (it imports the training stack)."""
+"""`python -m slm_jax.attention.tune` kept working: runs the tool, slm_jax.tools.attention_tune,
+which lives outside the kernels' package as it imports the training stack."""
 
 import runpy
 
