@@ -329,8 +329,8 @@ def _torch_label(record: dict) -> str:
 
 def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> str:
   """Three columns per size: the paper's best, PyTorch today on this GPU, slm_jax (best each)."""
-  lines = ["| model | GPU | paper best (any GPU) | PyTorch (this GPU) | slm_jax | slm_jax / PyTorch |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| model | GPU | paper best (any GPU) | PyTorch (this GPU) | slm_jax | "
+           "slm_jax / PyTorch |", "|---|---|---|---|---|---|"]
   jb, tb = best(ours, ("model", "gpu_series")), best(torch, ("model", "gpu_series"))
   for m, gpu in sorted(set(jb) | set(tb), key=lambda k: (MODELS.index(k[0]), k[1])):
     pb = max((p["token_per_dollar"] for p in paper if p["model"] == PAPER_MODEL[m]), default=None)
