@@ -7,8 +7,8 @@ forward's. Splitting the tokens into chunks gives a batched GEMM chunks times th
 the cost of summing chunks fp32 partial products. For each model's projection shapes (q/k/v/o:
 d x d; gate/up: d x ffn; down: ffn x d, ffn padded as the model pads it) at that model's
 benchmark batch, this times `weight_grad` with each of --chunks (1: the one dot autodiff
-emits), the chunk counts alternated in --rounds on one device. One JSON line per (model, shape, chunks,
-round) is appended to --out:
+emits), the chunk counts alternated in --rounds on one device. One JSON line per (model, shape,
+chunks, round) is appended to --out:
 
   python3 benchmarks/wgrad_gemm.py --out=F
   python3 benchmarks/wgrad_gemm.py --tiny --out=/tmp/w.jsonl   # seconds, on a CPU
@@ -26,7 +26,7 @@ from absl import app, flags
 
 from slm_jax import model as model_lib
 from slm_jax import results
-from slm_jax.attention.timing import time_calls
+from slm_jax.tools.timing import time_calls
 
 _OUT = flags.DEFINE_string("out", None, "JSONL file to append records to (none: print only).")
 _MODELS = flags.DEFINE_list("models", ["500m:64", "1b:64", "2b:32"],

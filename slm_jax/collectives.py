@@ -1,5 +1,5 @@
 """What a compiled step sends: collectives read from its HLO, and the time a ring would take
-on a named interconnect.
+on a named interconnect (slm_jax.hardware.INTERCONNECTS).
 
 `bytes` of a collective is the size of the whole tensor it combines, per device: the operand
 of an all-reduce or reduce-scatter, the result of an all-gather. A ring over n devices sends
@@ -9,28 +9,17 @@ latency per ring step.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 
 import numpy as np
 
-KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+from slm_jax import hardware, hlo
 
-# op name as HLO prints it (async pairs included) -> kind; the "-done" halves are not counted.
-_OP = re.compile(r"=\s*(?P<result>\([^=]*?\)|\S+)\s+(?P<op>all-reduce|all-gather|reduce-scatter|"
-                 r"all-to-all|collective-permute)(?:-start)?\((?P<operands>[^)]*)\)")
-_SHAPE = re.compile(r"\b(?P<dtype>pred|[sfu](?:8|16|32|64)|bf16|f8e\w+)\[(?P<dims>[\d,]*)\]")
-_DTYPE_BYTES = {"pred": 1, "bf16": 2}
+KINDS = hlo.COLLECTIVES
 
-
-def _shape_bytes(text: str) -> int:
-  total = 0
-  for m in _SHAPE.finditer(text):
-    dtype = m["dtype"]
-    size = _DTYPE_BYTES.get(dtype) or (1 if dtype.startswith("f8") else int(dtype[1:]) // 8)
-    total += size * math.prod(int(d) for d in m["dims"].split(",") if d)
-  return total
+# Op names as HLO prints them (async pairs by their "-start" half; "-done" is not counted).
+_KIND_OF_OP = {**{k: k for k in KINDS}, **{f"{k}-start": k for k in KINDS}}
 
 
 def _group_size(line: str, default: int) -> int:
@@ -50,15 +39,15 @@ def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
   """{kind: {"count", "bytes", "ring_bytes"}} per device for one call of the HLO module."""
   out = {k: {"count": 0, "bytes": 0, "ring_bytes": 0.0} for k in KINDS}
   for line in hlo_text.splitlines():
-    line = re.sub(r"/\*.*?\*/", "", line)  # tuple index comments
-    m = _OP.search(line)
-    if not m:
+    line = hlo.uncommented(line)
+    instr = hlo.instruction(line)
+    kind = _KIND_OF_OP.get(instr["op"]) if instr else None
+    if kind is None:
       continue
-    kind = m["op"]
     n = _group_size(line, num_devices)
-    result_bytes = _shape_bytes(m["result"])
+    result_bytes = hlo.nbytes(instr["type"])
     if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
-      size = _shape_bytes(m["operands"]) or result_bytes * n
+      size = hlo.nbytes(instr["operands"]) or result_bytes * n
     else:
       size = result_bytes
     if n <= 1:
@@ -76,26 +65,9 @@ def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
   return out
 
 
-@dataclasses.dataclass(frozen=True)
-class Interconnect:
-  name: str
-  gbytes_per_s: float  # per direction, per device
-  latency_us: float    # per ring step
-
-
-INTERCONNECTS = {
-    "nvlink4": Interconnect("NVLink 4 (H100/H200 SXM, 450 GB/s per direction)", 450.0, 3.0),
-    "nvlink3": Interconnect("NVLink 3 (A100 SXM, 300 GB/s per direction)", 300.0, 3.0),
-    "pcie4": Interconnect("PCIe 4.0 x16 (~25 GB/s achievable)", 25.0, 5.0),
-    "pcie5": Interconnect("PCIe 5.0 x16 (~50 GB/s achievable)", 50.0, 5.0),
-    "ib400": Interconnect("InfiniBand NDR / EFA 400 Gb/s per GPU (50 GB/s)", 50.0, 10.0),
-    "efa100": Interconnect("EFA 100 Gb/s per GPU (12.5 GB/s)", 12.5, 15.0),
-}
-
-
 def predict_seconds(collectives: dict, interconnect: str) -> float:
   """Ring time for every collective of one step, run back to back with no overlap."""
-  link = INTERCONNECTS[interconnect]
+  link = hardware.interconnect(interconnect)
   total = 0.0
   for kind, entry in collectives.items():
     if not entry["count"]:
@@ -104,7 +76,7 @@ def predict_seconds(collectives: dict, interconnect: str) -> float:
     if kind == "all-reduce":
       steps_per_op *= 2
     total += entry["ring_bytes"] / (link.gbytes_per_s * 1e9)
-    total += entry["count"] * steps_per_op * link.latency_us * 1e-6
+    total += entry["count"] * steps_per_op * link.latency_s
   return total
 
 

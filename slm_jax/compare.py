@@ -62,7 +62,8 @@ _BOOLS = {"false": False, "off": False, "0": False, "true": True, "on": True, "1
 
 COLUMNS = (
     ("stack", "stack", "{}"), ("attention", "attention", "{}"), ("compiler", "compiler", "{}"),
-    ("status", "status", "{}"), ("per_device_batch", "batch/dev", "{}"), ("params", "params", "{:,}"),
+    ("status", "status", "{}"), ("per_device_batch", "batch/dev", "{}"),
+    ("params", "params", "{:,}"),
     ("step_time_s.median", "step ms (median)", "{:.1f}", 1e3),
     ("tokens_per_s", "tokens/s", "{:,.0f}"), ("mfu", "MFU %", "{:.1f}", 100),
     ("peak_memory_bytes", "peak GiB", "{:.1f}", 2**-30), ("compile_s", "compile s", "{:.1f}"),

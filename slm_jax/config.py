@@ -10,34 +10,15 @@ import math
 
 import ml_collections
 
+from slm_jax import hardware
 from slm_jax import model as model_lib
 from slm_jax.errors import UserError
-
-# Memory of each GPU type a config targets. Runs budget memory to the smaller of this and what
-# the device has, so an `a100_40g` config run on an 80 GB card answers "does it fit in 40 GB".
-GPU_MEMORY_GB = {"a100_40g": 40.0, "a100": 80.0, "h100": 80.0, "h200": 141.0, "cpu": 0.0}
-
-# XLA options each GPU's presets compile with (--config.xla_options replaces them). Hopper:
-# XLA's Triton GEMM fusions off, so cuBLAS runs those GEMMs: 1.009-1.027x tokens/s at every
-# paper size on an H200 (benchmarks/PERF_NOTES.md section 5). Unmeasured on the A100.
-GPU_XLA_OPTIONS = {gpu: "xla_gpu_enable_triton_gemm=false" for gpu in ("h100", "h200")}
-
-# Per-device batch each config starts from (override with --config.per_device_batch_size):
-# 16, and 8 for 2B, as the issue-2 benchmark. Measured peaks on an H100 (benchmarks/):
-# 1B at 16 takes 34.6 GiB and 2B at 8 takes 42.3 GiB, so a 40 GB A100 keeps 1B at 16 and
-# takes 2B at 4 (29.3 GiB of fp32 weights, gradients and Adam state plus about half the
-# activations; an estimate, checked against XLA's plan by --dry_run on a GPU).
-DEFAULT_BATCH = {
-    "a100_40g": {"100m": 16, "500m": 16, "1b": 16, "2b": 4},
-    "a100": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
-    "h100": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
-    "h200": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
-}
 
 STRATEGIES = ("single", "ddp", "fsdp_full", "fsdp_grad_op", "hsdp")
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("benchmark", "train")
 CROSS_ENTROPY = ("gather", "select")
+GPU_KEYS = ("cpu", *hardware.GPUS)  # the GPU types of slm_jax.hardware, or none
 DATA_FORMATS = ("", "text", "json", "parquet")
 
 
@@ -110,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-8
   c.grad_clip_norm = 1.0
   c.seed = 0
-  # Accounting overrides; 0 means "from the tables in slm_jax.measure / slm_jax.pricing".
+  # Accounting overrides; 0 means "from the device's GPU type in slm_jax.hardware".
   c.device_memory_gb = 0.0
   c.price_per_device_hour = 0.0
   c.peak_tflops = 0.0
@@ -170,12 +151,13 @@ def paper_config(size: str, gpu: str) -> ml_collections.ConfigDict:
   c = base_config()
   c.model = size
   _set_model_fields(c, size)
-  c.gpu = gpu
+  g = hardware.gpu(gpu)
+  c.gpu = g.key
   c.attention = "cudnn"
-  c.per_device_batch_size = DEFAULT_BATCH[gpu][size]
+  c.per_device_batch_size = g.default_batch[size]
   c.seq_len = 1024
-  c.device_memory_gb = GPU_MEMORY_GB[gpu]
-  c.xla_options = GPU_XLA_OPTIONS.get(gpu, "")
+  c.device_memory_gb = g.memory_gb
+  c.xla_options = g.xla_options
   return c
 
 
@@ -303,8 +285,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.mode == "train":
     _validate_training(c)
   xla_options(c)
-  if c.gpu not in GPU_MEMORY_GB:
-    raise UserError(f"--config.gpu={c.gpu!r} is not one of {sorted(GPU_MEMORY_GB)}")
+  if c.gpu not in GPU_KEYS:
+    raise UserError(f"--config.gpu={c.gpu!r} is not one of {sorted(GPU_KEYS)}")
 
 
 def _validate_training(c: ml_collections.ConfigDict) -> None:

@@ -6,22 +6,28 @@ with its own memory as the budget; a CPU the tiny model.
 
 import jax
 
-from slm_jax import config
+from slm_jax import config, hardware
+
+# The presets an unknown GPU runs (with its own memory as the budget).
+FALLBACK_GPU = "h100"
 
 
-def gpu_key(device_kind: str) -> str | None:
-  kind = device_kind.upper()
-  if "A100" in kind:
-    return "a100_40g" if "40GB" in kind else "a100"
-  return next((k for k in ("h200", "h100") if k.upper() in kind), None)
+def preset_gpu(device_kind: str) -> str:
+  """The config key of the presets a GPU runs: its type's, else FALLBACK_GPU's."""
+  gpu = hardware.from_device_kind(device_kind)
+  return gpu.key if gpu else FALLBACK_GPU
+
+
+def for_gpu(device_kind: str):
+  """The paper's 100M model on this GPU."""
+  c = config.paper_config("100m", preset_gpu(device_kind))
+  if hardware.from_device_kind(device_kind) is None:
+    c.device_memory_gb = 0.0
+  return c
 
 
 def get_config():
   device = jax.devices()[0]
   if device.platform != "gpu":
     return config.tiny_config()
-  key = gpu_key(device.device_kind)
-  c = config.paper_config("100m", key or "h100")
-  if key is None:
-    c.device_memory_gb = 0.0
-  return c
+  return for_gpu(device.device_kind)

@@ -8,35 +8,21 @@ from typing import Callable
 
 import jax
 
-# Dense bf16 tensor-core peaks in TFLOP/s, by a substring of the device kind, first match wins.
-PEAK_BF16_TFLOPS = (
-    ("H100 PCIE", 756.0),
-    ("H100", 989.0),
-    ("H200", 989.0),
-    ("A100", 312.0),
-)
-
-
-# HBM bandwidth in GB/s (datasheet), same matching.
-PEAK_HBM_GBYTES_PER_S = (
-    ("H100 PCIE", 2000.0),
-    ("H100", 3350.0),
-    ("H200", 4800.0),
-    ("A100-SXM4-40GB", 1555.0),
-    ("A100", 2039.0),
-)
+from slm_jax import hardware
 
 
 def peak_gbytes_per_s(device_kind: str) -> float | None:
-  kind = device_kind.upper()
-  return next((bw for name, bw in PEAK_HBM_GBYTES_PER_S if name in kind), None)
+  """HBM bandwidth of the device's GPU type (slm_jax.hardware), None if unknown."""
+  gpu = hardware.from_device_kind(device_kind)
+  return gpu.hbm_gbytes_per_s if gpu else None
 
 
 def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
+  """Dense bf16 peak of the device's GPU type (slm_jax.hardware) unless `override` > 0."""
   if override > 0:
     return override
-  kind = device_kind.upper()
-  return next((peak for name, peak in PEAK_BF16_TFLOPS if name in kind), None)
+  gpu = hardware.from_device_kind(device_kind)
+  return gpu.peak_bf16_tflops if gpu else None
 
 
 def device_memory_limit(device: jax.Device) -> int | None:

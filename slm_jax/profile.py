@@ -21,15 +21,11 @@ from pathlib import Path
 
 import jax
 
+from slm_jax import hlo
+
 CATEGORIES = ("matmul", "attention", "collectives", "norm/elementwise", "loss", "optimizer",
               "idle/host")
 SCOPES = (("attention", "attention"), ("cross_entropy", "loss"), ("optimizer", "optimizer"))
-_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
-                "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+) = (?P<type>.*?) "
-                    r"(?P<op>[a-z][\w\-]*)\((?P<operands>[^)]*)\)(?P<attrs>.*)$")
-_SHAPE = re.compile(r"(?P<dtype>[a-z]+\d*)\[(?P<dims>[\d,]*)\]")
 
 
 @dataclasses.dataclass
@@ -40,53 +36,17 @@ class Op:
   op_name: str = ""
 
 
-def _shapes(text: str) -> list[tuple[str, list[int]]]:
-  return [(m["dtype"], [int(d) for d in m["dims"].split(",") if d]) for m in _SHAPE.finditer(text)
-          if m["dtype"] in _DTYPE_BYTES]
-
-
-def _bytes(text: str) -> int:
-  return sum(_DTYPE_BYTES[d] * math.prod(dims) for d, dims in _shapes(text))
-
-
-def _computations(hlo_text: str) -> dict[str, list[dict]]:
-  comps, current = {}, None
-  for line in hlo_text.splitlines():
-    if re.match(r"^(ENTRY )?%[\w.\-]+ .*\{$", line):
-      current = "ENTRY" if line.startswith("ENTRY") else line.split()[0][1:]
-      comps[current] = []
-    elif line.startswith("}"):
-      current = None
-    elif current and (m := _INSTR.match(line)):
-      comps[current].append(m.groupdict())
-  return comps
-
-
-def _operands(instr: dict) -> list[str]:
-  return [o.strip().split()[-1].lstrip("%") for o in instr["operands"].split(",") if o.strip()]
-
-
-def _operand_type(name: str, types: dict[str, str]) -> str:
-  """An operand's type; `x#1` (newer XLA's spelling of a tuple's element) is x's second."""
-  base, _, index = name.partition("#")
-  text = types.get(base, "")
-  if not index:
-    return text
-  elements = re.findall(r"[a-z]+\d*\[[\d,]*\](?:\{[^}]*\})?", text)
-  return elements[int(index)] if int(index) < len(elements) else ""
-
-
 def _dot_flops(instr: dict, types: dict[str, str]) -> float:
   """2 x output elements x contracted size, for a `dot` (contracting dims in its attributes)
   or a library GEMM (cuBLAS custom calls: in their backend config's dot_dimension_numbers)."""
-  out = _shapes(instr["type"])
-  operands = _operands(instr)
+  out = hlo.shapes(instr["type"])
+  operands = hlo.operands(instr)
   contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", instr["attrs"])
   dims = contracting[1] if contracting else None
   if dims is None and (gemm := re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]',
                                           instr["attrs"])):
     dims = gemm[1].replace('"', "")
-  lhs = _shapes(_operand_type(operands[0], types)) if operands else []
+  lhs = hlo.shapes(hlo.operand_type(operands[0], types)) if operands else []
   if not out or not lhs or dims is None:
     return 0.0
   k = math.prod(lhs[0][1][int(i)] for i in dims.split(",") if i.strip())
@@ -96,7 +56,7 @@ def _dot_flops(instr: dict, types: dict[str, str]) -> float:
 def hlo_ops(hlo_text: str) -> dict[str, Op]:
   """{instruction name: Op} for the instructions that run (fusion bodies folded into their
   fusion), with categories, FLOPs (matmuls) and the bytes their operands and results span."""
-  comps = _computations(hlo_text)
+  comps = hlo.computations(hlo_text)
   types = {i["name"]: i["type"] for instrs in comps.values() for i in instrs}
   fused = {c for instrs in comps.values() for i in instrs if i["op"] == "fusion"
            for c in re.findall(r"calls=%([\w.\-]+)", i["attrs"])}
@@ -118,15 +78,16 @@ def hlo_ops(hlo_text: str) -> dict[str, Op]:
       op_name = re.search(r'op_name="([^"]*)"', i["attrs"])
       op_name = op_name[1] if op_name else ""
       # A cuBLAS call's result is (output, workspace); the workspace is scratch, not traffic.
-      result = _operand_type(f"{i['name']}#0" if gemm else i["name"], types)
-      nbytes = _bytes(result) + sum(_bytes(_operand_type(o, types)) for o in _operands(i))
+      result = hlo.operand_type(f"{i['name']}#0" if gemm else i["name"], types)
+      nbytes = hlo.nbytes(result) + sum(hlo.nbytes(hlo.operand_type(o, types))
+                                        for o in hlo.operands(i))
       ops[i["name"]] = Op(_category(i["op"], target, op_name, bool(dots)), flops, nbytes,
                           op_name)
   return ops
 
 
 def _category(opcode: str, target: str, op_name: str, has_dot: bool) -> str:
-  if opcode.replace("-start", "").replace("-done", "") in _COLLECTIVES:
+  if opcode.replace("-start", "").replace("-done", "") in hlo.COLLECTIVES:
     return "collectives"
   if "fmha" in target or "cudnn" in target.lower():
     return "attention"

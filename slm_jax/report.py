@@ -6,9 +6,9 @@ the Loss/Dollar the paper defines but never measured, from training runs (--conf
 
 Each plotted point is, as in the paper, the best record over everything not on the plot's axes
 (a grid search, then a max). Token/Dollar is in the paper's normalised unit (tokens/s per GPU
-over the GPU-hour price ratio: A100-40GB 1.00, A100-80GB 1.46, H100 2.53; H200 3.37, derived); the tables add
-tokens per US dollar from the dated price table in slm_jax/pricing.py. Writes PNGs, markdown
-tables (report.md) and one HTML page (index.html) answering the paper's four questions.
+over the GPU-hour price ratio); the tables add tokens per US dollar from the dated price table
+(both in slm_jax/hardware.py). Writes PNGs, markdown tables (report.md) and one HTML page
+(index.html) answering the paper's four questions.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from slm_jax import pricing, results  # noqa: E402
+from slm_jax import hardware, pricing, results  # noqa: E402
+from slm_jax.results import fmt  # noqa: E402
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "third_party/ashkboos24/ashkboos24_figures.csv"
 MODELS = ("100m", "500m", "1b", "2b")
@@ -34,8 +35,6 @@ PAPER_MODEL = {"100m": "100M", "500m": "500M", "1b": "1B", "2b": "2B"}
 ATTENTION_SERIES = {"xla": "vanilla_attention"}  # every other attention is a flash kernel
 STRATEGY_SERIES = {"ddp": "DDP", "single": "DDP", "fsdp_full": "FSDP-Full",
                    "fsdp_grad_op": "FSDP-Grad+Optimizer", "hsdp": "HSDP"}
-GPU_SERIES = {"A100-40GB": "A100-40GB", "A100-80GB": "A100-80GB", "H100": "H100-80GB",
-              "H200": "H200"}
 GPUS_PER_NODE = 8
 # A point's speed is the median of at least this many timed steps: shorter runs (the 80 GB
 # fit's 3 steps) answer "does it fit", and a short median is a noisier maximum.
@@ -96,10 +95,10 @@ def prepare(records: list[dict], stack: str = "jax", variants: bool = False) -> 
              if r.get("tokens_per_s_per_device") else None)
     if value is None:
       continue
-    gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
+    gpu = hardware.from_device_kind(r.get("device_kind", ""))
     out.append(dict(
         r, attention_series=ATTENTION_SERIES.get(r["attention"], "flash_attention"),
-        gpu_series=GPU_SERIES.get(gpu, gpu),
+        gpu_series=gpu.paper_label if gpu else r.get("device_kind", "?"),
         strategy_series=STRATEGY_SERIES.get(r["strategy"], r["strategy"]),
         num_nodes=max(1, r["num_devices"] // GPUS_PER_NODE),
         token_per_dollar_paper=value, value=value))
@@ -197,12 +196,13 @@ def train_curves(records: list[dict], reprice: tuple[str, ...] = (),
       continue
     if runs and not any(fnmatch.fnmatchcase(r.get("tag") or "", p) for p in runs):
       continue
-    gpu = pricing.gpu_type(r.get("device_kind", "")) or r.get("device_kind", "?")
+    known = hardware.from_device_kind(r.get("device_kind", ""))
+    gpu = known.name if known else r.get("device_kind", "?")
     label = (f"{PAPER_MODEL.get(r['model'], r['model'])} on {r['num_devices']} x {gpu}"
              + (f" [{r['tag']}]" if r.get("tag") else ""))
     prices = [(label, 1.0)] + [
         (f"{label} at {g} price (re-priced)",
-         pricing.USD_PER_GPU_HOUR[g] / r["price_per_device_hour"])
+         hardware.gpu(g).usd_per_hour / r["price_per_device_hour"])
         for g in reprice if g != gpu and r.get("price_per_device_hour")]
     for name, scale in prices:
       out.append({"label": name, "record": r, "repriced": scale != 1.0,
@@ -279,21 +279,17 @@ def loss_dollar_table(curves: list[dict], target: float) -> str:
     r = c["record"]
     best = min((l for _, l in c["eval"]), default=None)
     lines.append(
-        f"| {c['label']} | {_fmt(c['price'], '.2f')} | "
-        f"{_fmt(r.get('steps_trained'), ',')} | {_fmt(r.get('tokens_per_s'))} | "
-        f"{_fmt(dollars_to(c, target), '.4f')} | "
-        f"{_fmt(eval_dollars_to(c, held) if held is not None else None, '.4f')} | "
-        f"{_fmt(r.get('final_loss'), '.3f')} | {_fmt(r.get('final_eval_loss'), '.3f')} "
-        f"({_fmt(best, '.3f')}) | {_fmt(c['dollars'][-1], '.4f')} |")
+        f"| {c['label']} | {fmt(c['price'], '.2f')} | "
+        f"{fmt(r.get('steps_trained'), ',')} | {fmt(r.get('tokens_per_s'))} | "
+        f"{fmt(dollars_to(c, target), '.4f')} | "
+        f"{fmt(eval_dollars_to(c, held) if held is not None else None, '.4f')} | "
+        f"{fmt(r.get('final_loss'), '.3f')} | {fmt(r.get('final_eval_loss'), '.3f')} "
+        f"({fmt(best, '.3f')}) | {fmt(c['dollars'][-1], '.4f')} |")
   return "\n".join(lines)
 
 
-def _fmt(v, spec=",.0f"):
-  return format(v, spec) if isinstance(v, (int, float)) else "-"
-
-
 def _mfu(record: dict) -> str:
-  return f"{_fmt(record['mfu'] and record['mfu'] * 100, '.1f')}%"
+  return f"{fmt(record['mfu'] and record['mfu'] * 100, '.1f')}%"
 
 
 def best_table(ours: list[dict]) -> str:
@@ -305,9 +301,9 @@ def best_table(ours: list[dict]) -> str:
                                 key=lambda kv: (MODELS.index(kv[0][0]), kv[0][1])):
     lines.append(
         f"| {PAPER_MODEL[model]} | {gpu} | {r['num_devices']} | {r['attention']} | "
-        f"{r['strategy']} | {r['per_device_batch']} | {_fmt(r['tokens_per_s_per_device'])} | "
-        f"{_mfu(r)} | {_fmt(r['value'])} | "
-        f"{_fmt(r['token_per_dollar'])} | {r.get('price_source', '-')} |")
+        f"{r['strategy']} | {r['per_device_batch']} | {fmt(r['tokens_per_s_per_device'])} | "
+        f"{_mfu(r)} | {fmt(r['value'])} | "
+        f"{fmt(r['token_per_dollar'])} | {r.get('price_source', '-')} |")
   return "\n".join(lines)
 
 
@@ -319,10 +315,10 @@ def variants_table(variants: list[dict], ours: list[dict]) -> str:
   for (model, gpu), r in sorted(best(variants, ("model", "gpu_series")).items(),
                                 key=lambda kv: (MODELS.index(variant_of(kv[0][0])), kv[0])):
     p = paper_best.get((variant_of(model), gpu))
-    paper = (f"{_fmt(p['params'])}, {_fmt(p['tokens_per_s_per_device'])}, "
+    paper = (f"{fmt(p['params'])}, {fmt(p['tokens_per_s_per_device'])}, "
              f"{_mfu(p)}" if p else "-")
-    lines.append(f"| {model} | {gpu} | {_fmt(r['params'])} | {r['per_device_batch']} | "
-                 f"{_fmt(r['tokens_per_s_per_device'])} | "
+    lines.append(f"| {model} | {gpu} | {fmt(r['params'])} | {r['per_device_batch']} | "
+                 f"{fmt(r['tokens_per_s_per_device'])} | "
                  f"{_mfu(r)} | {paper} |")
   return "\n".join(lines)
 
@@ -333,16 +329,16 @@ def _torch_label(record: dict) -> str:
 
 def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> str:
   """Three columns per size: the paper's best, PyTorch today on this GPU, slm_jax (best each)."""
-  lines = ["| model | GPU | paper best (any GPU) | PyTorch (this GPU) | slm_jax | slm_jax / PyTorch |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| model | GPU | paper best (any GPU) | PyTorch (this GPU) | slm_jax | "
+           "slm_jax / PyTorch |", "|---|---|---|---|---|---|"]
   jb, tb = best(ours, ("model", "gpu_series")), best(torch, ("model", "gpu_series"))
   for m, gpu in sorted(set(jb) | set(tb), key=lambda k: (MODELS.index(k[0]), k[1])):
     pb = max((p["token_per_dollar"] for p in paper if p["model"] == PAPER_MODEL[m]), default=None)
     j, t = jb.get((m, gpu)), tb.get((m, gpu))
     ratio = j["value"] / t["value"] if j and t else None
-    lines.append(f"| {PAPER_MODEL[m]} | {gpu} | {_fmt(pb)} | "
-                 f"{_fmt(t and t['value'])}{' (' + _torch_label(t) + ')' if t else ''} | "
-                 f"{_fmt(j and j['value'])} | {_fmt(ratio, '.2f')} |")
+    lines.append(f"| {PAPER_MODEL[m]} | {gpu} | {fmt(pb)} | "
+                 f"{fmt(t and t['value'])}{' (' + _torch_label(t) + ')' if t else ''} | "
+                 f"{fmt(j and j['value'])} | {fmt(ratio, '.2f')} |")
   return "\n".join(lines)
 
 
@@ -371,7 +367,7 @@ def answers(ours: list[dict], paper: list[dict]) -> dict[str, str]:
     gpus = {g: r["value"] for (mm, g), r in by_gpu.items() if mm == m}
     if gpus:
       top = max(gpus, key=gpus.get)
-      lines.append(f"{PAPER_MODEL[m]}: best {top} ({_fmt(gpus[top])})" +
+      lines.append(f"{PAPER_MODEL[m]}: best {top} ({fmt(gpus[top])})" +
                    ("" if len(gpus) > 1 else " (the only GPU type measured)"))
   out["Fig2"] = "; ".join(lines) or "no GPU records yet"
   for fig, key in (("Fig3", "num_nodes"), ("Fig4", "global_batch")):
@@ -424,7 +420,7 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
         f"({', '.join(f'{n} {s}' for s, n in sorted(status.items()))}) from "
         f"{', '.join(paths)}.\n",
         "Token/Dollar (paper units) = tokens/s per GPU / the paper's GPU-hour price ratio; "
-        f"tokens per USD use {pricing.PRICE_TABLE_SOURCE} (dated {pricing.PRICE_TABLE_DATE}).\n",
+        f"tokens per USD use {hardware.PRICE_TABLE_SOURCE} (dated {hardware.PRICE_TABLE_DATE}).\n",
         f"Speeds are medians of at least {MIN_TIMED_STEPS} timed steps (shorter runs, such as "
         "memory-fit checks, are left out of the tables and figures).\n",
         "## Best configuration per size and GPU (slm_jax)\n", best_table(ours), "",
@@ -471,12 +467,13 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
   return out_dir / "index.html"
 
 
+_PRICED = sorted(g.name for g in hardware.GPUS.values())
 _OUT = flags.DEFINE_string("out", "report", "Folder for the PNGs, report.md and index.html.")
 _PAPER = flags.DEFINE_string("paper_csv", str(PAPER_CSV), "The paper's plotted points.")
 _TARGET = flags.DEFINE_float("target_loss", None, "Loss for the dollars-to-target table; "
                              "default: the lowest loss every training run reaches.")
 _REPRICE = flags.DEFINE_list("reprice", [], "Also draw each training run at these GPU types' "
-                             f"prices (of {sorted(pricing.USD_PER_GPU_HOUR)}), labelled re-priced.")
+                             f"prices (of {_PRICED}), labelled re-priced.")
 _RUNS = flags.DEFINE_list("runs", [], "Training runs to draw and tabulate, by tag (shell "
                           "patterns, e.g. '*loss_dollar'); default: every one.")
 
@@ -489,10 +486,9 @@ def main(argv):
   if missing:
     print(f"error: no such results file: {', '.join(missing)}", file=sys.stderr)
     sys.exit(2)
-  unknown = [g for g in _REPRICE.value if g not in pricing.USD_PER_GPU_HOUR]
+  unknown = [g for g in _REPRICE.value if g not in _PRICED]
   if unknown:
-    print(f"error: --reprice: no price for {unknown}; choose from "
-          f"{sorted(pricing.USD_PER_GPU_HOUR)}", file=sys.stderr)
+    print(f"error: --reprice: no price for {unknown}; choose from {_PRICED}", file=sys.stderr)
     sys.exit(2)
   index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
                        tuple(_REPRICE.value), tuple(_RUNS.value))

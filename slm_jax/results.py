@@ -184,8 +184,9 @@ def _jsonable(x):
   return str(x)
 
 
-def _fmt(v, spec):
-  return format(v, spec) if isinstance(v, (int, float)) else "-"
+def fmt(value, spec: str = ",.0f") -> str:
+  """A number as `spec` formats it; "-" for anything else (None: not measured)."""
+  return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
 def summary(record: dict) -> str:
@@ -200,29 +201,29 @@ def summary(record: dict) -> str:
       ("attention / strategy", f"{record['attention']} / {record['strategy']}"),
       ("batch", f"{record['per_device_batch']}/device, {record['global_batch']} global, "
                 f"seq {record['seq_len']}"),
-      ("compile", f"{_fmt(record.get('compile_s'), '.1f')} s"),
-      ("step time", f"median {_fmt(st.get('median', None) and st['median'] * 1e3, '.2f')} ms "
-                    f"(min {_fmt(st.get('min', None) and st['min'] * 1e3, '.2f')}, "
-                    f"max {_fmt(st.get('max', None) and st['max'] * 1e3, '.2f')})"),
-      ("tokens/s", f"{_fmt(record.get('tokens_per_s'), ',.0f')} "
-                   f"({_fmt(record.get('tokens_per_s_per_device'), ',.0f')} per device)"),
-      ("MFU", _fmt(record.get("mfu") and record["mfu"] * 100, ".1f") + " %"),
-      ("memory", f"{_fmt(mem and mem / 2**30, '.2f')} GiB "
+      ("compile", f"{fmt(record.get('compile_s'), '.1f')} s"),
+      ("step time", f"median {fmt(st.get('median', None) and st['median'] * 1e3, '.2f')} ms "
+                    f"(min {fmt(st.get('min', None) and st['min'] * 1e3, '.2f')}, "
+                    f"max {fmt(st.get('max', None) and st['max'] * 1e3, '.2f')})"),
+      ("tokens/s", f"{fmt(record.get('tokens_per_s'), ',.0f')} "
+                   f"({fmt(record.get('tokens_per_s_per_device'), ',.0f')} per device)"),
+      ("MFU", fmt(record.get("mfu") and record["mfu"] * 100, ".1f") + " %"),
+      ("memory", f"{fmt(mem and mem / 2**30, '.2f')} GiB "
                  + ("peak" if record.get("peak_memory_bytes") else "expected by XLA")),
-      ("Token/Dollar", f"{_fmt(record.get('token_per_dollar'), ',.0f')} tokens per USD "
+      ("Token/Dollar", f"{fmt(record.get('token_per_dollar'), ',.0f')} tokens per USD "
                        f"({record['price_source']}); paper units "
-                       f"{_fmt(record.get('token_per_dollar_paper'), ',.0f')}"),
-      ("final loss", _fmt(record.get("final_loss"), ".4f")),
+                       f"{fmt(record.get('token_per_dollar_paper'), ',.0f')}"),
+      ("final loss", fmt(record.get("final_loss"), ".4f")),
   ]
   if record.get("mode") == "train":
     rows += [
-        ("trained", f"{_fmt(record.get('steps_trained'), ',')} steps, "
-                    f"{_fmt(record.get('tokens_trained'), ',')} tokens, "
-                    f"{_fmt(record.get('train_s'), '.1f')} s on "
+        ("trained", f"{fmt(record.get('steps_trained'), ',')} steps, "
+                    f"{fmt(record.get('tokens_trained'), ',')} tokens, "
+                    f"{fmt(record.get('train_s'), '.1f')} s on "
                     f"{record.get('data_source', '-')}"),
-        ("Loss/Dollar", f"loss {_fmt(record.get('final_loss'), '.4f')} (held-out "
-                        f"{_fmt(record.get('final_eval_loss'), '.4f')}) for "
-                        f"${_fmt(record.get('dollars_spent'), '.4f')}"),
+        ("Loss/Dollar", f"loss {fmt(record.get('final_loss'), '.4f')} (held-out "
+                        f"{fmt(record.get('final_eval_loss'), '.4f')}) for "
+                        f"${fmt(record.get('dollars_spent'), '.4f')}"),
         ("checkpoints", record.get("checkpoint_dir") or "-"),
     ]
   width = max(len(k) for k, _ in rows)
@@ -252,11 +253,11 @@ def markdown_table(records: list[dict], columns=TABLE_COLUMNS) -> str:
            "|" + "---|" * len(columns)]
   for r in records:
     cells = []
-    for key, _, fmt, *scale in columns:
+    for key, _, template, *scale in columns:
       v = _get(r, key)
       if isinstance(v, (int, float)) and not isinstance(v, bool) and scale:
         v = v * scale[0]
-      cells.append(fmt.format(v) if v is not None else "-")
+      cells.append(template.format(v) if v is not None else "-")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

@@ -32,6 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from slm_jax import results
+from slm_jax.default_config import preset_gpu
 from slm_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config (configs/sweeps/*.py).",
@@ -154,7 +155,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: boo
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
   devices = probe_devices(env)
-  gpu = sweep.gpu if sweep.gpu != "auto" else _gpu_key(devices["kind"])
+  gpu = sweep.gpu if sweep.gpu != "auto" else preset_gpu(devices["kind"])
   grid = points(sweep, devices["count"])
   results_path = workdir / "results.jsonl"
   done = done_keys(results_path, retry_failed)
@@ -181,11 +182,6 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: boo
     done.add(key)
   bar.close()
   return results.read(results_path)
-
-
-def _gpu_key(device_kind: str) -> str:
-  from slm_jax.default_config import gpu_key
-  return gpu_key(device_kind) or "h100"
 
 
 def main(argv):

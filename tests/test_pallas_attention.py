@@ -167,7 +167,7 @@ def run_module(module, *args):
 
 def test_bench_smoke_records_every_impl(tmp_path):
   out = tmp_path / "attention.jsonl"
-  proc = run_module("slm_jax.attention.bench", "--tiny", "--passes=fwd,bwd", f"--out={out}")
+  proc = run_module("slm_jax.tools.attention_bench", "--tiny", "--passes=fwd,bwd", f"--out={out}")
   assert proc.returncode == 0, proc.stderr
   records = [json.loads(line) for line in out.open()]
   by = {(r["impl"], r["pass"]): r for r in records}
@@ -184,7 +184,7 @@ def test_bench_smoke_records_every_impl(tmp_path):
 
 def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
   out = tmp_path / "table.json"
-  proc = run_module("slm_jax.attention.tune", "--head_dims=16", "--seq_lens=64", "--heads=2",
+  proc = run_module("slm_jax.tools.attention_tune", "--head_dims=16", "--seq_lens=64", "--heads=2",
                     "--batch=1", "--runs=1", "--inner=1", "--max_candidates=2", f"--out={out}")
   assert proc.returncode == 0, proc.stderr
   entries = pallas_tuning.load_table(str(out))
@@ -193,6 +193,12 @@ def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
   assert (mine["head_dim"], mine["seq_len"]) == (16, 64)
   assert pallas_tuning.lookup(kind, 16, 64, entries) == pallas_tuning.KernelConfig.from_json(mine)
   assert len(entries) == len(pallas_tuning.load_table(str(pallas_tuning.TABLE_PATH))) + 1
+
+
+def test_the_tools_former_commands_still_run_them():
+  for module, flag in (("bench", "--impls"), ("tune", "--head_dims")):
+    proc = run_module(f"slm_jax.attention.{module}", "--help")  # absl: help, then exit 1
+    assert f"slm_jax/tools/attention_{module}.py" in proc.stdout and flag in proc.stdout
 
 
 def test_batch_sharded_inputs_run_per_device_under_shard_map():

@@ -83,7 +83,8 @@ def test_gpu_trace_events_are_matched_by_hlo_op_kernel_name_or_kernel_kind():
 
 
 def test_collective_time_and_its_overlap_with_compute(tmp_path):
-  import gzip, json
+  import gzip
+  import json
   ops = {"fusion.1": profile.Op("matmul"), "all-reduce-start.1": profile.Op("collectives")}
   events = [{"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}},
             {"ph": "X", "pid": 7, "tid": 1, "name": "fusion_1", "ts": 0, "dur": 100},
@@ -131,7 +132,8 @@ def test_each_category_lists_its_own_heaviest_ops():
 def test_op_rates_count_every_launch_of_a_shared_kernel(tmp_path):
   # XLA compiles identical fusions (one per layer) into one kernel named after the first, so a
   # step launches `loop_fusion_1` three times: its rate is 3 launches' FLOPs over their time.
-  import gzip, json
+  import gzip
+  import json
   ops = {"loop_fusion.1": profile.Op("matmul", flops=2e9, bytes=1e6),
          "fusion.2": profile.Op("norm/elementwise", flops=0, bytes=4e6)}
   events = [{"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}}]
@@ -155,7 +157,8 @@ def test_cublas_gemms_count_their_flops_once_per_run_of_several_kernels(tmp_path
   # returning (output, workspace), its dimension numbers in the backend config, one operand an
   # element of a tuple (`x#1`). In the trace one run of it is three kernels carrying its
   # hlo_op: the workspace's memset, a split-K GEMM and the split-K reduction.
-  import gzip, json
+  import gzip
+  import json
   hlo = """HloModule m
 
 ENTRY %main (a: bf16[64,32], w: f32[32,48]) -> bf16[64,48] {

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from slm_jax import collectives, config as config_lib, results, sharding, train
+from slm_jax import collectives, config as config_lib, hardware, results, sharding, train
 from slm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,10 +139,10 @@ def test_ring_model_on_a_known_hlo():
   assert got["all-gather"]["count"] == 1 and got["all-gather"]["bytes"] == (64 * 128 + 8) * 2
   assert got["reduce-scatter"]["bytes"] == 1024 * 256 * 4
   seconds = collectives.predict_seconds(got, "pcie4")
-  link = collectives.INTERCONNECTS["pcie4"]
+  link = hardware.interconnect("pcie4")
   ring = got["all-reduce"]["ring_bytes"] + got["all-gather"]["ring_bytes"] + \
       got["reduce-scatter"]["ring_bytes"]
-  assert seconds == pytest.approx(ring / 25e9 + (6 + 3 + 3) * link.latency_us * 1e-6)
+  assert seconds == pytest.approx(ring / 25e9 + (6 + 3 + 3) * link.latency_s)
 
 
 def test_mesh_errors_are_clear():

@@ -30,7 +30,8 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 
 def check(impl: str, *, dtype, head_dim: int, platform: str | None = None) -> None:
-  """Raises UserError if `impl` cannot run on `platform` (default: JAX's backend) for these inputs."""
+  """Raises UserError if `impl` cannot run on `platform` (default: JAX's backend) for these
+  inputs."""
   if impl not in IMPLS:
     raise UserError(f"attention={impl!r} is not one of {sorted(IMPLS)}")
   CHECKS[impl](dtype=dtype, head_dim=head_dim, platform=platform or jax.default_backend())

@@ -1,10 +1,10 @@
 """Tile sizes and Triton launch parameters for the Pallas flash attention, per GPU and shape.
 
-The table is `pallas_tuning.json` beside this file: entries keyed by GPU (a lower-case substring
-of the device kind, or "default"), head_dim and seq_len, each giving the forward, dK/dV and dQ
-kernels' (block_q, block_k, num_warps, num_stages). `python -m slm_jax.attention.tune --out
-FILE` measures entries on the GPU at hand and merges them into FILE; set
-$SLM_JAX_PALLAS_TUNING=FILE to use a table other than the shipped one.
+The table is `pallas_tuning.json` beside this file: entries keyed by GPU (`gpu_key`: the GPU
+type's tuning key in slm_jax.hardware, or "default"), head_dim and seq_len, each giving the
+forward, dK/dV and dQ kernels' (block_q, block_k, num_warps, num_stages).
+`python -m slm_jax.tools.attention_tune --out FILE` measures entries on the GPU at hand and
+merges them into FILE; set $SLM_JAX_PALLAS_TUNING=FILE to use a table other than the shipped one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import math
 import os
 from pathlib import Path
 
+from slm_jax import hardware
 from slm_jax.errors import UserError
 
 TABLE_PATH = Path(__file__).with_name("pallas_tuning.json")
@@ -70,12 +71,19 @@ def _pow2_at_least(n: int) -> int:
 
 
 def gpu_key(device_kind: str) -> str:
-  """'NVIDIA H100 80GB HBM3' -> 'h100': the table's name for a device kind."""
-  kind = device_kind.lower()
-  for name in ("h200", "h100", "a100", "l40s", "a10g", "b200"):
-    if name in kind:
-      return name
-  return kind.replace("nvidia ", "").strip() or "default"
+  """'NVIDIA H100 80GB HBM3' -> 'h100': the table's name for a device kind (its GPU type's
+  tuning key in slm_jax.hardware; for a type the table does not know, its own name)."""
+  gpu = hardware.from_device_kind(device_kind)
+  if gpu is not None:
+    return gpu.tuning_key
+  return device_kind.lower().replace("nvidia ", "").strip() or "default"
+
+
+def _same_chip(key: str) -> set[str]:
+  """The other table names of GPU types on the chip of `key` (H100 and H200: GH100), whose
+  tiles carry over: same SMs, shared memory and registers."""
+  chips = {g.chip for g in hardware.GPUS.values() if g.tuning_key == key}
+  return {g.tuning_key for g in hardware.GPUS.values() if g.chip in chips} - {key}
 
 
 @functools.cache
@@ -88,18 +96,14 @@ def load_table(path: str | None = None) -> tuple[dict, ...]:
                     "$SLM_JAX_PALLAS_TUNING") from e
 
 
-# GPUs built on the same chip (same SMs, shared memory and registers), whose tiles carry over:
-# the H200 is the H100's GH100 with more and faster memory.
-SAME_CHIP = {"h100": "h200", "h200": "h100"}
-
-
 def lookup(device_kind: str, head_dim: int, seq_len: int, table=None) -> KernelConfig:
   """The entry for this GPU (else one on the same chip, else "default") with this head_dim
   (else the nearest), and of those the one whose seq_len is nearest on a log scale."""
   entries = load_table() if table is None else table
   key = gpu_key(device_kind)
+  same_chip = _same_chip(key)
   pool = ([e for e in entries if e["gpu"] == key]
-          or [e for e in entries if e["gpu"] == SAME_CHIP.get(key)]
+          or [e for e in entries if e["gpu"] in same_chip]
           or [e for e in entries if e["gpu"] == "default"])
   if not pool:
     raise UserError(f"pallas tuning table has no entry for {key!r} and no 'default' entries")
@@ -123,6 +127,6 @@ def save_table(entries: list[dict], path) -> None:
   Path(path).write_text(
       "{\n \"comment\": \"Pallas flash attention launch table: each kernel is [block_q, block_k, "
       "num_warps, num_stages]; 'default' serves GPUs without entries of their own. Measured "
-      "entries come from python -m slm_jax.attention.tune.\",\n"
+      "entries come from python -m slm_jax.tools.attention_tune.\",\n"
       f" \"entries\": [\n{lines}\n ]\n}}\n")
   load_table.cache_clear()

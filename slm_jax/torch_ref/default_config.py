@@ -4,14 +4,10 @@ picks for this machine. Found through torch, since JAX here is confined to the C
 import torch
 
 from slm_jax import config
-from slm_jax.default_config import gpu_key
+from slm_jax.default_config import for_gpu
 
 
 def get_config():
   if not torch.cuda.is_available():
     return config.tiny_config()
-  key = gpu_key(torch.cuda.get_device_name(0))
-  c = config.paper_config("100m", key or "h100")
-  if key is None:
-    c.device_memory_gb = 0.0
-  return c
+  return for_gpu(torch.cuda.get_device_name(0))

@@ -1,4 +1,5 @@
-"""Wall-clock timing of a jitted call, shared by `bench` and `tune`."""
+"""Wall-clock timing of a jitted call, shared by the attention benchmark and tuner and
+benchmarks/wgrad_gemm.py."""
 
 from __future__ import annotations
 
