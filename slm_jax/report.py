@@ -580,13 +580,15 @@ def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None
   if not curves:
     return None
   with plt.rc_context(PLOT_STYLE):
-    fig, ax = plt.subplots(figsize=(12, 7))
+    fig, ax = plt.subplots(figsize=(12, 7 + 0.25 * len(curves)), layout="constrained")
     for i, c in enumerate(curves):
       color = plt.cm.tab10(i % 10)
-      ax.plot(c["dollars"], c["loss"], "--" if c["repriced"] else "-", color=color,
-              label=f"{c['label']}: training (smoothed)")
+      name = f"{c['label']}, {campaign_label(campaign_of(c['record']))}"
+      ax.plot(c["dollars"], c["loss"], "--" if c["repriced"] else "-", color=color, label=name)
       if c["eval"]:
-        ax.plot(*zip(*c["eval"]), "o", color=color, mfc="none", label=f"{c['label']}: held-out")
+        ax.plot(*zip(*c["eval"]), "o", color=color, mfc="none")
+    ax.plot([], [], "-", color="black", label="line: training loss (smoothed)")
+    ax.plot([], [], "o", color="black", mfc="none", label="circles: held-out loss")
     if target is not None:
       ax.axhline(target, color="gray", lw=1, ls=":", label=f"target {kind} loss {target:.3f}")
     ax.set_xscale("log")
@@ -594,8 +596,7 @@ def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None
     ax.set_ylabel("loss")
     ax.set_title("Loss/Dollar")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=10)
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=2, fontsize=11, frameon=False)
     path = out_dir / "loss_vs_dollars.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -1118,8 +1119,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
   for r in records:
     status[str(r.get("status"))] += 1
   doc = [Heading("slm_jax report", 1),
-         Para(f"{len(records)} run records ({', '.join(f'{n} {s}' for s, n in sorted(status.items()))}) "
-              f"from {', '.join(paths)}.")]
+         Para(f"{len(records)} run records"
+              + (f" ({', '.join(f'{n} {s}' for s, n in sorted(status.items()))})" if status else "")
+              + f" from {', '.join(paths)}.")]
   if skipped:
     doc.append(Para("Skipped rows that are not run records (other benchmarks' timings): "
                     + ", ".join(f"{Path(p).name} ({n})" for p, n in skipped.items()) + "."))
@@ -1146,7 +1148,7 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
       Heading("Best configuration per size and GPU (slm_jax)"),
       Para("The fastest run of each size on each GPU type, over every campaign (one run per "
            "row; no ratio is taken across rows)."),
-      best_table(ours_ok),
+      best_table(ours_ok) if ours_ok else Para("not measured: no slm_jax benchmark records."),
       Heading("slm_jax against PyTorch, same GPU type and campaign"),
       Para("Each stack's best run of one size in one campaign on one GPU type (a "
            "`slm_jax.compare` command's records share a campaign); Token/Dollar in paper units."),
