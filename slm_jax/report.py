@@ -219,8 +219,8 @@ class Selection:
 def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...] = (),
            prefer: Callable[[str, str], bool] | None = None) -> Selection | None:
   """The GPU type and campaign to draw from: of those `prefer`(gpu, campaign) likes, the one
-  with the most measured points (distinct `key` values of ok records), then the newest; only
-  `campaigns` when given."""
+  with the most measured points (distinct `key` values; a point that ran out of memory was
+  measured too), then the newest; only `campaigns` when given."""
   groups = defaultdict(list)
   for r in records:
     if in_campaigns(r["campaign"], campaigns):
@@ -230,7 +230,7 @@ def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...]
 
   def score(item):
     (gpu, campaign), rs = item
-    points = {tuple(r[k] for k in key) for r in rs if r["value"] is not None}
+    points = {tuple(r[k] for k in key) for r in rs}
     return (bool(prefer and prefer(gpu, campaign)), len(points),
             max(r.get("timestamp") or "" for r in rs))
 
@@ -286,7 +286,10 @@ def curves_of(selection: Selection | None, xfield: str, sfield: str) -> list[Cur
                                                                  str(kv[0][1]))):
     ok, oom = defaultdict(list), set()
     for r in rs:
-      (oom.add(r[xfield]) if r["value"] is None else ok[r[xfield]].append(r))
+      if r["value"] is None:
+        oom.add(r[xfield])
+      else:
+        ok[r[xfield]].append(r)
     points = []
     for x, candidates in sorted(ok.items()):
       top = max(candidates, key=lambda r: r["value"])
@@ -735,6 +738,11 @@ def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> T
              "best of (runs)", "out of memory at"]
   if extra:
     headers.append(extra[0])
+  # Runs on several GPUs profiled with collectives timed: the part of them the step waits for.
+  exposed = any("collectives_exposed_ms" in (p.record.get("breakdown") or {})
+                for c in curves for p in c.points)
+  if exposed:
+    headers.append("exposed collectives ms/step")
   headers += PROVENANCE
   rows = []
   for c in curves:
@@ -748,6 +756,8 @@ def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> T
            ", ".join(map(str, c.oom)) or "-"]
     if extra:
       row.append(extra[1].get((c.model, c.series), "-"))
+    if exposed:
+      row.append(_fmt(r and (r.get("breakdown") or {}).get("collectives_exposed_ms"), ".1f"))
     rows.append(row + (provenance(r) if r else [c.selection.gpu, "jax", "-",
                                                  campaign_label(c.selection.campaign), "-"]))
   return Table(headers, rows)

@@ -171,6 +171,21 @@ def test_campaign_flag_chooses_what_is_drawn(tmp_path):
   assert proc.returncode == 2 and proc.stderr.startswith("error: --campaign")
 
 
+def test_the_campaign_with_the_most_points_is_drawn_ties_to_the_newest():
+  old = [record(batch=b, kind=H200, campaign="old", timestamp="2026-01-01T00:00:00")
+         for b in (4, 8, 16)]
+  new = [record(batch=b, kind=H200, campaign="new", timestamp="2026-02-01T00:00:00")
+         for b in (4, 8)]
+  oom = record(batch=16, kind=H200, status="oom", campaign="new",
+               timestamp="2026-02-01T00:00:00")
+  key = ("model", "global_batch")
+  assert report.choose(report.prepare(old + new, oom=True), key).campaign == "old"
+  # An out-of-memory point is a measured point: now both have three, and the newer wins.
+  assert report.choose(report.prepare(old + new + [oom], oom=True), key).campaign == "new"
+  assert report.choose(report.prepare(old + new + [oom], oom=True), key,
+                       campaigns=("old",)).campaign == "old"
+
+
 def test_scheme_curves_and_questions_come_from_multi_gpu_runs_only():
   one_gpu = [record(m, "cudnn", s, b, 1, H200, 1000 * b ** 0.1)
              for m in ("100m", "1b") for s in ("single", "ddp", "fsdp_full") for b in (4, 8)]
@@ -198,10 +213,14 @@ def test_verdicts_follow_the_numbers():
     rows.append(record(m, "xla", "single", 32, 1, H200, status="oom"))
     rows.append(record(m, "cudnn", "single", 32, 1, H200, status="oom"))
     for s, speed in (("ddp", 1000), ("fsdp_full", 1200), ("fsdp_grad_op", 1300)):
-      rows.append(record(m, "cudnn", s, 4, 2, H200, speed))
+      rows.append(record(m, "cudnn", s, 4, 2, H200, speed,
+                         breakdown={"ms": {}, "collectives_exposed_ms": speed / 100}))
   ours = report.prepare(rows, oom=True)
   figs = {f.id: f for f in (make(ours, paper) for make in report.FIGURES)}
   v = {i: (verdict, how) for i, (_, verdict, how) in enumerate(report.verdicts(figs, paper), 1)}
+  table = report.q3(figs["Fig3"])[1]
+  col = table.headers.index("exposed collectives ms/step")
+  assert [row[col] for row in table.rows if row[0] == "100M"] == ["10.0", "12.0", "13.0"]
   assert v[1][0] == "agrees" and "100M 2.50x" in v[1][1]
   assert v[2][0] == "disagrees"  # both attentions ran out of memory at the same batch
   assert v[3][0] == "not measured"
