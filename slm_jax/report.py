@@ -1085,10 +1085,11 @@ def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str,
               if s["best"].x == s["largest"].x and s["gain"] >= SATURATED}
     detail = "; ".join(
         f"{PAPER_MODEL[m]} best at batch {s['best'].x}, last doubling to {s['largest'].x} "
-        f"{s['gain']:.3f}x" + (f", OOM at {s['oom'][0]}" if s["oom"] else "")
+        f"{s['gain']:.3f}x" + (f", OOM at {s['oom'][0]}" if s["oom"] else
+                               ", nothing larger measured")
         for m, s in sat.items())
     flat = f"flattens (last doubling < {SATURATED:.2f}x) or peaks before the largest batch " \
-        "that fits"
+        "that ran"
     gpu = next(iter(sat.values()))["curve"].selection.gpu
     if not rising:
       out.append(("agrees", f"on one {gpu}, Token/Dollar {flat} at every size: {detail}"
@@ -1098,7 +1099,7 @@ def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str,
                "at " + ", ".join(PAPER_MODEL[m] for m in rising) + f" (and {flat} at "
                + ", ".join(PAPER_MODEL[m] for m in sat if m not in rising) + ")")
       out.append(("disagrees", f"on one {gpu}, Token/Dollar keeps rising up to the largest "
-                  f"batch that fits {scope}: {detail}" + where(fig4, ONE_GPU)))
+                  f"batch that ran {scope}: {detail}" + where(fig4, ONE_GPU)))
   else:
     out.append(("not measured", "fewer than two batch sizes on one GPU"))
   return [(f, v, how) for f, (v, how) in zip(FINDINGS, out)]
