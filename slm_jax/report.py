@@ -1,69 +1,132 @@
-r"""Redraws the paper's Figures 1-4 from our records, with the paper's points beside them, and
-the Loss/Dollar the paper defines but never measured, from training runs (--config.mode=train).
+r"""Redraws the paper's Figures 1-4 from our records, with the paper's points beside them, gives
+a verdict on each of the paper's findings, and draws the Loss/Dollar the paper defines but never
+measured, from training runs (--config.mode=train).
 
   python -m slm_jax.report runs/grid/results.jsonl benchmarks/*.jsonl --out report/
   python -m slm_jax.report runs/train/results.jsonl --reprice=H100,A100-80GB --target_loss=3.5
 
 Each plotted point is, as in the paper, the best record over everything not on the plot's axes
-(a grid search, then a max). Token/Dollar is in the paper's normalised unit (tokens/s per GPU
-over the GPU-hour price ratio); the tables add tokens per US dollar from the dated price table
-(both in slm_jax/hardware.py). Writes PNGs, markdown tables (report.md) and one HTML page
-(index.html) answering the paper's four questions.
+(a grid search, then a max), but only over records of one GPU type and one campaign (a
+`--campaign` name given to slm_jax.main, .sweep, .compare or .torch_ref.main; records without
+one belong to the campaign named by their commit): a curve, and any ratio the report quotes,
+never mixes GPU types or code versions. Where several campaigns could draw a figure, the one with
+the most points is drawn (ties: the newest); `--campaign` restricts the choice. A one-GPU run
+has no distribution scheme: the scheme curves (Figures 3 and 4) come from runs on 2 or more GPUs.
+
+Token/Dollar is in the paper's normalised unit (tokens/s per GPU over the GPU-hour price ratio:
+A100-40GB 1.00, A100-80GB 1.46, H100 2.53; H200 3.37, derived); the tables add tokens per US
+dollar from the dated price table in slm_jax/hardware.py. Writes PNGs, report.md and index.html
+(the same content: the questions, each with its figure and table, and the verdicts).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fnmatch
-import html
+import json
+import re
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from slm_jax import hardware, pricing, results  # noqa: E402
 from slm_jax.results import fmt  # noqa: E402
+from slm_jax.report_doc import Heading, Image, Items, Para, Table  # noqa: E402
+from slm_jax import report_doc  # noqa: E402
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "third_party/ashkboos24/ashkboos24_figures.csv"
 MODELS = ("100m", "500m", "1b", "2b")
 PAPER_MODEL = {"100m": "100M", "500m": "500M", "1b": "1B", "2b": "2B"}
-ATTENTION_SERIES = {"xla": "vanilla_attention"}  # every other attention is a flash kernel
-STRATEGY_SERIES = {"ddp": "DDP", "single": "DDP", "fsdp_full": "FSDP-Full",
-                   "fsdp_grad_op": "FSDP-Grad+Optimizer", "hsdp": "HSDP"}
+# Every other attention is a flash kernel (cudnn, pallas; torch sdpa).
+ATTENTION_SERIES = {"xla": "vanilla_attention", "eager": "vanilla_attention"}
+# Schemes of runs on 2 or more devices. A one-GPU run has none, whatever its `strategy` says:
+# every scheme does the same work on one device.
+STRATEGY_SERIES = {"ddp": "DDP", "fsdp_full": "FSDP-Full", "fsdp_grad_op": "FSDP-Grad+Optimizer",
+                   "hsdp": "HSDP"}
+ONE_GPU = "1 GPU"  # the series of one-GPU runs in Figure 4
 GPUS_PER_NODE = 8
 # A point's speed is the median of at least this many timed steps: shorter runs (the 80 GB
 # fit's 3 steps) answer "does it fit", and a short median is a noisier maximum.
 MIN_TIMED_STEPS = 10
+# A last batch doubling that gains less than this is flat: repeated runs of one point differ by
+# about 1%, so a smaller gain is not a rise.
+SATURATED = 1.03
+# Schemes within this ratio of each other "do not differ much" (the paper's finding 6).
+SCHEMES_ALIKE = 1.10
+_COMMIT = re.compile(r"[0-9a-f]{7,40}(-dirty)?")
 
-# (figure, title, x field, series field, filter); series values are the paper's labels.
-FIGURES = (
-    ("Fig1", "best over everything, by global batch", "global_batch", "attention_series", None),
-    ("Fig2", "flash attention, by GPU count, per GPU type", "num_devices", "gpu_series",
-     lambda r: r["attention_series"] == "flash_attention"),
-    ("Fig3", "A100-80GB, by node count (1 node = best of 1-8 GPUs), per scheme", "num_nodes",
-     "strategy_series", lambda r: r["gpu_series"] == "A100-80GB"),
-    ("Fig4", "by global batch, per scheme", "global_batch", "strategy_series", None),
-)
-QUESTIONS = {
-    "Fig1": ("Q1. How much does FlashAttention raise Token/Dollar, and for which sizes?",
-             "FlashAttention raises Token/Dollar far more for small models (2.7x at 100M, "
-             "1.55x at 2B, best vs best), and lets 1B/2B train at batches where vanilla "
-             "attention runs out of memory."),
-    "Fig2": ("Q2. Which GPU is the most cost-effective?",
-             "H100 and A100-80GB are not cost-effective for small models; the A100-40GB suits "
-             "small models, the A100-80GB larger ones on many GPUs."),
-    "Fig3": ("Q3. Which distribution scheme, as nodes are added?",
-             "DDP is best for small models (less traffic); FSDP wins at 2B because it allows "
-             "larger batches; FSDP grad_op beats FSDP full (less communication)."),
-    "Fig4": ("Q4. How do the schemes and the batch size trade off?",
-             "At small batches the schemes differ little; cost-efficiency saturates before GPU "
-             "memory is full, so filling the memory is not cost-optimal."),
-}
+
+# ---- records ----------------------------------------------------------------------------
+
+def is_run_record(row) -> bool:
+  """A results.jsonl record (benchmark or training), not a row of another benchmark script
+  (attention kernels, weight-gradient GEMMs...) that shares a benchmarks/*.jsonl folder."""
+  return isinstance(row, dict) and all(
+      k in row for k in ("schema_version", "status", "model", "device_kind", "num_devices"))
+
+
+def load(paths: list[str]) -> tuple[list[dict], dict[str, int]]:
+  """(run records, {path: rows skipped because they are not run records})."""
+  records, skipped = [], {}
+  for path in paths:
+    with open(path) as f:
+      for line in f:
+        if not line.strip():
+          continue
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          row = None
+        if is_run_record(row):
+          records.append(row)
+        else:
+          skipped[path] = skipped.get(path, 0) + 1
+  return records, skipped
+
+
+def campaign_of(record: dict) -> str:
+  """The record's campaign; records written before campaigns existed: their commit."""
+  return record.get("campaign") or record.get("git_commit") or "unknown"
+
+
+def short_commit(commit: str | None) -> str:
+  if not commit:
+    return "-"
+  return commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def campaign_label(campaign: str) -> str:
+  return f"commit {short_commit(campaign)}" if _COMMIT.fullmatch(campaign) else campaign
+
+
+def in_campaigns(campaign: str, campaigns: tuple[str, ...]) -> bool:
+  """Whether `campaign` is one of `campaigns` (all when empty); a campaign named by its commit
+  also answers to that commit's first 7 or more hex digits, as `git log` prints it."""
+  return not campaigns or any(
+      campaign == c or (_COMMIT.fullmatch(campaign) and len(c) >= 7 and campaign.startswith(c))
+      for c in campaigns)
+
+
+def gpu_of(record: dict) -> str:
+  gpu = hardware.from_device_kind(record.get("device_kind") or "")
+  return gpu.paper_label if gpu else (record.get("device_kind") or "?")
+
+
+def old_torch(record: dict) -> bool:
+  """A PyTorch record from before `torch_compile_scope` was recorded: HF's masked SDPA under
+  torch.compile (no causal flash kernel) and the loss outside the compiled region. Kept in its
+  file; left out of every table and figure."""
+  return record.get("stack") == "torch" and "torch_compile_scope" not in record
 
 
 def variant_of(model: str) -> str | None:
@@ -72,36 +135,41 @@ def variant_of(model: str) -> str | None:
   return size if sep and size in MODELS and multiple.isdigit() else None
 
 
-def prepare(records: list[dict], stack: str = "jax", variants: bool = False) -> list[dict]:
-  """ok records of one stack and the paper's sizes (or, with `variants`, their aligned-width
-  variants, which change the model) timed over MIN_TIMED_STEPS steps or more, with the
-  paper's series labels and axes."""
+def prepare(records: list[dict], stack: str = "jax", variants: bool = False,
+            oom: bool = False) -> list[dict]:
+  """ok records (and, with `oom`, out-of-memory ones, whose value is None) of one stack and the
+  paper's sizes (or, with `variants`, their aligned-width variants, which change the model)
+  timed over MIN_TIMED_STEPS steps or more, with the paper's series labels and axes, the GPU
+  type and the campaign."""
   out = []
   for r in records:
-    if (r.get("stack") or "jax") != stack:
+    if (r.get("stack") or "jax") != stack or old_torch(r):
       continue
     model = r.get("model") or ""
     wanted = variant_of(model) is not None if variants else model in MODELS
-    if r.get("status") != "ok" or not wanted:
+    if r.get("status") not in (("ok", "oom") if oom else ("ok",)) or not wanted:
       continue
     if r.get("mode", "benchmark") != "benchmark":  # training runs have their own figure
       continue
     config = r.get("config") or {}
     if config.get("steps", MIN_TIMED_STEPS) * config.get("repeats", 1) < MIN_TIMED_STEPS:
       continue
-    # Paper units from the current ratio table, so records written before a GPU had a ratio
-    # (H200) still land on the paper's axes.
-    value = (pricing.token_per_dollar_paper(r["tokens_per_s_per_device"], r.get("device_kind", ""))
-             if r.get("tokens_per_s_per_device") else None)
-    if value is None:
-      continue
-    gpu = hardware.from_device_kind(r.get("device_kind", ""))
+    value = None
+    if r["status"] == "ok":
+      # Paper units from the current ratio table, so records written before a GPU had a ratio
+      # (H200) still land on the paper's axes.
+      value = (pricing.token_per_dollar_paper(r["tokens_per_s_per_device"],
+                                              r.get("device_kind", ""))
+               if r.get("tokens_per_s_per_device") else None)
+      if value is None:
+        continue
+    devices = r.get("num_devices") or 1
+    scheme = STRATEGY_SERIES.get(r["strategy"], r["strategy"]) if devices > 1 else None
     out.append(dict(
         r, attention_series=ATTENTION_SERIES.get(r["attention"], "flash_attention"),
-        gpu_series=gpu.paper_label if gpu else r.get("device_kind", "?"),
-        strategy_series=STRATEGY_SERIES.get(r["strategy"], r["strategy"]),
-        num_nodes=max(1, r["num_devices"] // GPUS_PER_NODE),
-        token_per_dollar_paper=value, value=value))
+        gpu_series=gpu_of(r), scheme=scheme, strategy_series=scheme or ONE_GPU,
+        num_nodes=max(1, devices // GPUS_PER_NODE) if scheme else None,
+        campaign=campaign_of(r), token_per_dollar_paper=value, value=value))
   return out
 
 
@@ -118,72 +186,326 @@ def best(records: list[dict], keys: tuple[str, ...], value: str = "value") -> di
 
 
 def read_paper(path: Path = PAPER_CSV) -> list[dict]:
+  """The paper's plotted points; OOM points (drawn at 0 in the paper) have no value."""
+  def num(s):
+    return float(s) if s not in ("", None) else None
   with open(path) as f:
-    # OOM points have no value; the paper draws them at 0.
-    return [dict(r, x=int(r["x"]), token_per_dollar=float(r["token_per_dollar"] or 0.0),
-                 oom=r["oom"] == "1") for r in csv.DictReader(f)]
+    return [dict(r, x=int(r["x"]), oom=r["oom"] == "1",
+                 token_per_dollar=None if r["oom"] == "1" else num(r["token_per_dollar"]),
+                 err_low=num(r["err_low"]), err_high=num(r["err_high"]))
+            for r in csv.DictReader(f)]
 
 
-def plot_figure(fig_id: str, title: str, xfield: str, sfield: str, ours: list[dict],
-                paper: list[dict], out_dir: Path) -> Path:
-  fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), sharex=False)
-  series_names = sorted({r[sfield] for r in ours} | {p["series"] for p in paper
-                                                       if p["figure"] == fig_id})
-  colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series_names)}
-  points = best(ours, ("model", sfield, xfield))
-  for ax, model in zip(axes, MODELS):
-    for s in series_names:
-      ps = sorted((p for p in paper if p["figure"] == fig_id and p["model"] == PAPER_MODEL[model]
-                   and p["series"] == s), key=lambda p: p["x"])
-      if ps:
-        ax.plot([p["x"] for p in ps], [p["token_per_dollar"] for p in ps], "--o",
-                color=colors[s], mfc="none", alpha=0.7, label=f"paper: {s}")
-      mine = sorted((r for (m, ss, _), r in points.items() if m == model and ss == s),
-                    key=lambda r: r[xfield])
-      if mine:
-        ax.plot([r[xfield] for r in mine], [r["value"] for r in mine], "-s", color=colors[s],
-                label=f"slm_jax: {s}")
-    ax.set_xscale("log", base=2)
-    ax.set_title(PAPER_MODEL[model])
-    ax.set_xlabel(xfield.replace("_", " "))
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel("Token/Dollar (paper units)")
-  handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
-  fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8,
-             frameon=False)
-  fig.suptitle(f"{fig_id}: {title}")
-  fig.tight_layout(rect=(0, 0.12, 1, 0.95))
-  path = out_dir / f"{fig_id.lower()}.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+def paper_best(paper: list[dict], figure: str, model: str, series: str | None = None):
+  return max((p["token_per_dollar"] for p in paper if p["figure"] == figure
+              and p["model"] == PAPER_MODEL[model] and p["token_per_dollar"] is not None
+              and (series is None or p["series"] == series)), default=None)
+
+
+# ---- one GPU type, one campaign ---------------------------------------------------------
+
+@dataclasses.dataclass
+class Selection:
+  """The records (ok and oom) of one GPU type and one campaign."""
+  gpu: str
+  campaign: str
+  records: list[dict]
+
+  def label(self) -> str:
+    return f"{self.gpu}, {campaign_label(self.campaign)}"
+
+
+def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...] = (),
+           prefer: Callable[[str, str], bool] | None = None) -> Selection | None:
+  """The GPU type and campaign to draw from: of those `prefer`(gpu, campaign) likes, the one
+  with the most measured points (distinct `key` values; a point that ran out of memory was
+  measured too), then the newest; only `campaigns` when given."""
+  groups = defaultdict(list)
+  for r in records:
+    if in_campaigns(r["campaign"], campaigns):
+      groups[(r["gpu_series"], r["campaign"])].append(r)
+  if not groups:
+    return None
+
+  def score(item):
+    (gpu, campaign), rs = item
+    points = {tuple(r[k] for k in key) for r in rs}
+    return (bool(prefer and prefer(gpu, campaign)), len(points),
+            max(r.get("timestamp") or "" for r in rs))
+
+  (gpu, campaign), rs = max(groups.items(), key=score)
+  return Selection(gpu, campaign, rs)
+
+
+@dataclasses.dataclass
+class Point:
+  x: int
+  value: float
+  low: float | None   # error bar: Token/Dollar at the slower quartile step time
+  high: float | None  # ... and at the faster one
+  runs: int           # the value is the best of this many runs
+  record: dict
+
+
+@dataclasses.dataclass
+class Curve:
+  model: str
+  series: str
+  selection: Selection
+  points: list[Point]
+  oom: list[int]  # x values where every run ran out of memory
+
+  def top(self) -> Point | None:
+    return max(self.points, key=lambda p: p.value, default=None)
+
+  def runs(self) -> int:
+    return sum(p.runs for p in self.points)
+
+
+def spread(record: dict, value: float) -> tuple[float | None, float | None]:
+  """Token/Dollar at the 75th and 25th percentile of the run's timed step times (the middle
+  half of its steps; a stray slow or fast step does not stretch the bar); the value itself is
+  from the median step time."""
+  times = record.get("step_times_s") or []
+  median = (record.get("step_time_s") or {}).get("median")
+  if len(times) < 4 or not median:
+    return None, None
+  q25, q75 = np.percentile(times, [25, 75])
+  return value * median / q75, value * median / q25
+
+
+def curves_of(selection: Selection | None, xfield: str, sfield: str) -> list[Curve]:
+  if selection is None:
+    return []
+  by = defaultdict(list)
+  for r in selection.records:
+    by[(r["model"], r[sfield])].append(r)
+  out = []
+  for (model, series), rs in sorted(by.items(), key=lambda kv: (MODELS.index(kv[0][0]),
+                                                                 str(kv[0][1]))):
+    ok, oom = defaultdict(list), set()
+    for r in rs:
+      if r["value"] is None:
+        oom.add(r[xfield])
+      else:
+        ok[r[xfield]].append(r)
+    points = []
+    for x, candidates in sorted(ok.items()):
+      top = max(candidates, key=lambda r: r["value"])
+      points.append(Point(x, top["value"], *spread(top, top["value"]), len(candidates), top))
+    out.append(Curve(model, series, selection, points, sorted(oom - set(ok))))
+  return out
+
+
+# ---- figures: one function each; draw() turns any of them into a PNG ----------------------
+
+@dataclasses.dataclass
+class Figure:
+  id: str                                # "Fig1": the file fig1.png, the paper's figure drawn
+  title: str
+  xlabel: str
+  curves: list[Curve]
+  selections: list[tuple[str, Selection]]  # (what it draws, from which GPU type and campaign)
+  paper: list[dict]                        # the paper's points of this figure
+  empty: str = "slm_jax: not measured"     # written on a panel without a point of ours
+  missing: list[str] = dataclasses.field(default_factory=list)  # curves not measured, why
+
+  def runs_note(self) -> str:
+    counts = [p.runs for c in self.curves for p in c.points]
+    if not counts:
+      return ""
+    lo, hi = min(counts), max(counts)
+    return f"each point the best of {lo} run{'s' * (hi > 1)}" if lo == hi else \
+        f"each point the best of {lo}-{hi} runs"
+
+
+def _paper_points(paper: list[dict], fig_id: str) -> list[dict]:
+  return [p for p in paper if p["figure"] == fig_id]
+
+
+def fig1_attention(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
+  """Best over everything, by global batch, vanilla vs flash attention."""
+  sel = choose(ours, ("model", "attention_series", "global_batch"), campaigns)
+  return Figure("Fig1", "best over everything, by global batch", "global batch",
+                curves_of(sel, "global_batch", "attention_series"),
+                [("", sel)] if sel else [], _paper_points(paper, "Fig1"))
+
+
+def fig2_gpu_types(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
+  """Flash attention by GPU count, one curve per GPU type; GPU types share a campaign where
+  one campaign measured several (else each curve names its own)."""
+  flash = [r for r in ours if r["attention_series"] == "flash_attention"]
+  shared = shared_campaign(flash, campaigns)
+  sels = []
+  for gpu in sorted({r["gpu_series"] for r in flash}):
+    sel = choose([r for r in flash if r["gpu_series"] == gpu], ("model", "num_devices"),
+                 campaigns, prefer=lambda g, c: c == shared)
+    if sel:
+      sels.append(("", sel))
+  return Figure("Fig2", "flash attention, by GPU count, per GPU type", "GPUs",
+                [c for _, s in sels for c in curves_of(s, "num_devices", "gpu_series")], sels,
+                _paper_points(paper, "Fig2"))
+
+
+def shared_campaign(records: list[dict], campaigns=()) -> str | None:
+  """The campaign that measured the most GPU types (2 or more; ties: the most records, then
+  the newest), or None."""
+  gpus, count, newest = defaultdict(set), defaultdict(int), defaultdict(str)
+  for r in records:
+    if in_campaigns(r["campaign"], campaigns):
+      gpus[r["campaign"]].add(r["gpu_series"])
+      count[r["campaign"]] += 1
+      newest[r["campaign"]] = max(newest[r["campaign"]], r.get("timestamp") or "")
+  shared = [c for c in gpus if len(gpus[c]) > 1]
+  return max(shared, key=lambda c: (len(gpus[c]), count[c], newest[c]), default=None)
+
+
+def fig3_nodes(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
+  """By node count (1 node = the best of 2-8 GPUs), one curve per scheme: runs on 2 or more
+  GPUs only. The paper's is on the A100-80GB, so that GPU type is drawn where measured."""
+  sel = choose([r for r in ours if r["scheme"]], ("model", "scheme", "num_nodes"), campaigns,
+               prefer=lambda g, c: g == "A100-80GB")
+  return Figure("Fig3", "by node count (1 node = best of 2-8 GPUs), per scheme (paper: "
+                "A100-80GB)", "nodes",
+                curves_of(sel, "num_nodes", "scheme"), [("schemes", sel)] if sel else [],
+                _paper_points(paper, "Fig3"), empty="slm_jax: not measured (no multi-GPU runs)",
+                missing=[] if sel else [NO_SCHEMES])
+
+
+def fig4_schemes(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
+  """By global batch, one curve per scheme (runs on 2 or more GPUs), and the one-GPU runs as
+  a curve of their own (no scheme)."""
+  multi = choose([r for r in ours if r["scheme"]], ("model", "scheme", "global_batch"),
+                 campaigns)
+  one = choose([r for r in ours if not r["scheme"]], ("model", "global_batch"), campaigns,
+               prefer=lambda g, c: multi is not None and g == multi.gpu)
+  sels = [(what, s) for what, s in (("schemes", multi), (ONE_GPU, one)) if s]
+  return Figure("Fig4", "by global batch, per scheme", "global batch",
+                curves_of(multi, "global_batch", "scheme")
+                + curves_of(one, "global_batch", "strategy_series"), sels,
+                _paper_points(paper, "Fig4"), missing=[] if multi else [NO_SCHEMES])
+
+
+NO_SCHEMES = "slm_jax schemes: not measured (no runs on 2 or more GPUs)"
+FIGURES = (fig1_attention, fig2_gpu_types, fig3_nodes, fig4_schemes)
+
+PLOT_STYLE = {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 13, "xtick.labelsize": 12,
+              "ytick.labelsize": 12, "legend.fontsize": 12, "figure.titlesize": 15}
+
+
+def _label(series: str) -> str:
+  return series.replace("_", " ")
+
+
+def draw(figure: Figure, out_dir: Path) -> Path:
+  """Four panels (one per size), the paper's points dashed and hollow, ours solid, with error
+  bars; out-of-memory points as crosses on the panel's floor, never as zeros. Sized so the
+  text stays readable on a 1200 px wide page."""
+  with plt.rc_context(PLOT_STYLE):
+    fig, axes = plt.subplots(2, 2, figsize=(12, 10), layout="constrained")
+    # The paper's series first, in its order, so a scheme keeps its colour from figure to figure.
+    series = list(dict.fromkeys([p["series"] for p in figure.paper]
+                                + sorted({c.series for c in figure.curves}, key=str)))
+    colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series)}
+    for ax, model in zip(axes.flat, MODELS):
+      xs = set()
+      for s in series:
+        ps = sorted((p for p in figure.paper if p["model"] == PAPER_MODEL[model]
+                     and p["series"] == s), key=lambda p: p["x"])
+        ok = [p for p in ps if p["token_per_dollar"] is not None]
+        if ok:
+          err = [[max(0.0, p["token_per_dollar"] - (p["err_low"] or p["token_per_dollar"]))
+                  for p in ok],
+                 [max(0.0, (p["err_high"] or p["token_per_dollar"]) - p["token_per_dollar"])
+                  for p in ok]]
+          ax.errorbar([p["x"] for p in ok], [p["token_per_dollar"] for p in ok], yerr=err,
+                      fmt="--o", color=colors[s], mfc="none", alpha=0.7, capsize=3,
+                      label=f"paper: {_label(s)}")
+        _oom(ax, [p["x"] for p in ps if p["oom"]], colors[s], "x")
+        xs |= {p["x"] for p in ps}
+      mine = [c for c in figure.curves if c.model == model]
+      for c in mine:
+        if c.points:
+          ax.errorbar([p.x for p in c.points], [p.value for p in c.points],
+                      yerr=[[max(0.0, p.value - (p.low or p.value)) for p in c.points],
+                            [max(0.0, (p.high or p.value) - p.value) for p in c.points]],
+                      fmt="-s", color=colors[c.series], capsize=3,
+                      label=f"slm_jax: {_label(c.series)}")
+        _oom(ax, c.oom, colors[c.series], "X")
+        xs |= {p.x for p in c.points} | set(c.oom)
+      if model in unmeasured_panels(figure):
+        ax.text(0.5, 0.5, figure.empty, transform=ax.transAxes, ha="center", va="center",
+                color="dimgray", fontsize=14, bbox=dict(fc="white", ec="lightgray"))
+      ax.set_xscale("log", base=2)
+      if xs:
+        ticks = sorted(xs)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+      ax.set_ylim(bottom=0)
+      ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+      ax.set_title(PAPER_MODEL[model])
+      ax.set_xlabel(figure.xlabel)
+      ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+      ax.set_ylabel("Token/Dollar (paper units)")
+    handles = {h.get_label(): h for ax in axes.flat
+               for h in ax.get_legend_handles_labels()[0]}
+    handles.update({"out of memory (paper: thin x)": plt.Line2D(
+        [], [], ls="", marker="X", color="gray", markersize=9)})
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3,
+               frameon=False)
+    sources = [f"slm_jax{' ' + what if what else ''}: {s.label()}" for what, s in figure.selections]
+    sources = "; ".join(filter(None, sources + figure.missing + [figure.runs_note()]) if sources
+                        else figure.missing or ["slm_jax: not measured"])
+    fig.suptitle(f"{figure.id}: {figure.title}\n" + textwrap.fill(sources, 100))
+    path = out_dir / f"{figure.id.lower()}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
   return path
 
 
-def plot_breakdown(ours: list[dict], out_dir: Path) -> Path | None:
-  """Stacked bars of where the best profiled step of each size and attention spends its time."""
+def unmeasured_panels(figure: Figure) -> list[str]:
+  """The sizes without a point of ours (measured or out of memory): their panels say so."""
+  return [m for m in MODELS if not any(c.points or c.oom for c in figure.curves if c.model == m)]
+
+
+def _oom(ax, xs: list[int], color, marker: str) -> None:
+  if xs:  # x in data, y on the panel's floor (axes coordinates)
+    ax.plot(xs, [0.03] * len(xs), ls="", marker=marker, color=color, markersize=11,
+            transform=ax.get_xaxis_transform(), clip_on=False)
+
+
+def plot_breakdown(ours: list[dict], out_dir: Path, campaigns=()) -> tuple[Path, Selection] | None:
+  """Stacked bars of where the best profiled step of each size and attention spends its time,
+  from one GPU type and campaign."""
   profiled = [r for r in ours if (r.get("breakdown") or {}).get("ms")]
-  if not profiled:
+  sel = choose(profiled, ("model", "attention"), campaigns)
+  if sel is None:
     return None
-  rows = sorted(best(profiled, ("model", "attention")).values(),
+  rows = sorted(best(sel.records, ("model", "attention")).values(),
                 key=lambda r: (MODELS.index(r["model"]), r["attention"]))
   categories = sorted({c for r in rows for c in r["breakdown"]["ms"]})
-  fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4.5))
-  bottoms = [0.0] * len(rows)
-  for i, cat in enumerate(categories):
-    vals = [r["breakdown"]["ms"].get(cat, 0.0) for r in rows]
-    ax.bar(range(len(rows)), vals, bottom=bottoms, label=cat, color=plt.cm.tab20(i % 20))
-    bottoms = [b + v for b, v in zip(bottoms, vals)]
-  ax.set_xticks(range(len(rows)),
-                [f"{PAPER_MODEL[r['model']]}\n{r['attention']}\nb{r['per_device_batch']}"
-                 for r in rows])
-  ax.set_ylabel("ms per step")
-  ax.set_title("Where the step goes\n(best profiled point per size and attention)")
-  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-  path = out_dir / "breakdown.png"
-  fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
-  plt.close(fig)
-  return path
+  with plt.rc_context(PLOT_STYLE):
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(rows) + 3), 6))
+    bottoms = [0.0] * len(rows)
+    for i, cat in enumerate(categories):
+      vals = [r["breakdown"]["ms"].get(cat, 0.0) for r in rows]
+      ax.bar(range(len(rows)), vals, bottom=bottoms, label=cat, color=plt.cm.tab20(i % 20))
+      bottoms = [b + v for b, v in zip(bottoms, vals)]
+    ax.set_xticks(range(len(rows)),
+                  [f"{PAPER_MODEL[r['model']]}\n{r['attention']}\nb{r['per_device_batch']}"
+                   for r in rows])
+    ax.set_ylabel("ms per step")
+    ax.set_title(f"Where the step goes (best profiled point per size and attention)\n"
+                 f"{sel.label()}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
+    path = out_dir / "breakdown.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # the legend sits outside the axes
+    plt.close(fig)
+  return path, sel
 
+
+# ---- training runs: Loss/Dollar -----------------------------------------------------------
 
 def train_curves(records: list[dict], reprice: tuple[str, ...] = (),
                  runs: tuple[str, ...] = ()) -> list[dict]:
@@ -245,237 +567,652 @@ def common_eval_target(curves: list[dict]) -> float | None:
   return max((min(l for _, l in c["eval"]) for c in curves if c["eval"]), default=None)
 
 
-def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None) -> Path | None:
+def loss_targets(curves: list[dict], target_loss: float | None) -> tuple[str, float | None]:
+  """("held-out" or "training", the loss the table is ordered by): a held-out loss wherever a
+  run was evaluated (`target_loss`, else the lowest every evaluated run reaches), the training
+  loss only where none was."""
+  held = any(c["eval"] for c in curves)
+  if target_loss is not None:
+    return ("held-out" if held else "training"), target_loss
+  return ("held-out", common_eval_target(curves)) if held else ("training",
+                                                                common_target(curves))
+
+
+def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None,
+                         kind: str = "held-out") -> Path | None:
   if not curves:
     return None
-  fig, ax = plt.subplots(figsize=(8, 5))
-  for i, c in enumerate(curves):
-    color = plt.cm.tab10(i % 10)
-    ax.plot(c["dollars"], c["loss"], "--" if c["repriced"] else "-", color=color,
-            label=f"{c['label']}: training (smoothed)")
-    if c["eval"]:
-      ax.plot(*zip(*c["eval"]), "o", color=color, mfc="none", label=f"{c['label']}: held-out")
-  if target is not None:
-    ax.axhline(target, color="gray", lw=0.8, ls=":", label=f"target loss {target:.3f}")
-  ax.set_xscale("log")
-  ax.set_xlabel("US dollars spent (price per GPU-hour x GPUs x training time)")
-  ax.set_ylabel("loss")
-  ax.set_title("Loss/Dollar")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  path = out_dir / "loss_vs_dollars.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  with plt.rc_context(PLOT_STYLE):
+    fig, ax = plt.subplots(figsize=(12, 7 + 0.25 * len(curves)), layout="constrained")
+    for i, c in enumerate(curves):
+      color = plt.cm.tab10(i % 10)
+      name = f"{c['label']}, {campaign_label(campaign_of(c['record']))}"
+      ax.plot(c["dollars"], c["loss"], "--" if c["repriced"] else "-", color=color, label=name)
+      if c["eval"]:
+        ax.plot(*zip(*c["eval"]), "o", color=color, mfc="none")
+    ax.plot([], [], "-", color="black", label="line: training loss (smoothed)")
+    ax.plot([], [], "o", color="black", mfc="none", label="circles: held-out loss")
+    if target is not None:
+      ax.axhline(target, color="gray", lw=1, ls=":", label=f"target {kind} loss {target:.3f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("US dollars spent (price per GPU-hour x GPUs x training time)")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss/Dollar")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=11, frameon=False)
+    path = out_dir / "loss_vs_dollars.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
   return path
 
 
-def loss_dollar_table(curves: list[dict], target: float) -> str:
-  held = common_eval_target(curves)
-  held_col = f"USD to held-out {held:.3f}" if held is not None else "USD to held-out loss"
-  lines = [f"| run | price/GPU-hour | steps | tokens/s | USD to loss {target:.3f} | {held_col} | "
-           "final loss | held-out loss (best) | USD spent |", "|---" * 9 + "|"]
-  for c in sorted(curves, key=lambda c: dollars_to(c, target) or float("inf")):
-    r = c["record"]
-    best = min((l for _, l in c["eval"]), default=None)
-    lines.append(
-        f"| {c['label']} | {fmt(c['price'], '.2f')} | "
-        f"{fmt(r.get('steps_trained'), ',')} | {fmt(r.get('tokens_per_s'))} | "
-        f"{fmt(dollars_to(c, target), '.4f')} | "
-        f"{fmt(eval_dollars_to(c, held) if held is not None else None, '.4f')} | "
-        f"{fmt(r.get('final_loss'), '.3f')} | {fmt(r.get('final_eval_loss'), '.3f')} "
-        f"({fmt(best, '.3f')}) | {fmt(c['dollars'][-1], '.4f')} |")
-  return "\n".join(lines)
+def loss_dollar_table(curves: list[dict], target: float, kind: str = "held-out") -> Table:
+  """Dollars each run needed to reach `target` (a `kind` loss), ordered by them, beside the
+  dollars to the lowest training loss every run reaches."""
+  train_target = common_target(curves)
+  headers = ["run", "GPU", "campaign", "commit", "price/GPU-hour", "steps", "tokens/s",
+             f"USD to {kind} loss {target:.3f}"]
+  if kind == "held-out":
+    headers.append(f"USD to training loss {train_target:.3f}")
+  headers += ["final loss", "held-out loss (best)", "USD spent"]
 
+  def to_target(c):
+    return eval_dollars_to(c, target) if kind == "held-out" else dollars_to(c, target)
+
+  rows = []
+  for c in sorted(curves, key=lambda c: to_target(c) or float("inf")):
+    r = c["record"]
+    best_eval = min((l for _, l in c["eval"]), default=None)
+    row = [c["label"], gpu_of(r), campaign_label(campaign_of(r)), short_commit(r.get("git_commit")),
+           fmt(c["price"], ".2f"), fmt(r.get("steps_trained"), ","), fmt(r.get("tokens_per_s")),
+           fmt(to_target(c), ".4f")]
+    if kind == "held-out":
+      row.append(fmt(dollars_to(c, train_target), ".4f"))
+    row += [fmt(r.get("final_loss"), ".3f"),
+            f"{fmt(r.get('final_eval_loss'), '.3f')} ({fmt(best_eval, '.3f')})",
+            fmt(c["dollars"][-1], ".4f")]
+    rows.append(row)
+  return Table(headers, rows)
+
+
+# ---- tables ---------------------------------------------------------------------------
 
 def _mfu(record: dict) -> str:
   return f"{fmt(record['mfu'] and record['mfu'] * 100, '.1f')}%"
 
 
-def best_table(ours: list[dict]) -> str:
-  """The best configuration of each size, per GPU type."""
-  lines = ["| model | GPU | GPUs | attention | strategy | batch/GPU | tokens/s/GPU | MFU | "
-           "Token/$ (paper units) | tokens per USD | price |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+PROVENANCE = ["GPU", "stack", "commit", "campaign", "tag"]
+
+
+def provenance(r: dict) -> list[str]:
+  return [gpu_of(r), r.get("stack") or "jax", short_commit(r.get("git_commit")),
+          campaign_label(campaign_of(r)), r.get("tag") or "-"]
+
+
+def best_table(ours: list[dict]) -> Table:
+  """The fastest run of each size per GPU type, over every campaign (one run per row: no
+  ratios)."""
+  rows = []
+  groups = defaultdict(list)
+  for r in ours:
+    groups[(r["model"], r["gpu_series"])].append(r)
   for (model, gpu), r in sorted(best(ours, ("model", "gpu_series")).items(),
                                 key=lambda kv: (MODELS.index(kv[0][0]), kv[0][1])):
-    lines.append(
-        f"| {PAPER_MODEL[model]} | {gpu} | {r['num_devices']} | {r['attention']} | "
-        f"{r['strategy']} | {r['per_device_batch']} | {fmt(r['tokens_per_s_per_device'])} | "
-        f"{_mfu(r)} | {fmt(r['value'])} | "
-        f"{fmt(r['token_per_dollar'])} | {r.get('price_source', '-')} |")
-  return "\n".join(lines)
+    rows.append([PAPER_MODEL[model], str(r["num_devices"]), r["attention"], r["strategy"],
+                 str(r["per_device_batch"]), fmt(r["tokens_per_s_per_device"]), _mfu(r),
+                 fmt(r["value"]), fmt(r["token_per_dollar"]), r.get("price_source") or "-",
+                 str(len(groups[(model, gpu)]))] + provenance(r))
+  return Table(["model", "GPUs", "attention", "strategy", "batch/GPU", "tokens/s/GPU", "MFU",
+                "Token/$ (paper units)", "tokens per USD", "price", "best of (runs)"]
+               + PROVENANCE, rows)
 
 
-def variants_table(variants: list[dict], ours: list[dict]) -> str:
-  """Each aligned-width variant's best per GPU type, beside its paper model's best there."""
-  lines = ["| variant | GPU | params | batch/GPU | tokens/s/GPU | MFU | paper model's best: "
-           "params, tokens/s/GPU, MFU |", "|---|---|---|---|---|---|---|"]
-  paper_best = best(ours, ("model", "gpu_series"))
-  for (model, gpu), r in sorted(best(variants, ("model", "gpu_series")).items(),
-                                key=lambda kv: (MODELS.index(variant_of(kv[0][0])), kv[0])):
-    p = paper_best.get((variant_of(model), gpu))
-    paper = (f"{fmt(p['params'])}, {fmt(p['tokens_per_s_per_device'])}, "
-             f"{_mfu(p)}" if p else "-")
-    lines.append(f"| {model} | {gpu} | {fmt(r['params'])} | {r['per_device_batch']} | "
-                 f"{fmt(r['tokens_per_s_per_device'])} | "
-                 f"{_mfu(r)} | {paper} |")
-  return "\n".join(lines)
+def variants_table(variants: list[dict], ours: list[dict]) -> Table:
+  """Each aligned-width variant's best beside its paper model's best of the same GPU type and
+  campaign (the newest campaign that measured both; else the variant's newest, unpaired)."""
+  rows = []
+  for model, gpu in sorted({(r["model"], r["gpu_series"]) for r in variants},
+                           key=lambda k: (MODELS.index(variant_of(k[0])), k)):
+    mine = [r for r in variants if r["model"] == model and r["gpu_series"] == gpu]
+    paper_model = [r for r in ours if r["model"] == variant_of(model) and r["gpu_series"] == gpu]
+    paired = {r["campaign"] for r in paper_model}
+    newest = {}
+    for r in mine:
+      newest[r["campaign"]] = max(newest.get(r["campaign"], ""), r.get("timestamp") or "")
+    campaign = max(newest, key=lambda c: (c in paired, newest[c]))
+    r = max((r for r in mine if r["campaign"] == campaign), key=lambda r: r["value"])
+    p = max((q for q in paper_model if q["campaign"] == campaign), key=lambda q: q["value"],
+            default=None)
+    rows.append([model, fmt(r["params"]), str(r["per_device_batch"]),
+                 fmt(r["tokens_per_s_per_device"]), _mfu(r),
+                 (f"{fmt(p['params'])}, {fmt(p['tokens_per_s_per_device'])}, {_mfu(p)}"
+                  if p else "not measured in this campaign"),
+                 fmt(p and r["tokens_per_s_per_device"] / p["tokens_per_s_per_device"], ".3f")]
+                + provenance(r))
+  return Table(["variant", "params", "batch/GPU", "tokens/s/GPU", "MFU",
+                "paper model, same campaign: params, tokens/s/GPU, MFU", "variant / paper model"]
+               + PROVENANCE, rows)
 
 
 def _torch_label(record: dict) -> str:
-  return record["attention"] + (" + torch.compile" if record.get("torch_compile") else "")
+  return (record["attention"]
+          + (f" ({record['torch_sdpa_backend']})" if record.get("torch_sdpa_backend")
+             not in (None, "none") else "")
+          + (f", compiled {record['torch_compile_scope']}"
+             if record.get("torch_compile_scope") not in (None, "none") else ", eager"))
 
 
-def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> str:
-  """Three columns per size: the paper's best, PyTorch today on this GPU, slm_jax (best each)."""
-  lines = ["| model | GPU | paper best (any GPU) | PyTorch (this GPU) | slm_jax | "
-           "slm_jax / PyTorch |", "|---|---|---|---|---|---|"]
-  jb, tb = best(ours, ("model", "gpu_series")), best(torch, ("model", "gpu_series"))
-  for m, gpu in sorted(set(jb) | set(tb), key=lambda k: (MODELS.index(k[0]), k[1])):
-    pb = max((p["token_per_dollar"] for p in paper if p["model"] == PAPER_MODEL[m]), default=None)
-    j, t = jb.get((m, gpu)), tb.get((m, gpu))
-    ratio = j["value"] / t["value"] if j and t else None
-    lines.append(f"| {PAPER_MODEL[m]} | {gpu} | {fmt(pb)} | "
-                 f"{fmt(t and t['value'])}{' (' + _torch_label(t) + ')' if t else ''} | "
-                 f"{fmt(j and j['value'])} | {fmt(ratio, '.2f')} |")
-  return "\n".join(lines)
+def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Table:
+  """slm_jax against PyTorch: each stack's best of one size, GPU type and campaign (a
+  slm_jax.compare command's records share one), beside the paper's best on any GPU."""
+  key = ("model", "gpu_series", "campaign")
+  jb, tb = best(ours, key), best(torch, key)
+  count = defaultdict(int)
+  for r in ours + torch:
+    count[(r.get("stack") or "jax",) + tuple(r[k] for k in key)] += 1
+  rows = []
+  pairs = sorted(set(jb) & set(tb), reverse=True,  # newest campaign first, within a size
+                 key=lambda k: max(jb[k].get("timestamp") or "", tb[k].get("timestamp") or ""))
+  for k in sorted(pairs, key=lambda k: (MODELS.index(k[0]), k[1])):
+    j, t = jb[k], tb[k]
+    rows.append([PAPER_MODEL[k[0]], k[1], campaign_label(k[2]),
+                 fmt(paper_best(paper, "Fig1", k[0]) if paper else None),
+                 f"{fmt(t['value'])} ({_torch_label(t)}, b{t['per_device_batch']})",
+                 f"{fmt(j['value'])} ({j['attention']}, b{j['per_device_batch']})",
+                 fmt(j["value"] / t["value"], ".2f"),
+                 f"{count[('jax',) + k]} / {count[('torch',) + k]}",
+                 " / ".join(sorted({short_commit(j.get("git_commit")),
+                                    short_commit(t.get("git_commit"))})),
+                 f"{j.get('tag') or '-'} / {t.get('tag') or '-'}"])
+  return Table(["model", "GPU", "campaign", "paper best (any GPU)", "PyTorch", "slm_jax",
+                "slm_jax / PyTorch", "best of (runs: slm_jax / PyTorch)", "commit", "tags"], rows)
 
 
-def answers(ours: list[dict], paper: list[dict]) -> dict[str, str]:
-  """Our answer to each question, computed from the records (or what is missing)."""
+def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> Table:
+  """The best point of each curve, with where it came from."""
+  headers = ["model", "series", "Token/$ (paper units)", "tokens/s/GPU", "GPUs", "batch/GPU",
+             "best of (runs)", "out of memory at"]
+  if extra:
+    headers.append(extra[0])
+  # Runs on several GPUs profiled with collectives timed: the part of them the step waits for.
+  exposed = any("collectives_exposed_ms" in (p.record.get("breakdown") or {})
+                for c in curves for p in c.points)
+  if exposed:
+    headers.append("exposed collectives ms/step")
+  headers += PROVENANCE
+  rows = []
+  for c in curves:
+    top = c.top()
+    if top is None and not c.oom:
+      continue
+    r = top.record if top else None
+    row = [PAPER_MODEL[c.model], _label(str(c.series)), fmt(top and top.value),
+           fmt(r and r["tokens_per_s_per_device"]), str(r["num_devices"]) if r else "-",
+           str(r["per_device_batch"]) if r else "-", str(c.runs()),
+           ", ".join(map(str, c.oom)) or "-"]
+    if extra:
+      row.append(extra[1].get((c.model, c.series), "-"))
+    if exposed:
+      row.append(fmt(r and (r.get("breakdown") or {}).get("collectives_exposed_ms"), ".1f"))
+    rows.append(row + (provenance(r) if r else [c.selection.gpu, "jax", "-",
+                                                 campaign_label(c.selection.campaign), "-"]))
+  return Table(headers, rows)
+
+
+def records_table(records: list[dict]) -> Table:
+  """Every run record, as results.markdown_table lists them, with where each came from."""
+  columns = results.TABLE_COLUMNS
+  rows = []
+  for r in records:
+    cells = []
+    for key, _, spec, *scale in columns:
+      v = results._get(r, key)
+      if isinstance(v, (int, float)) and not isinstance(v, bool) and scale:
+        v = v * scale[0]
+      cells.append(spec.format(v) if v is not None else "-")
+    rows.append(cells + provenance(r))
+  return Table([c[1] for c in columns] + PROVENANCE, rows,
+               summary=f"{len(records)} run records (click to show)")
+
+
+# ---- questions and verdicts -------------------------------------------------------------
+
+QUESTIONS = {
+    "Fig1": ("Q1. How much does FlashAttention raise Token/Dollar, and for which sizes?",
+             "FlashAttention raises Token/Dollar far more for small models (2.7x at 100M, "
+             "1.55x at 2B, best vs best), and lets 1B/2B train at batches where vanilla "
+             "attention runs out of memory."),
+    "Fig2": ("Q2. Which GPU is the most cost-effective?",
+             "H100 and A100-80GB are not cost-effective for small models; the A100-40GB suits "
+             "small models, the A100-80GB larger ones on many GPUs."),
+    "Fig3": ("Q3. Which distribution scheme, as nodes are added?",
+             "DDP is best for small models (less traffic); FSDP wins at 2B because it allows "
+             "larger batches; FSDP grad_op beats FSDP full (less communication)."),
+    "Fig4": ("Q4. How do the schemes and the batch size trade off?",
+             "At small batches the schemes differ little; cost-efficiency saturates before GPU "
+             "memory is full, so filling the memory is not cost-optimal."),
+}
+
+FINDINGS = (
+    "FlashAttention raises Token/Dollar far more for small models (2.7x at 100M, 1.55x at 2B).",
+    "FlashAttention lets 1B/2B train at global batches where vanilla attention runs out of "
+    "memory.",
+    "H100 and A100-80GB are not cost-effective for small models; A100-40GB suits small models, "
+    "A100-80GB larger ones on many GPUs.",
+    "DDP is best for small models; FSDP wins at 2B because it allows larger batches.",
+    "FSDP grad_op beats FSDP full (less communication).",
+    "At small batch sizes the schemes do not differ much.",
+    "Cost-efficiency saturates before GPU memory is full: maximising memory use is not "
+    "cost-optimal.",
+)
+
+
+def _curves(figure: Figure, model: str, series=None) -> list[Curve]:
+  return [c for c in figure.curves if c.model == model and (series is None or c.series == series)]
+
+
+def _top(figure: Figure, model: str, series) -> Point | None:
+  return max((c.top() for c in _curves(figure, model, series) if c.top()),
+             key=lambda p: p.value, default=None)
+
+
+def _on(sel: Selection, figure: Figure) -> str:
+  return f"On {sel.label()} ({figure.runs_note()})"
+
+
+def attention_ratios(fig1: Figure) -> dict[str, float]:
   out = {}
-  by_att = best(ours, ("model", "attention_series"))
-  lines = []
   for m in MODELS:
-    flash, vanilla = by_att.get((m, "flash_attention")), by_att.get((m, "vanilla_attention"))
-    pf = max((p["token_per_dollar"] for p in paper if p["figure"] == "Fig1" and
-              p["model"] == PAPER_MODEL[m] and p["series"] == "flash_attention"), default=None)
-    pv = max((p["token_per_dollar"] for p in paper if p["figure"] == "Fig1" and
-              p["model"] == PAPER_MODEL[m] and p["series"] == "vanilla_attention"), default=None)
-    paper_ratio = f"paper {pf / pv:.2f}x" if pf and pv else "paper -"
-    if flash and vanilla:
-      lines.append(f"{PAPER_MODEL[m]}: flash / vanilla = {flash['value'] / vanilla['value']:.2f}x "
-                   f"({paper_ratio})")
-    elif flash or vanilla:
-      lines.append(f"{PAPER_MODEL[m]}: only {'flash' if flash else 'vanilla'} attention measured "
-                   f"({paper_ratio})")
-  out["Fig1"] = "; ".join(lines) or "no records with both attentions yet"
-  by_gpu = best(ours, ("model", "gpu_series"))
-  lines = []
-  for m in MODELS:
-    gpus = {g: r["value"] for (mm, g), r in by_gpu.items() if mm == m}
-    if gpus:
-      top = max(gpus, key=gpus.get)
-      lines.append(f"{PAPER_MODEL[m]}: best {top} ({fmt(gpus[top])})" +
-                   ("" if len(gpus) > 1 else " (the only GPU type measured)"))
-  out["Fig2"] = "; ".join(lines) or "no GPU records yet"
-  for fig, key in (("Fig3", "num_nodes"), ("Fig4", "global_batch")):
-    by_s = best(ours, ("model", "strategy_series"))
-    lines = []
-    for m in MODELS:
-      ss = {s: r for (mm, s), r in by_s.items() if mm == m}
-      if ss:
-        top = max(ss, key=lambda s: ss[s]["value"])
-        lines.append(f"{PAPER_MODEL[m]}: best {top} at {ss[top]['num_devices']} GPU(s), "
-                     f"global batch {ss[top]['global_batch']}" +
-                     ("" if len(ss) > 1 else " (the only scheme measured)"))
-    out[fig] = "; ".join(lines) or "no records yet"
-  # Q4's second half: does Token/Dollar peak before the largest batch that fits?
-  sat = []
-  for m in MODELS:
-    rs = [r for r in ours if r["model"] == m and r.get("peak_memory_bytes")]
-    if len({r["per_device_batch"] for r in rs}) > 1:
-      top = max(rs, key=lambda r: r["value"])
-      largest = max(rs, key=lambda r: r["per_device_batch"])
-      sat.append(f"{PAPER_MODEL[m]}: best at batch {top['per_device_batch']} "
-                 f"({top['peak_memory_bytes'] / 2**30:.1f} GiB), largest that fit "
-                 f"{largest['per_device_batch']} ({largest['peak_memory_bytes'] / 2**30:.1f} GiB)")
-  if sat:
-    out["Fig4"] += ". Memory: " + "; ".join(sat)
+    f, v = _top(fig1, m, "flash_attention"), _top(fig1, m, "vanilla_attention")
+    if f and v:
+      out[m] = f.value / v.value
   return out
 
 
+def q1(fig1: Figure, paper: list[dict]) -> tuple[str, Table | None]:
+  if not fig1.selections:
+    return "not measured: no slm_jax records.", None
+  sel = fig1.selections[0][1]
+  ratios, parts = attention_ratios(fig1), []
+  for m in MODELS:
+    pf, pv = (paper_best(paper, "Fig1", m, s) for s in ("flash_attention", "vanilla_attention"))
+    paper_ratio = f"paper {pf / pv:.2f}x" if pf and pv else "paper -"
+    if m in ratios:
+      parts.append(f"{PAPER_MODEL[m]} flash / vanilla = {ratios[m]:.2f}x ({paper_ratio})")
+    else:
+      have = [s for s in ("flash_attention", "vanilla_attention") if _top(fig1, m, s)]
+      parts.append(f"{PAPER_MODEL[m]} " + (f"only {_label(have[0])} measured" if have
+                                            else "not measured"))
+  blocked = vanilla_blocked(fig1)
+  text = f"{_on(sel, fig1)}, best vs best: " + "; ".join(parts) + "."
+  if blocked:
+    text += " Vanilla attention ran out of memory where flash ran: " + "; ".join(
+        f"{PAPER_MODEL[m]} at global batch {', '.join(map(str, xs))}"
+        for m, xs in blocked.items()) + "."
+  extra = {(m, "flash_attention"): f"{r:.2f}x" for m, r in ratios.items()}
+  return text, curve_table(fig1.curves, ("flash / vanilla", extra))
+
+
+def vanilla_blocked(fig1: Figure) -> dict[str, list[int]]:
+  """{size: global batches where vanilla attention ran out of memory and flash ran}."""
+  out = {}
+  for m in MODELS:
+    flash = {p.x for c in _curves(fig1, m, "flash_attention") for p in c.points}
+    xs = sorted({x for c in _curves(fig1, m, "vanilla_attention") for x in c.oom} & flash)
+    if xs:
+      out[m] = xs
+  return out
+
+
+def gpu_comparison(fig2: Figure) -> tuple[str | None, dict[str, dict[str, Point]]]:
+  """(the campaign two or more GPU types share in Fig 2, {size: {GPU type: best point}})."""
+  by_campaign = defaultdict(list)
+  for _, sel in fig2.selections:
+    by_campaign[sel.campaign].append(sel.gpu)
+  shared = [c for c, gpus in by_campaign.items() if len(gpus) > 1]
+  if not shared:
+    return None, {}
+  campaign = max(shared, key=lambda c: len(by_campaign[c]))
+  out = defaultdict(dict)
+  for c in fig2.curves:
+    if c.selection.campaign == campaign and c.top():
+      out[c.model][c.series] = c.top()
+  return campaign, out
+
+
+def q2(fig2: Figure) -> tuple[str, Table | None]:
+  if not fig2.selections:
+    return "not measured: no slm_jax records with flash attention.", None
+  campaign, by_model = gpu_comparison(fig2)
+  table = curve_table(fig2.curves)
+  if campaign is None:
+    which = "; ".join(f"{s.gpu}: {campaign_label(s.campaign)}" for _, s in fig2.selections)
+    return (f"not measured: no campaign measured two GPU types ({which}); GPU types are "
+            "compared only within one campaign.", table)
+  parts = []
+  for m in MODELS:
+    gpus = by_model.get(m, {})
+    if len(gpus) > 1:
+      order = sorted(gpus, key=lambda g: -gpus[g].value)
+      parts.append(f"{PAPER_MODEL[m]} " + " > ".join(f"{g} ({fmt(gpus[g].value)})"
+                                                      for g in order))
+  return (f"In {campaign_label(campaign)}, best Token/Dollar (paper units) per GPU type: "
+          + ("; ".join(parts) or "no size measured on two GPU types") + ".", table)
+
+
+def q3(fig3: Figure) -> tuple[str, Table | None]:
+  if not fig3.selections:
+    return ("not measured: no runs on 2 or more GPUs (a one-GPU run has no scheme; every "
+            "scheme does the same work there).", None)
+  sel = fig3.selections[0][1]
+  parts = []
+  for m in MODELS:
+    tops = {c.series: c.top() for c in _curves(fig3, m) if c.top()}
+    if tops:
+      order = sorted(tops, key=lambda s: -tops[s].value)
+      parts.append(f"{PAPER_MODEL[m]} " + " > ".join(
+          f"{s} ({fmt(tops[s].value)} at {tops[s].x} node{'s' * (tops[s].x > 1)}, "
+          f"{tops[s].record['num_devices']} GPUs)" for s in order))
+  return f"{_on(sel, fig3)}: " + ("; ".join(parts) or "no point measured") + ".", \
+      curve_table(fig3.curves)
+
+
+def saturation(fig4: Figure) -> dict[str, dict]:
+  """Per size, from Fig 4's one-GPU curve: the best batch, the largest that fit, the gain of
+  the last doubling up to it, and where memory ran out."""
+  out = {}
+  for c in fig4.curves:
+    if c.series != ONE_GPU or len(c.points) < 2:
+      continue
+    top, largest = c.top(), c.points[-1]
+    half = next((p for p in c.points if p.x * 2 == largest.x), c.points[-2])
+    out[c.model] = dict(best=top, largest=largest, gain=largest.value / half.value,
+                        half=half, oom=[x for x in c.oom if x > largest.x], curve=c)
+  return out
+
+
+def _gib(point: Point) -> str:
+  b = point.record.get("peak_memory_bytes")
+  return f", {b / 2**30:.1f} GiB" if b else ""
+
+
+def q4(fig4: Figure) -> tuple[str, Table | None]:
+  if not fig4.selections:
+    return "not measured: no slm_jax records.", None
+  multi = dict(fig4.selections).get("schemes")
+  if multi is None:
+    text = "Schemes: not measured (no runs on 2 or more GPUs)."
+  else:
+    parts = [f"{PAPER_MODEL[m]}: {_spread_text(d)}" for m, d in scheme_spread(fig4).items()]
+    text = (f"Schemes, on {multi.label()}: smallest global batch measured with two or more "
+            "schemes, best / worst: " + ("; ".join(parts) or "no batch with two schemes") + ".")
+  sat = saturation(fig4)
+  one = dict(fig4.selections).get(ONE_GPU)
+  if one is not None:
+    parts = []
+    for m, s in sat.items():
+      parts.append(
+          f"{PAPER_MODEL[m]} best at batch {s['best'].x}{_gib(s['best'])}; largest that fit "
+          f"{s['largest'].x}{_gib(s['largest'])}, {s['gain']:.3f}x batch {s['half'].x}'s"
+          + (f"; out of memory at {', '.join(map(str, s['oom']))}" if s["oom"] else
+             "; nothing larger measured"))
+    text += (f" Batch size on one GPU ({one.label()}): " + ("; ".join(parts) or
+                                                            "fewer than two batches measured")
+             + ".")
+  else:
+    text += " Batch size on one GPU: not measured."
+  extra = {(m, ONE_GPU): f"batch {s['largest'].x}: {s['gain']:.3f}x batch {s['half'].x}"
+           for m, s in sat.items()}
+  return text, curve_table(fig4.curves, ("last doubling (one GPU)", extra))
+
+
+def scheme_spread(fig: Figure) -> dict[str, tuple[float, int, str, str]]:
+  """Per size, at the smallest global batch two or more schemes measured: (best / worst, that
+  batch, the best scheme, the worst)."""
+  out = {}
+  for m in MODELS:
+    at = defaultdict(dict)
+    for c in _curves(fig, m):
+      if c.series != ONE_GPU:
+        for p in c.points:
+          at[p.x][c.series] = p.value
+    xs = sorted(x for x in at if len(at[x]) > 1)
+    if xs:
+      vals = at[xs[0]]
+      hi, lo = max(vals, key=vals.get), min(vals, key=vals.get)
+      out[m] = (vals[hi] / vals[lo], xs[0], hi, lo)
+  return out
+
+
+def _spread_text(spread: tuple[float, int, str, str]) -> str:
+  ratio, x, hi, lo = spread
+  return f"{ratio:.2f}x at global batch {x} ({hi} over {lo})"
+
+
+def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str, str]]:
+  """(finding, "agrees" / "disagrees" / "not measured", how: from which numbers) for each of
+  the paper's findings."""
+  fig1, fig2, fig3, fig4 = (figs[k] for k in ("Fig1", "Fig2", "Fig3", "Fig4"))
+  out = []
+
+  def where(fig, what=None):
+    sels = dict(fig.selections)
+    s = sels.get(what) if what else (fig.selections[0][1] if fig.selections else None)
+    return f" ({s.label()})" if s else ""
+
+  # 1. flash's gain shrinks with size
+  ratios = attention_ratios(fig1)
+  if len(ratios) >= 2:
+    first, last = next(iter(ratios)), list(ratios)[-1]
+    seq = ", ".join(f"{PAPER_MODEL[m]} {r:.2f}x" for m, r in ratios.items())
+    pf = {m: paper_best(paper, "Fig1", m, "flash_attention") for m in (first, last)}
+    pv = {m: paper_best(paper, "Fig1", m, "vanilla_attention") for m in (first, last)}
+    paper_seq = ", ".join(f"{PAPER_MODEL[m]} {pf[m] / pv[m]:.2f}x" for m in (first, last)
+                          if pf[m] and pv[m])
+    v = "agrees" if ratios[first] > ratios[last] else "disagrees"
+    how = ("flash / vanilla falls with size: " if v == "agrees" else
+           "flash / vanilla does not fall with size: ") + seq
+    out.append((v, f"{how} (paper: {paper_seq}){where(fig1)}"))
+  else:
+    out.append(("not measured", "no campaign measured both attentions at two sizes"))
+  # 2. flash fits where vanilla does not
+  blocked = {m: xs for m, xs in vanilla_blocked(fig1).items() if m in ("1b", "2b")}
+  measured = [m for m in ("1b", "2b") if _top(fig1, m, "vanilla_attention")
+              and _top(fig1, m, "flash_attention")]
+  if blocked:
+    out.append(("agrees", "vanilla attention ran out of memory where flash ran: " + "; ".join(
+        f"{PAPER_MODEL[m]} at global batch {', '.join(map(str, xs))}" for m, xs in blocked.items())
+        + where(fig1)))
+  elif measured:
+    out.append(("disagrees", "vanilla attention fit every global batch flash was measured at "
+                f"({', '.join(PAPER_MODEL[m] for m in measured)}){where(fig1)}"))
+  else:
+    out.append(("not measured", "1B/2B not measured with both attentions"))
+  # 3. GPU types
+  campaign, by_model = gpu_comparison(fig2)
+  compared = {m: g for m, g in by_model.items() if len(g) > 1}
+  a100 = {"A100-40GB", "A100-80GB"}
+  if not compared:
+    out.append(("not measured", "no campaign measured two GPU types"))
+  elif not any(a100 & set(g) for g in compared.values()):
+    out.append(("not measured", f"{campaign_label(campaign)} compares "
+                f"{', '.join(sorted({x for g in compared.values() for x in g}))}: no A100"))
+  else:
+    parts, wins = [], []
+    for m, g in compared.items():
+      top = max(g, key=lambda k: g[k].value)
+      wins.append(top in a100)
+      parts.append(f"{PAPER_MODEL[m]} best on {top}")
+    v = "agrees" if all(wins) else "disagrees"
+    out.append((v, "; ".join(parts) + f" ({campaign_label(campaign)})"))
+  # 4. DDP for small models, FSDP at 2B; 5. grad_op vs full; 6. schemes alike at small batches
+  tops = {m: {c.series: c.top() for c in _curves(fig3, m) if c.top()} for m in MODELS}
+  tops = {m: s for m, s in tops.items() if len(s) > 1}
+  if tops:
+    parts, ok = [], []
+    for m, s in tops.items():
+      win = max(s, key=lambda k: s[k].value)
+      parts.append(f"{PAPER_MODEL[m]} best {win}")
+      ok.append(win == "DDP" if m != "2b" else win.startswith("FSDP"))
+    out.append(("agrees" if all(ok) else "disagrees", "; ".join(parts) + where(fig3)))
+  else:
+    out.append(("not measured", "no campaign measured two schemes on 2 or more GPUs"))
+  pairs = {m: (s["FSDP-Grad+Optimizer"].value, s["FSDP-Full"].value) for m, s in tops.items()
+           if "FSDP-Grad+Optimizer" in s and "FSDP-Full" in s}
+  if pairs:
+    out.append(("agrees" if all(g >= f for g, f in pairs.values()) else "disagrees",
+                "; ".join(f"{PAPER_MODEL[m]} grad_op / full = {g / f:.2f}x"
+                          for m, (g, f) in pairs.items()) + where(fig3)))
+  else:
+    out.append(("not measured", "FSDP grad_op and full not both measured on 2 or more GPUs"))
+  spreads = scheme_spread(fig4)
+  if spreads:
+    alike = all(d[0] <= SCHEMES_ALIKE for d in spreads.values())
+    out.append(("agrees" if alike else "disagrees",
+                "best / worst scheme: " + "; ".join(f"{PAPER_MODEL[m]} {_spread_text(d)}"
+                                                    for m, d in spreads.items())
+                + where(fig4, "schemes")))
+  else:
+    out.append(("not measured", "no global batch measured with two schemes on 2 or more GPUs"))
+  # 7. saturation before memory is full
+  sat = saturation(fig4)
+  if sat:
+    rising = {m: s for m, s in sat.items()
+              if s["best"].x == s["largest"].x and s["gain"] >= SATURATED}
+    detail = "; ".join(
+        f"{PAPER_MODEL[m]} best at batch {s['best'].x}, last doubling to {s['largest'].x} "
+        f"{s['gain']:.3f}x" + (f", OOM at {s['oom'][0]}" if s["oom"] else
+                               ", nothing larger measured")
+        for m, s in sat.items())
+    flat = f"flattens (last doubling < {SATURATED:.2f}x) or peaks before the largest batch " \
+        "that ran"
+    gpu = next(iter(sat.values()))["curve"].selection.gpu
+    if not rising:
+      out.append(("agrees", f"on one {gpu}, Token/Dollar {flat} at every size: {detail}"
+                  + where(fig4, ONE_GPU)))
+    else:
+      scope = ("at every size" if len(rising) == len(sat) else
+               "at " + ", ".join(PAPER_MODEL[m] for m in rising) + f" (and {flat} at "
+               + ", ".join(PAPER_MODEL[m] for m in sat if m not in rising) + ")")
+      out.append(("disagrees", f"on one {gpu}, Token/Dollar keeps rising up to the largest "
+                  f"batch that ran {scope}: {detail}" + where(fig4, ONE_GPU)))
+  else:
+    out.append(("not measured", "fewer than two batch sizes on one GPU"))
+  return [(f, v, how) for f, (v, how) in zip(FINDINGS, out)]
+
+
+# ---- the report ---------------------------------------------------------------------------
+
 def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
                  target_loss: float | None = None, reprice: tuple[str, ...] = (),
-                 runs: tuple[str, ...] = ()) -> Path:
+                 runs: tuple[str, ...] = (), campaigns: tuple[str, ...] = ()) -> Path:
   out_dir.mkdir(parents=True, exist_ok=True)
-  records = [r for p in paths for r in results.read(p)]
-  ours = prepare(records)
+  records, skipped = load(paths)
+  ours = prepare(records, oom=True)
+  ours_ok = [r for r in ours if r["value"] is not None]
   torch = prepare(records, stack="torch")
   variants = prepare(records, variants=True)
+  old = sum(old_torch(r) for r in records)
   paper = read_paper(paper_csv)
-  for fig_id, title, xfield, sfield, keep in FIGURES:
-    plot_figure(fig_id, title, xfield, sfield, [r for r in ours if keep is None or keep(r)],
-                paper, out_dir)
-  breakdown = plot_breakdown(ours, out_dir)
+  figs = {f.id: f for f in (make(ours, paper, campaigns) for make in FIGURES)}
+  for f in figs.values():
+    draw(f, out_dir)
+  breakdown = plot_breakdown(ours_ok, out_dir, campaigns)
   curves = train_curves(records, reprice, runs)
-  target = target_loss if target_loss is not None else common_target(curves)
-  loss_dollars = plot_loss_vs_dollars(curves, out_dir, target)
-  ans = answers(ours, paper)
+  kind, target = loss_targets(curves, target_loss)
+  loss_dollars = plot_loss_vs_dollars(curves, out_dir, target, kind)
+
   status = defaultdict(int)
   for r in records:
-    status[r.get("status")] += 1
-  md = [f"# slm_jax report\n\n{len(records)} records "
-        f"({', '.join(f'{n} {s}' for s, n in sorted(status.items()))}) from "
-        f"{', '.join(paths)}.\n",
-        "Token/Dollar (paper units) = tokens/s per GPU / the paper's GPU-hour price ratio; "
-        f"tokens per USD use {hardware.PRICE_TABLE_SOURCE} (dated {hardware.PRICE_TABLE_DATE}).\n",
-        f"Speeds are medians of at least {MIN_TIMED_STEPS} timed steps (shorter runs, such as "
-        "memory-fit checks, are left out of the tables and figures).\n",
-        "## Best configuration per size and GPU (slm_jax)\n", best_table(ours), "",
-        "## Token/Dollar (paper units): the paper, PyTorch today, slm_jax\n",
-        stacks_table(ours, torch, paper), ""]
+    status[str(r.get("status"))] += 1
+  doc = [Heading("slm_jax report", 1),
+         Para(f"{len(records)} run records"
+              + (f" ({', '.join(f'{n} {s}' for s, n in sorted(status.items()))})" if status else "")
+              + f" from {', '.join(paths)}.")]
+  if skipped:
+    doc.append(Para("Skipped rows that are not run records (other benchmarks' timings): "
+                    + ", ".join(f"{Path(p).name} ({n})" for p, n in skipped.items()) + "."))
+  if old:
+    doc.append(Para(f"{old} PyTorch records from before `torch_compile_scope` was recorded (HF's "
+                    "masked attention under torch.compile, the loss outside the compiled region) "
+                    "stay in their files but are left out of every table and figure."))
+  doc += [
+      Para("Token/Dollar (paper units) = tokens/s per GPU / the paper's GPU-hour price ratio; "
+           f"tokens per USD use {hardware.PRICE_TABLE_SOURCE} "
+           f"(dated {hardware.PRICE_TABLE_DATE})."),
+      Para(f"Speeds are medians of at least {MIN_TIMED_STEPS} timed steps (shorter runs, such as "
+           "memory-fit checks, are left out). Every curve and every ratio comes from records of "
+           "one GPU type and one campaign (a `--campaign` name; records without one: their "
+           "commit); each figure's title names them and how many runs each point is the best "
+           "of. Where several campaigns could draw a figure, the one with the most points is "
+           "drawn (ties: the newest)" + (f"; chosen among {', '.join(campaigns)} (--campaign)"
+                                         if campaigns else "; `--campaign` chooses") + "."),
+      Para("Error bars: ours, Token/Dollar at the 25th and 75th percentile step time of the "
+           "plotted run's timed steps; the paper's, its plotted error bars (err_low/err_high). "
+           "Crosses on a panel's floor are points that ran out of memory."),
+      Heading("The paper's findings against our numbers"),
+      Table(["#", "the paper's finding", "verdict", "from our numbers"],
+            [[str(i + 1), f, v, how] for i, (f, v, how) in enumerate(verdicts(figs, paper))]),
+      Heading("Best configuration per size and GPU (slm_jax)"),
+      Para("The fastest run of each size on each GPU type, over every campaign (one run per "
+           "row; no ratio is taken across rows)."),
+      best_table(ours_ok) if ours_ok else Para("not measured: no slm_jax benchmark records."),
+      Heading("slm_jax against PyTorch, same GPU type and campaign"),
+      Para("Each stack's best run of one size in one campaign on one GPU type (a "
+           "`slm_jax.compare` command's records share a campaign); Token/Dollar in paper units."),
+  ]
+  stacks = stacks_table(ours_ok, torch, paper)
+  doc.append(stacks if stacks.rows else
+             Para("not measured: no campaign holds both slm_jax and PyTorch records of one size "
+                  "on one GPU type."))
   if variants:
-    md += ["## Aligned-width variants (they change the model; not in the paper's tables)\n",
-           "Heads and FFN columns added until the widths are multiples of "
-           "`--config.width_multiple`; MFU counts each model's own FLOPs.\n",
-           variants_table(variants, ours), ""]
-  for fig_id, _, _, _, _ in FIGURES:
-    q, paper_answer = QUESTIONS[fig_id]
-    md += [f"## {q}\n", f"- Paper: {paper_answer}", f"- slm_jax: {ans[fig_id]}",
-           f"\n![{fig_id}]({fig_id.lower()}.png)\n"]
+    doc += [Heading("Aligned-width variants (they change the model; not in the paper's tables)"),
+            Para("Heads and FFN columns added until the widths are multiples of "
+                 "`--config.width_multiple`; MFU counts each model's own FLOPs."),
+            variants_table(variants, ours_ok)]
+  answer = {"Fig1": lambda: q1(figs["Fig1"], paper), "Fig2": lambda: q2(figs["Fig2"]),
+            "Fig3": lambda: q3(figs["Fig3"]), "Fig4": lambda: q4(figs["Fig4"])}
+  for fig_id, (q, paper_answer) in QUESTIONS.items():
+    text, table = answer[fig_id]()
+    doc += [Heading(q), Items([("Paper", paper_answer), ("slm_jax", text)])]
+    if table is not None and table.rows:
+      doc.append(table)
+    doc.append(Image(f"{fig_id.lower()}.png", fig_id))
   if breakdown:
-    md += ["## Step-time breakdown\n", "![breakdown](breakdown.png)\n"]
+    doc += [Heading("Step-time breakdown"),
+            Para(f"From {breakdown[1].label()}."), Image("breakdown.png", "breakdown")]
   if loss_dollars:
-    md += ["## Loss/Dollar: training on text\n",
-           f"Dollars to reach loss {target:.3f} ("
-           f"{'--target_loss' if target_loss is not None else 'the lowest loss every run reaches'}"
-           "; training loss, trailing mean over 2% of the run), and to the lowest held-out loss "
-           "every evaluated run reaches:\n",
-           loss_dollar_table(curves, target), "", "![loss vs dollars](loss_vs_dollars.png)\n"]
-  md += ["## All records\n", results.markdown_table(records)]
-  (out_dir / "report.md").write_text("\n".join(md) + "\n")
-  page = ["<!doctype html><meta charset='utf-8'><title>slm_jax report</title>",
-          "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
-          "img{max-width:100%}td,th{padding:2px 8px}</style>",
-          f"<h1>slm_jax report</h1><p>{len(records)} records from "
-          f"{html.escape(', '.join(paths))}.</p>"]
-  for fig_id, _, _, _, _ in FIGURES:
-    q, paper_answer = QUESTIONS[fig_id]
-    page += [f"<h2>{html.escape(q)}</h2><p><b>Paper:</b> {html.escape(paper_answer)}</p>"
-             f"<p><b>slm_jax:</b> {html.escape(ans[fig_id])}</p>",
-             f"<img src='{fig_id.lower()}.png' alt='{fig_id}'>"]
-  if breakdown:
-    page.append("<h2>Step-time breakdown</h2><img src='breakdown.png' alt='breakdown'>")
-  if loss_dollars:
-    page.append("<h2>Loss/Dollar: training on text</h2>"
-                "<img src='loss_vs_dollars.png' alt='loss vs dollars'>")
-  page.append("<h2>Tables</h2><pre>" + html.escape((out_dir / "report.md").read_text()) +
-              "</pre>")
-  (out_dir / "index.html").write_text("\n".join(page))
+    rule = ("--target_loss" if target_loss is not None else
+            f"the lowest {kind} loss every {'evaluated ' * (kind == 'held-out')}run reaches")
+    doc += [Heading("Loss/Dollar: training on text"),
+            Para(f"Dollars to reach {kind} loss {target:.3f} ({rule}), ordered by them"
+                 + ("; and to the lowest training loss every run reaches (trailing mean over 2% "
+                    "of the run), which keeps falling on a repeated corpus while the held-out "
+                    "loss stops" if kind == "held-out" else
+                    " (trailing mean over 2% of the run; no run has held-out evaluations)")
+                 + ":"),
+            loss_dollar_table(curves, target, kind), Image("loss_vs_dollars.png",
+                                                           "loss vs dollars")]
+  doc += [Heading("All records"), records_table([r for r in records if not old_torch(r)])]
+  (out_dir / "report.md").write_text(report_doc.markdown(doc))
+  (out_dir / "index.html").write_text(report_doc.html_page("slm_jax report", doc))
   return out_dir / "index.html"
 
 
 _PRICED = sorted(g.name for g in hardware.GPUS.values())
 _OUT = flags.DEFINE_string("out", "report", "Folder for the PNGs, report.md and index.html.")
 _PAPER = flags.DEFINE_string("paper_csv", str(PAPER_CSV), "The paper's plotted points.")
-_TARGET = flags.DEFINE_float("target_loss", None, "Loss for the dollars-to-target table; "
-                             "default: the lowest loss every training run reaches.")
+_TARGET = flags.DEFINE_float("target_loss", None, "Held-out loss for the Loss/Dollar table "
+                             "(training loss where no run has held-out evaluations); default: "
+                             "the lowest every evaluated run reaches.")
 _REPRICE = flags.DEFINE_list("reprice", [], "Also draw each training run at these GPU types' "
                              f"prices (of {_PRICED}), labelled re-priced.")
 _RUNS = flags.DEFINE_list("runs", [], "Training runs to draw and tabulate, by tag (shell "
                           "patterns, e.g. '*loss_dollar'); default: every one.")
+_CAMPAIGN = flags.DEFINE_list("campaign", [], "Draw the figures and answer the questions from "
+                              "these campaigns only (a record without a campaign is in the one "
+                              "named by its full git_commit); default: per figure, the "
+                              "campaign with the most points, ties to the newest.")
 
 
 def main(argv):
@@ -488,10 +1225,18 @@ def main(argv):
     sys.exit(2)
   unknown = [g for g in _REPRICE.value if g not in _PRICED]
   if unknown:
-    print(f"error: --reprice: no price for {unknown}; choose from {_PRICED}", file=sys.stderr)
+    print(f"error: --reprice: no price for {unknown}; choose from "
+          f"{_PRICED}", file=sys.stderr)
     sys.exit(2)
+  if _CAMPAIGN.value:
+    known = {campaign_of(r) for p in paths for r in load([p])[0]}
+    unknown = [c for c in _CAMPAIGN.value if not any(in_campaigns(k, (c,)) for k in known)]
+    if unknown:
+      print(f"error: --campaign: no records in {unknown}; the files hold "
+            f"{sorted(campaign_label(k) for k in known)}", file=sys.stderr)
+      sys.exit(2)
   index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
-                       tuple(_REPRICE.value), tuple(_RUNS.value))
+                       tuple(_REPRICE.value), tuple(_RUNS.value), tuple(_CAMPAIGN.value))
   print(f"wrote {index}")
 
 

@@ -1,28 +1,49 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 
 from slm_jax import report, results
 
 ROOT = Path(__file__).resolve().parent.parent
+H100, H200, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A100-SXM4-80GB"
+RATIO = {A100: 1.46, H100: 2.53, H200: report.hardware.gpu("H200").paper_price_ratio,
+         "NVIDIA A100-SXM4-40GB": 1.0}
 
 
 def record(model="100m", attention="cudnn", strategy="ddp", batch=16, devices=1,
-           kind="NVIDIA A100-SXM4-80GB", tps_per_device=1000.0, status="ok", breakdown=None):
-  tpd_paper = tps_per_device / {"NVIDIA A100-SXM4-80GB": 1.46, "NVIDIA H100 80GB HBM3": 2.53,
-                                "NVIDIA A100-SXM4-40GB": 1.0}[kind]
+           kind=A100, tps_per_device=1000.0, status="ok", breakdown=None, campaign=None,
+           commit="a" * 40, timestamp="2026-01-01T00:00:00", stack="jax", tag=None):
   r = {k: None for k in results.REQUIRED}
+  ok = status == "ok"
+  median = batch * 1024 / tps_per_device
   r.update(status=status, message="", model=model, attention=attention, strategy=strategy,
            per_device_batch=batch, num_devices=devices, global_batch=batch * devices,
-           device_kind=kind, tokens_per_s_per_device=tps_per_device,
-           tokens_per_s=tps_per_device * devices, mfu=0.4, token_per_dollar=123.0,
-           token_per_dollar_paper=tpd_paper if status == "ok" else None,
+           device_kind=kind, tokens_per_s_per_device=tps_per_device if ok else None,
+           tokens_per_s=tps_per_device * devices if ok else None, mfu=0.4,
+           token_per_dollar=123.0 if ok else None,
+           token_per_dollar_paper=tps_per_device / RATIO[kind] if ok else None,
            price_source="test", peak_memory_bytes=batch * 2**30, params=1, seq_len=1024,
-           step_time_s={"median": 1.0}, breakdown=breakdown)
+           step_time_s={"median": median} if ok else None,
+           step_times_s=[median] * 30 if ok else None, breakdown=breakdown,
+           git_commit=commit, timestamp=timestamp, stack=stack, tag=tag)
+  if campaign:
+    r["campaign"] = campaign
   return r
+
+
+def write(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return path
+
+
+def run_report(*args):
+  return subprocess.run([sys.executable, "-m", "slm_jax.report", *map(str, args)], cwd=ROOT,
+                        capture_output=True, text=True)
 
 
 def test_best_takes_the_max_over_everything_off_the_axes():
@@ -48,26 +69,222 @@ def test_a_run_of_few_timed_steps_is_not_a_point():
   assert report.best(points, ("model",))[("100m",)]["tokens_per_s_per_device"] == 500
 
 
-def test_aligned_width_variants_are_reported_apart_from_the_paper_models(tmp_path):
-  records = [record(model="2b", tps_per_device=100), record(model="2b-w128", tps_per_device=90),
+def test_a_one_gpu_run_has_no_scheme_and_no_node_count():
+  multi, single, ddp_on_one = report.prepare([
+      record(strategy="fsdp_grad_op", devices=16, kind=H100), record(strategy="single"),
+      record(strategy="ddp", devices=1)])
+  assert (multi["gpu_series"], multi["scheme"], multi["num_nodes"]) == (
+      "H100-80GB", "FSDP-Grad+Optimizer", 2)
+  assert multi["attention_series"] == "flash_attention"
+  for r in (single, ddp_on_one):  # `strategy: ddp` on one device is still a one-GPU run
+    assert (r["scheme"], r["num_nodes"], r["strategy_series"]) == (None, None, report.ONE_GPU)
+  assert "single" not in report.STRATEGY_SERIES
+
+
+def test_a_record_without_a_campaign_is_in_its_commits():
+  new, old = record(campaign="grid-h200"), record(commit="b" * 40)
+  assert report.campaign_of(new) == "grid-h200" and report.campaign_of(old) == "b" * 40
+  assert report.campaign_label("b" * 40) == "commit bbbbbbbb"
+  assert report.in_campaigns("b" * 40, ("bbbbbbb",)) and not report.in_campaigns(
+      "grid-h200", ("grid",))
+
+
+def mixed_records():
+  """Two GPU types and three campaigns, each with its own speed, so any mixing shows."""
+  rows = []
+  speed = {("H200", "early"): 1.0, ("H200", "late"): 1.5, ("H100", "early"): 0.7}
+  stamps = {"H200-early": "2026-01-01", "H200-late": "2026-01-02", "H100-early": "2025-12-31"}
+  for (gpu, campaign), s in speed.items():
+    kind = H200 if gpu == "H200" else H100
+    stamp = stamps[f"{gpu}-{campaign}"] + "T00:00:00"
+    for model in ("100m", "2b"):
+      for att, k in (("cudnn", 2.0), ("xla", 1.0)):
+        if campaign == "late" and att == "xla":
+          continue  # the later campaign re-measured flash alone (as issue 20 describes)
+        for batch in (4, 8, 16):
+          rows.append(record(model, att, "single", batch, 1, kind, s * k * 1000 * batch ** 0.1,
+                             campaign=f"{gpu}-{campaign}", timestamp=stamp))
+      for strategy in ("ddp", "fsdp_full"):  # 2-GPU runs, only in the early campaigns
+        if campaign == "early":
+          rows.append(record(model, "cudnn", strategy, 8, 2, kind, s * 900,
+                             campaign=f"{gpu}-{campaign}", timestamp=stamp))
+  rows.append(record("2b", "xla", "single", 32, 1, H200, status="oom", campaign="H200-early"))
+  return rows
+
+
+def test_no_figure_curve_mixes_gpu_types_or_campaigns():
+  ours = report.prepare(mixed_records(), oom=True)
+  paper = report.read_paper()
+  for make in report.FIGURES:
+    fig = make(ours, paper)
+    assert fig.curves, fig.id
+    for c in fig.curves:
+      sources = {(r["gpu_series"], r["campaign"]) for r in c.selection.records}
+      sources |= {(p.record["gpu_series"], p.record["campaign"]) for p in c.points}
+      assert len(sources) == 1, (fig.id, c.model, c.series, sources)
+    # Curves compared in one figure (attentions in Fig 1, schemes in Fig 3/4) share a source.
+    if fig.id in ("Fig1", "Fig3"):
+      assert len({(c.selection.gpu, c.selection.campaign) for c in fig.curves}) == 1
+    # The title says where each curve is from and how many runs each point is the best of.
+    assert fig.selections and "best of" in fig.runs_note()
+
+
+def test_no_ratio_mixes_gpu_types_or_campaigns(tmp_path):
+  records = mixed_records()
+  ours = report.prepare(records, oom=True)
+  fig1 = report.fig1_attention(ours, report.read_paper())
+  # Fig 1 needs both attentions: the early H200 campaign has every point, the late one half.
+  assert fig1.selections[0][1].campaign == "H200-early"
+  # Mixing the late campaign's flash with the early one's vanilla would give 3x.
+  assert report.attention_ratios(fig1) == {"100m": pytest.approx(2.0), "2b": pytest.approx(2.0)}
+  # PyTorch ratios: only from the same campaign and GPU type.
+  torch_new = dict(record("100m", "sdpa", "single", 16, 1, H200, 500, campaign="H200-late",
+                          stack="torch"), torch_compile_scope="model+loss",
+                   torch_sdpa_backend="cudnn")
+  torch_elsewhere = dict(torch_new, campaign="H200-other", tokens_per_s_per_device=1.0)
+  table = report.stacks_table(report.prepare(records), report.prepare(
+      [torch_new, torch_elsewhere], stack="torch"), [])
+  [row] = table.rows
+  jax_best = max(r["tokens_per_s_per_device"] for r in records
+                 if r.get("campaign") == "H200-late" and r["model"] == "100m")
+  assert row[2] == "H200-late" and row[6] == f"{jax_best / 500:.2f}"
+  # Q2 compares GPU types only within one campaign: these campaigns each hold one.
+  text, _ = report.q2(report.fig2_gpu_types(ours, []))
+  assert text.startswith("not measured: no campaign measured two GPU types")
+  shared = [dict(r, campaign="both") for r in records if r.get("campaign") in
+            ("H200-early", "H100-early")]
+  text, _ = report.q2(report.fig2_gpu_types(report.prepare(shared), []))
+  assert text.startswith("In both,") and "100M H200" in text
+
+
+def test_campaign_flag_chooses_what_is_drawn(tmp_path):
+  ours = report.prepare(mixed_records(), oom=True)
+  fig1 = report.fig1_attention(ours, [], campaigns=("H200-late",))
+  assert {c.selection.campaign for c in fig1.curves} == {"H200-late"}
+  assert {c.series for c in fig1.curves} == {"flash_attention"}
+  path = write(tmp_path / "r.jsonl", mixed_records())
+  proc = run_report(path, f"--out={tmp_path / 'out'}", "--campaign=H200-late")
+  assert proc.returncode == 0, proc.stderr
+  md = (tmp_path / "out/report.md").read_text()
+  assert "On H200, H200-late" in md and "100M only flash attention measured" in md
+  proc = run_report(path, f"--out={tmp_path / 'out'}", "--campaign=nope")
+  assert proc.returncode == 2 and proc.stderr.startswith("error: --campaign")
+
+
+def test_the_campaign_with_the_most_points_is_drawn_ties_to_the_newest():
+  old = [record(batch=b, kind=H200, campaign="old", timestamp="2026-01-01T00:00:00")
+         for b in (4, 8, 16)]
+  new = [record(batch=b, kind=H200, campaign="new", timestamp="2026-02-01T00:00:00")
+         for b in (4, 8)]
+  oom = record(batch=16, kind=H200, status="oom", campaign="new",
+               timestamp="2026-02-01T00:00:00")
+  key = ("model", "global_batch")
+  assert report.choose(report.prepare(old + new, oom=True), key).campaign == "old"
+  # An out-of-memory point is a measured point: now both have three, and the newer wins.
+  assert report.choose(report.prepare(old + new + [oom], oom=True), key).campaign == "new"
+  assert report.choose(report.prepare(old + new + [oom], oom=True), key,
+                       campaigns=("old",)).campaign == "old"
+
+
+def test_scheme_curves_and_questions_come_from_multi_gpu_runs_only():
+  one_gpu = [record(m, "cudnn", s, b, 1, H200, 1000 * b ** 0.1)
+             for m in ("100m", "1b") for s in ("single", "ddp", "fsdp_full") for b in (4, 8)]
+  ours = report.prepare(one_gpu, oom=True)
+  fig3, fig4 = report.fig3_nodes(ours, []), report.fig4_schemes(ours, [])
+  assert fig3.curves == [] and report.unmeasured_panels(fig3) == list(report.MODELS)
+  assert {c.series for c in fig4.curves} == {report.ONE_GPU}
+  assert report.unmeasured_panels(fig4) == ["500m", "2b"]
+  assert report.q3(fig3)[0].startswith("not measured")
+  assert "Schemes: not measured" in report.q4(fig4)[0]
+  assert "DDP" not in report.q4(fig4)[0]
+  findings = report.verdicts({f.id: f for f in (report.fig1_attention(ours, []),
+                                                report.fig2_gpu_types(ours, []), fig3, fig4)},
+                             [])
+  assert [v for _, v, _ in findings][1:6] == ["not measured"] * 5  # no vanilla, one GPU type
+
+
+def test_verdicts_follow_the_numbers():
+  paper = report.read_paper()
+  rows = []
+  for m, (att_gain, rising) in {"100m": (2.5, True), "2b": (1.5, True)}.items():
+    for att, k in (("cudnn", att_gain), ("xla", 1.0)):
+      for b in (4, 8, 16):
+        rows.append(record(m, att, "single", b, 1, H200, 1000 * k * (b if rising else 1)))
+    rows.append(record(m, "xla", "single", 32, 1, H200, status="oom"))
+    rows.append(record(m, "cudnn", "single", 32, 1, H200, status="oom"))
+    for s, speed in (("ddp", 1000), ("fsdp_full", 1200), ("fsdp_grad_op", 1300)):
+      rows.append(record(m, "cudnn", s, 4, 2, H200, speed,
+                         breakdown={"ms": {}, "collectives_exposed_ms": speed / 100}))
+  ours = report.prepare(rows, oom=True)
+  figs = {f.id: f for f in (make(ours, paper) for make in report.FIGURES)}
+  v = {i: (verdict, how) for i, (_, verdict, how) in enumerate(report.verdicts(figs, paper), 1)}
+  table = report.q3(figs["Fig3"])[1]
+  col = table.headers.index("exposed collectives ms/step")
+  assert [row[col] for row in table.rows if row[0] == "100M"] == ["10.0", "12.0", "13.0"]
+  assert v[1][0] == "agrees" and "100M 2.50x" in v[1][1]
+  assert v[2][0] == "disagrees"  # both attentions ran out of memory at the same batch
+  assert v[3][0] == "not measured"
+  assert v[4][0] == "disagrees" and "100M best FSDP-Grad+Optimizer" in v[4][1]
+  assert v[5] == ("agrees", v[5][1]) and "grad_op / full = 1.08x" in v[5][1]
+  assert v[6][0] == "disagrees" and "1.30x at global batch 8" in v[6][1]
+  assert v[7][0] == "disagrees" and "keeps rising up to the largest batch that ran at every " \
+      "size" in v[7][1] and "OOM at 32" in v[7][1]
+  flat = [dict(r, tokens_per_s_per_device=1000.0, token_per_dollar_paper=1000 / RATIO[H200])
+          if r["status"] == "ok" and r["num_devices"] == 1 else r for r in rows]
+  ours = report.prepare(flat, oom=True)
+  figs = {f.id: f for f in (make(ours, paper) for make in report.FIGURES)}
+  assert report.verdicts(figs, paper)[6][1] == "agrees"
+
+
+def test_error_bars_span_the_middle_half_of_the_steps_and_oom_is_no_zero():
+  r = record(batch=8)
+  r["step_times_s"] = [1.0] * 10 + [2.0] * 10 + [4.0] * 10 + [100.0]
+  r["step_time_s"] = {"median": 2.0}
+  low, high = report.spread(r, 10.0)
+  assert low == pytest.approx(5.0) and high == pytest.approx(20.0)  # quartiles 1 and 4 s
+  ours = report.prepare([record(batch=4), record(batch=8, status="oom")], oom=True)
+  [curve] = report.fig1_attention(ours, []).curves
+  assert [p.x for p in curve.points] == [4] and curve.oom == [8]
+  paper_oom = [p for p in report.read_paper() if p["oom"]]
+  assert paper_oom and all(p["token_per_dollar"] is None for p in paper_oom)
+
+
+def test_rows_that_are_not_run_records_are_skipped_with_a_note(tmp_path):
+  path = write(tmp_path / "mixed.jsonl", [
+      {"impl": "cudnn", "heads": 13, "median_ms": 1.0, "device_kind": H200},
+      record(model="1b", kind=H200)])
+  (tmp_path / "mixed.jsonl").write_text(path.read_text() + "not json\n")
+  proc = run_report(path, f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 0, proc.stderr
+  md = (tmp_path / "out/report.md").read_text()
+  assert "1 run records" in md and "mixed.jsonl (2)" in md
+
+
+def test_old_torch_records_are_left_out_and_counted(tmp_path):
+  old = record("1b", "sdpa", "single", 16, 1, H200, 10.0, stack="torch")
+  new = dict(record("1b", "sdpa", "single", 32, 1, H200, 500.0, stack="torch"),
+             torch_compile_scope="model+loss", torch_sdpa_backend="flash")
+  assert report.prepare([old, new], stack="torch") == report.prepare([new], stack="torch")
+  path = write(tmp_path / "r.jsonl", [old, new, record("1b", kind=H200, tps_per_device=600.0)])
+  assert run_report(path, f"--out={tmp_path / 'out'}").returncode == 0
+  md = (tmp_path / "out/report.md").read_text()
+  assert md.count("1 PyTorch records from before `torch_compile_scope`") == 1
+  [row] = [l for l in md.splitlines() if l.startswith("| 1B | H200 | commit aaaaaaaa |")]
+  assert "sdpa (flash), compiled model+loss, b32" in row and "| 1.20 |" in row
+
+
+def test_aligned_width_variants_are_compared_within_one_campaign():
+  records = [record(model="2b", tps_per_device=100, campaign="c1"),
+             record(model="2b-w128", tps_per_device=90, campaign="c1"),
+             record(model="2b-w128", tps_per_device=95, campaign="c2",
+                    timestamp="2026-02-01T00:00:00"),
              record(model="custom", tps_per_device=500)]
   assert [r["model"] for r in report.prepare(records)] == ["2b"]
-  assert [r["model"] for r in report.prepare(records, variants=True)] == ["2b-w128"]
-  path = tmp_path / "results.jsonl"
-  path.write_text("".join(json.dumps(r) + "\n" for r in records))
-  md = (report.write_report([str(path)], tmp_path / "out").parent / "report.md").read_text()
-  section = md.split("## Aligned-width variants")[1].split("\n## ")[0]
-  [row] = [l for l in section.splitlines() if l.startswith("| 2b-w128 |")]
-  assert row.split("|")[5].strip() == "90" and row.rstrip(" |").endswith("100, 40.0%")
-  assert "| 2B | A100-80GB |" in md and "| 2B-w128" not in md
-
-
-def test_series_and_axes_follow_the_paper():
-  [r] = report.prepare([record(strategy="fsdp_grad_op", devices=16,
-                               kind="NVIDIA H100 80GB HBM3")])
-  assert (r["gpu_series"], r["strategy_series"], r["num_nodes"]) == (
-      "H100-80GB", "FSDP-Grad+Optimizer", 2)
-  assert r["attention_series"] == "flash_attention"
+  variants = report.prepare(records, variants=True)
+  assert {r["model"] for r in variants} == {"2b-w128"}
+  [row] = report.variants_table(variants, report.prepare(records)).rows
+  # c2 is newer but never measured the 2B model: the pair comes from c1.
+  assert row[3] == "90" and row[6] == "0.900" and row[10] == "c1"
 
 
 def test_report_from_a_fixture_has_every_figure_table_and_answer(tmp_path):
@@ -79,85 +296,95 @@ def test_report_from_a_fixture_has_every_figure_table_and_answer(tmp_path):
           for batch in (4, 16, 64):
             records.append(record(model, att, strategy, batch, devices,
                                   tps_per_device=speed * batch ** 0.5 * (1 + devices / 100)))
-  records.append(record("1b", "cudnn", "ddp", 64, 1, kind="NVIDIA H100 80GB HBM3",
+  records.append(record("1b", "cudnn", "ddp", 64, 1, kind=H100,
                         breakdown={"ms": {"matmul": 60.0, "attention": 20.0, "other": 5.0}}))
   records.append(record("2b", "xla", "ddp", 64, 1, status="oom"))
-  torch_rec = record("1b", "sdpa", "ddp", 16, 16, tps_per_device=2.0)
-  torch_rec["stack"] = "torch"
-  records.append(torch_rec)
-  path = tmp_path / "results.jsonl"
-  path.write_text("".join(json.dumps(r) + "\n" for r in records))
-  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path),
-                         f"--out={tmp_path / 'out'}"], cwd=ROOT, capture_output=True, text=True)
+  path = write(tmp_path / "results.jsonl", records)
+  proc = run_report(path, f"--out={tmp_path / 'out'}")
   assert proc.returncode == 0, proc.stderr
   out = tmp_path / "out"
   for name in ("fig1.png", "fig2.png", "fig3.png", "fig4.png", "breakdown.png"):
     assert (out / name).stat().st_size > 10_000, name
+  # Drawn 1200 px wide, so the page (at most 1200 px) shows the text at its size.
+  assert matplotlib.image.imread(out / "fig1.png").shape[1] == 1200
   md = (out / "report.md").read_text()
-  assert "| 1B | A100-80GB | 16 | cudnn |" in md  # best 1B on A100-80GB: most GPUs, batch 64
-  assert "100M: flash / vanilla = 2.00x (paper 2.72x)" in md
+  assert "| 1B | 16 | cudnn |" in md  # best 1B on A100-80GB: most GPUs, batch 64
+  assert "100M flash / vanilla = 2.00x (paper 2.72x)" in md
   assert md.count("- Paper:") == 4 and md.count("- slm_jax:") == 4
-  assert "largest that fit 64" in md
-  # The torch record sits in its own column and never in the JAX figures' maxima.
-  [row] = [l for l in md.splitlines() if l.startswith("| 1B | A100-80GB | 17,125 |")]
-  assert "(sdpa)" in row and row.rstrip(" |").split("|")[-1].strip() != "-"
+  assert md.count("| agrees |") + md.count("| disagrees |") + md.count("| not measured |") == 7
   page = (out / "index.html").read_text()
   assert page.count("<img") == 5 and "Q4." in page
+  assert "|---" not in page and "<pre>" not in page  # tables as HTML, no raw markdown
+  # Each question's table sits between its heading and its figure, with where values came from.
+  for q in ("Q1", "Q3", "Q4"):
+    section = page.split(f"<h2>{q}.")[1].split("<img")[0]
+    assert "<table>" in section, q
+    for column in ("GPU", "stack", "commit", "campaign", "tag"):
+      assert f"<th>{column}</th>" in section, (q, column)
 
 
 def test_missing_results_file_is_a_clear_error(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(tmp_path / "nope.jsonl")],
-                        cwd=ROOT, capture_output=True, text=True)
+  proc = run_report(tmp_path / "nope.jsonl")
   assert proc.returncode == 2 and "no such results file" in proc.stderr
 
 
-def train_record(model, kind, price, seconds_per_step, steps=200, tag=None):
+def train_record(model, kind, price, seconds_per_step, steps=200, tag=None, eval_shift=0.1):
   r = record(model=model, kind=kind)
   losses = [6.0 * 0.99 ** i + 2.0 for i in range(steps)]
   dollars = [price * seconds_per_step * (i + 1) / 3600 for i in range(steps)]
   r.update(mode="train", tag=tag, price_per_device_hour=price, steps_trained=steps,
-           final_loss=losses[-1], final_eval_loss=losses[-1] + 0.1, tokens_per_s=1e5,
+           final_loss=losses[-1], final_eval_loss=losses[-1] + eval_shift, tokens_per_s=1e5,
            loss_vs_dollars=[list(p) for p in zip(dollars, losses)],
-           eval_losses=[[i + 1, dollars[i], losses[i] + 0.1] for i in range(0, steps, 50)])
+           eval_losses=[[i + 1, dollars[i], losses[i] + eval_shift] for i in range(0, steps, 50)])
   return r
 
 
-def test_loss_vs_dollars_figure_and_dollars_to_target_table(tmp_path):
+def test_loss_vs_dollars_figure_and_dollars_to_held_out_target_table(tmp_path):
   # Same losses per step; the A100 run is 2x slower per step at 1.30/3.00 of the H100's price.
-  records = [train_record("100m", "NVIDIA H100 80GB HBM3", 3.0, 1.0),
-             train_record("100m", "NVIDIA A100-SXM4-80GB", 1.3, 2.0, steps=100),
+  records = [train_record("100m", H100, 3.0, 1.0),
+             train_record("100m", A100, 1.3, 2.0, steps=100),
              record()]  # a benchmark record: not a training curve
-  path = tmp_path / "results.jsonl"
-  path.write_text("".join(json.dumps(r) + "\n" for r in records))
-  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path),
-                         f"--out={tmp_path / 'out'}", "--reprice=A100-40GB"],
-                        cwd=ROOT, capture_output=True, text=True)
+  path = write(tmp_path / "results.jsonl", records)
+  proc = run_report(path, f"--out={tmp_path / 'out'}", "--reprice=A100-40GB")
   assert proc.returncode == 0, proc.stderr
   assert (tmp_path / "out/loss_vs_dollars.png").stat().st_size > 10_000
   md = (tmp_path / "out/report.md").read_text()
   curves = report.train_curves(records, ("A100-40GB",))
   assert len(curves) == 4 and sum(c["repriced"] for c in curves) == 2
-  target = report.common_target(curves)  # the shorter A100 run's lowest loss
-  assert target == pytest.approx(min(curves[2]["loss"]))
-  assert f"USD to loss {target:.3f}" in md
-  rows = [l for l in md.splitlines() if l.startswith("| 100M on 1 x")]
-  assert len(rows) == 4
-  h100, a100 = report.dollars_to(curves[0], target), report.dollars_to(curves[2], target)
-  # Each reaches the target at step ~100: the A100 for 100 x 2 s x $1.30/h, the H100 for
-  # 100 x 1 s x $3/h, so the A100 is cheaper.
-  assert a100 == pytest.approx(100 * 2 * 1.3 / 3600, rel=0.05)
-  assert h100 == pytest.approx(100 * 1 * 3.0 / 3600, rel=0.05) and a100 < h100
-  assert "at A100-40GB price (re-priced)" in md
-  # Held-out losses, evaluated every 50 steps: the A100 run's best (step 51) is every run's.
-  held = report.common_eval_target(curves)
-  assert held == pytest.approx(6.0 * 0.99 ** 50 + 2.1) and f"USD to held-out {held:.3f}" in md
+  # The default target is held-out: the lowest every evaluated run reaches (the A100's step 51).
+  kind, held = report.loss_targets(curves, None)
+  assert kind == "held-out" and held == pytest.approx(6.0 * 0.99 ** 50 + 2.1)
+  assert f"USD to held-out loss {held:.3f}" in md
   assert report.eval_dollars_to(curves[2], held) == pytest.approx(51 * 2 * 1.3 / 3600)
+  train = report.common_target(curves)  # the shorter A100 run's lowest training loss
+  assert train == pytest.approx(min(curves[2]["loss"])) and f"training loss {train:.3f}" in md
+  # Rows ordered by dollars to the held-out target: the A100 (cheapest) first.
+  table = report.loss_dollar_table(curves, held)
+  col = table.headers.index(f"USD to held-out loss {held:.3f}")
+  dollars = [float(row[col]) for row in table.rows]
+  assert dollars == sorted(dollars)
+  assert table.rows[0][0] == "100M on 1 x H100 at A100-40GB price (re-priced)"
+  rows = [l for l in md.splitlines() if l.startswith("| 100M on 1 x")]
+  assert len(rows) == 4 and "at A100-40GB price (re-priced)" in md
   assert "loss_vs_dollars.png" in (tmp_path / "out/index.html").read_text()
+  # --target_loss sets the held-out target; without evaluations the training loss is used.
+  assert report.loss_targets(curves, 4.5) == ("held-out", 4.5)
+  for c in curves:
+    c["eval"] = []
+  assert report.loss_targets(curves, None) == ("training", train)
   # --runs picks training runs by tag; untagged ones match no pattern.
-  tagged = [train_record("100m", "NVIDIA H100 80GB HBM3", 3.0, 1.0, tag=t)
+  tagged = [train_record("100m", H100, 3.0, 1.0, tag=t)
             for t in ("100m_h100_loss_dollar", "gap-100m/train")]
   chosen = report.train_curves(records + tagged, (), ("*loss_dollar",))
   assert [c["record"]["tag"] for c in chosen] == ["100m_h100_loss_dollar"]
-  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(path), "--reprice=TPU"],
-                        cwd=ROOT, capture_output=True, text=True)
+  proc = run_report(path, "--reprice=TPU")
   assert proc.returncode == 2 and "no price for ['TPU']" in proc.stderr
+
+
+def test_the_report_of_the_committed_benchmarks_runs(tmp_path):
+  paths = sorted(str(p) for p in (ROOT / "benchmarks").glob("*.jsonl"))
+  proc = run_report(*paths, f"--out={tmp_path}")
+  assert proc.returncode == 0, proc.stderr
+  md = (tmp_path / "report.md").read_text()
+  assert "Skipped rows that are not run records" in md
+  assert not re.search(r"best DDP at 1 GPU", md)

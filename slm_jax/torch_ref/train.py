@@ -365,7 +365,8 @@ def _train(c, mcfg, where: Placement, setup: TorchSetup, on_step, out: dict):
   return times, warm_losses, losses
 
 
-def run(c: ml_collections.ConfigDict, *, setup: TorchSetup, dry_run: bool = False, on_step: Callable[[int, int, float, float], None] = lambda *a: None,
+def run(c: ml_collections.ConfigDict, *, setup: TorchSetup, dry_run: bool = False,
+        on_step: Callable[[int, int, float, float], None] = lambda *a: None,
         out: dict | None = None) -> dict:
   """Builds, warms up and measures `c` on PyTorch; returns the measured fields.
 
