@@ -18,15 +18,15 @@ from slm_jax.errors import UserError
 GPU_MEMORY_GB = {"a100_40g": 40.0, "a100": 80.0, "h100": 80.0, "h200": 141.0, "cpu": 0.0}
 
 # XLA options each GPU's presets compile with (--config.xla_options replaces them). Hopper:
-# XLA's Triton GEMM fusions off, so cuBLAS runs those GEMMs: 1.009-1.027x tokens/s at every
-# paper size on an H200 (benchmarks/PERF_NOTES.md section 5). Unmeasured on the A100.
+# XLA's Triton GEMM fusions off, so cuBLAS runs those GEMMs: faster at every paper size on an
+# H200 (benchmarks/PERF_NOTES.md section 5). Unmeasured on the A100.
 GPU_XLA_OPTIONS = {gpu: "xla_gpu_enable_triton_gemm=false" for gpu in ("h100", "h200")}
 
 # Per-device batch each config starts from (override with --config.per_device_batch_size):
-# 16, and 8 for 2B, as the issue-2 benchmark. Measured peaks on an H100 (benchmarks/):
-# 1B at 16 takes 34.6 GiB and 2B at 8 takes 42.3 GiB, so a 40 GB A100 keeps 1B at 16 and
-# takes 2B at 4 (29.3 GiB of fp32 weights, gradients and Adam state plus about half the
-# activations; an estimate, checked against XLA's plan by --dry_run on a GPU).
+# 16, and 8 for 2B, as the first H100 benchmark. Its measured peaks (benchmarks/README.md,
+# "Foundation") fit a 40 GB A100 with 1B at 16 but not 2B at 8, so there 2B takes 4 (29.3 GiB
+# of fp32 weights, gradients and Adam state plus about half the activations; an estimate,
+# checked against XLA's plan by --dry_run on a GPU).
 DEFAULT_BATCH = {
     "a100_40g": {"100m": 16, "500m": 16, "1b": 16, "2b": 4},
     "a100": {"100m": 16, "500m": 16, "1b": 16, "2b": 8},
@@ -59,29 +59,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.param_dtype = "float32"
   # The dtype the logits' gradient enters the LM head's backward matmuls in: "compute" (the
   # compute dtype: bf16 GEMMs, as PyTorch autocast's bf16 logits give; slm_jax.model._head_dot)
-  # or float32 (which needs float32 logits, below). With fp32 logits "compute" measured
-  # 1.03-1.13x tokens/s on an H200 (benchmarks/PERF_NOTES.md section 2).
+  # or float32 (which needs float32 logits, below). Measured with fp32 logits:
+  # benchmarks/PERF_NOTES.md section 2.
   c.logits_grad_dtype = "compute"
   # The dtype the LM head writes the logits in: float32, or "compute" (bf16 logits, as PyTorch
   # autocast gives; the loss still upcasts them inside its own fusions, so the [tokens, vocab]
-  # array sits in HBM at half the bytes). Together with fold_norm_scale: 1.003-1.03x tokens/s
-  # and 2-4 GiB less on an H200 (benchmarks/PERF_NOTES.md sections 8-9). With "compute" the
-  # logits' gradient is in the compute dtype too.
+  # array sits in HBM at half the bytes; measured with fold_norm_scale: benchmarks/PERF_NOTES.md
+  # sections 8-9). With "compute" the logits' gradient is in the compute dtype too.
   c.logits_dtype = "compute"
   # q/k/v and gate/up as one matmul each, against their kernels side by side: the same
-  # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off: 0.95-1.0x
-  # tokens/s on one H200 (benchmarks/PERF_NOTES.md section 4); fewer FSDP gathers.
+  # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul) and fewer FSDP
+  # gathers. Off: slower on one H200 (benchmarks/PERF_NOTES.md section 4).
   c.fuse_projections = False
   # Each block's RMSNorm scales multiplied into the kernels after them (q/k/v, gate/up): the
   # same parameters and function; the scales' gradients become sums over kernels instead of
-  # column reductions over every token (slm_jax.model._scaled; benchmarks/PERF_NOTES.md
-  # section 8: 1.007-1.013x tokens/s alone on an H200).
+  # column reductions over every token (slm_jax.model._scaled; measured:
+  # benchmarks/PERF_NOTES.md section 8).
   c.fold_norm_scale = True
   # How the loss picks each token's label logit: "select" (a one-hot select summed over the
   # vocabulary: a gradient XLA writes in one elementwise pass, and no fp32 [tokens, vocab]
-  # gradient in HBM) or "gather" (optax's integer-label loss). The same value; select measured
-  # 1.002-1.029x tokens/s and 2-4 GiB less on an H200 (slm_jax.train.cross_entropy;
-  # benchmarks/PERF_NOTES.md section 10).
+  # gradient in HBM) or "gather" (optax's integer-label loss). The same value
+  # (slm_jax.train.cross_entropy; measured: benchmarks/PERF_NOTES.md section 10).
   c.cross_entropy = "select"
   # Where and how it runs.
   c.gpu = "cpu"
