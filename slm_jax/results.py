@@ -1,7 +1,7 @@
 """The results schema: one JSON record per run, appended to `<workdir>/results.jsonl`.
 
 The field names are a public contract read by the sweep, the report and users' own tools
-(README.md, "Results schema"). Add fields freely; never rename or drop one.
+(docs/results.md, "Results schema"). Add fields freely; never rename or drop one.
 """
 
 from __future__ import annotations
