@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The foundation benchmark (issue 2): the four paper presets on one GPU, cudnn attention,
+# The foundation benchmark: the four paper presets on one GPU, cudnn attention,
 # context 1024, per-device batch 16 (8 for 2B), 3 x 10 timed steps. Each run is capped by
 # RUN_TIMEOUT seconds and dumps its Python stack if it hangs. Usage: foundation.sh OUTDIR [SIZES]
 set -u

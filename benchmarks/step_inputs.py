@@ -1,6 +1,6 @@
-"""Does what the step is fed change how long it takes? Issue 8's open question.
+"""Does what the step is fed change how long it takes?
 
-The training loop's step was 3.1-4.2 ms slower than the synthetic benchmark of the same config
+The training loop's step was slower than the synthetic benchmark of the same config
 (h200_loss_dollar.jsonl, PERF_NOTES.md section 3). This times one compiled step fed in
 different ways, the ways alternated in rounds on one device, and writes one JSON line per
 (way, round) to --out:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The parallelism issue's one-GPU check: every strategy on a 1-device mesh against `single`,
+# The strategies' one-GPU check: every strategy on a 1-device mesh against `single`,
 # in one command, 100M model with cudnn attention. Usage: strategies_1gpu.sh OUTDIR
 set -u
 out=${1:?usage: benchmarks/strategies_1gpu.sh OUTDIR}

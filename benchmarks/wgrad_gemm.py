@@ -2,9 +2,9 @@
 
 PERF_NOTES.md sections 11-12. A projection's weight gradient x^T g contracts over every token
 of the step into an output as small as the weight, and a GEMM's parallelism is its output
-tiles: at 1B batch 64 these GEMMs ran at 603-657 TFLOP/s in the step against ~702 for the
-forward's. Splitting the tokens into chunks gives a batched GEMM chunks times the tiles, at
-the cost of summing chunks fp32 partial products. For each model's projection shapes (q/k/v/o:
+tiles: at 1B batch 64 these GEMMs ran slower in the step than the forward's (section 11).
+Splitting the tokens into chunks gives a batched GEMM chunks times the tiles, at the cost of
+summing chunks fp32 partial products. For each model's projection shapes (q/k/v/o:
 d x d; gate/up: d x ffn; down: ffn x d, ffn padded as the model pads it) at that model's
 benchmark batch, this times `weight_grad` with each of --chunks (1: the one dot autodiff
 emits), the chunk counts alternated in --rounds on one device. One JSON line per (model, shape,

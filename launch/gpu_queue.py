@@ -12,7 +12,7 @@ not started are listed. What finished is kept: a sweep run again skips its recor
 the same file run again picks up where it stopped; a compare runs whole again, because its
 table compares only records of one command.
 
-Why: a lease on a machine of several GPUs is paid by the minute for all of them; single-GPU
+Why: a machine of several GPUs is paid for by the minute for all of them; single-GPU
 measurements on different GPUs do not share a chip, memory or link, so running them side by
 side costs no accuracy and divides the wall time by the number of GPUs.
 """

@@ -40,29 +40,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.param_dtype = "float32"
   # The dtype the logits' gradient enters the LM head's backward matmuls in: "compute" (the
   # compute dtype: bf16 GEMMs, as PyTorch autocast's bf16 logits give; slm_jax.model._head_dot)
-  # or float32 (which needs float32 logits, below). With fp32 logits "compute" measured
-  # 1.03-1.13x tokens/s on an H200 (benchmarks/PERF_NOTES.md section 2).
+  # or float32 (which needs float32 logits, below). Measured with fp32 logits:
+  # benchmarks/PERF_NOTES.md section 2.
   c.logits_grad_dtype = "compute"
   # The dtype the LM head writes the logits in: float32, or "compute" (bf16 logits, as PyTorch
   # autocast gives; the loss still upcasts them inside its own fusions, so the [tokens, vocab]
-  # array sits in HBM at half the bytes). Together with fold_norm_scale: 1.003-1.03x tokens/s
-  # and 2-4 GiB less on an H200 (benchmarks/PERF_NOTES.md sections 8-9). With "compute" the
-  # logits' gradient is in the compute dtype too.
+  # array sits in HBM at half the bytes; measured with fold_norm_scale: benchmarks/PERF_NOTES.md
+  # sections 8-9). With "compute" the logits' gradient is in the compute dtype too.
   c.logits_dtype = "compute"
   # q/k/v and gate/up as one matmul each, against their kernels side by side: the same
-  # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul). Off: 0.95-1.0x
-  # tokens/s on one H200 (benchmarks/PERF_NOTES.md section 4); fewer FSDP gathers.
+  # parameters and function, fewer and wider GEMMs (slm_jax.model._fused_matmul) and fewer FSDP
+  # gathers. Off: slower on one H200 (benchmarks/PERF_NOTES.md section 4).
   c.fuse_projections = False
   # Each block's RMSNorm scales multiplied into the kernels after them (q/k/v, gate/up): the
   # same parameters and function; the scales' gradients become sums over kernels instead of
-  # column reductions over every token (slm_jax.model._scaled; benchmarks/PERF_NOTES.md
-  # section 8: 1.007-1.013x tokens/s alone on an H200).
+  # column reductions over every token (slm_jax.model._scaled; measured:
+  # benchmarks/PERF_NOTES.md section 8).
   c.fold_norm_scale = True
   # How the loss picks each token's label logit: "select" (a one-hot select summed over the
   # vocabulary: a gradient XLA writes in one elementwise pass, and no fp32 [tokens, vocab]
-  # gradient in HBM) or "gather" (optax's integer-label loss). The same value; select measured
-  # 1.002-1.029x tokens/s and 2-4 GiB less on an H200 (slm_jax.train.cross_entropy;
-  # benchmarks/PERF_NOTES.md section 10).
+  # gradient in HBM) or "gather" (optax's integer-label loss). The same value
+  # (slm_jax.train.cross_entropy; measured: benchmarks/PERF_NOTES.md section 10).
   c.cross_entropy = "select"
   # Collectives' dtypes on several devices (slm_jax.train.compute_copy). gather_dtype
   # "compute": the matmul kernels are cast to the compute dtype where they are stored (sharded),

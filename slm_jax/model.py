@@ -41,8 +41,12 @@ class ModelConfig:
 
 
 def _paper_preset(num_layers: int, table_hidden: int) -> ModelConfig:
-  # The reconstruction in shared/paper/README.md: heads = table hidden // 64 with head_dim 64
-  # (so the 100M model is 832 wide, not 864), FFN width int(2.7 x table hidden).
+  # S. Ashkboos et al., "Computational Bottlenecks of Training Small-scale Large Language
+  # Models" (arXiv:2410.19456) give layers, hidden size and parameter count per model, not heads
+  # or FFN width. This reconstruction reproduces all four parameter counts exactly
+  # (tests/test_model.py): heads = table hidden // 64 with head_dim 64 (so the 100M model is 832
+  # wide, not 864), FFN width int(2.7 x table hidden), vocabulary 32,000, untied embeddings, no
+  # biases. The paper's plotted points are in third_party/ashkboos24/.
   return ModelConfig(num_layers=num_layers, num_heads=table_hidden // 64, head_dim=64,
                      ffn_dim=int(2.7 * table_hidden))
 
@@ -91,8 +95,8 @@ def _scaled(kernel: jax.Array, in_scale: jax.Array | None) -> jax.Array:
 
   (x * s) @ W = x @ (s[:, None] * W), so the function and the parameters are unchanged, but the
   scale's gradient becomes a sum over the kernel's d x N entries instead of over every token:
-  the latter is a column reduction of [tokens, d], which XLA's GPU emitter runs at about half
-  the memory bandwidth (benchmarks/PERF_NOTES.md section 8)."""
+  the latter is a column reduction of [tokens, d], which XLA's GPU emitter runs well below the
+  memory bandwidth (benchmarks/PERF_NOTES.md section 8)."""
   return kernel if in_scale is None else in_scale[:, None] * kernel
 
 
@@ -161,7 +165,7 @@ class MLP(nnx.Module):
   are padded with zeros as they are cast for compute (zero gate/up columns give silu(0) * 0 = 0,
   zero down rows add nothing), so parameters, outputs and gradients are those of the unpadded
   model. The paper's widths (2332, 4147, 6739) are not multiples of 8, which costs the GEMMs
-  far more than the padding does (benchmarks/PERF_NOTES.md).
+  far more than the padding does (benchmarks/PERF_NOTES.md section 1).
   """
 
   def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs, pad_multiple: int = 1,
@@ -219,7 +223,7 @@ def _head_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_typ
 
   The head multiplies bf16 operands into fp32 logits. Differentiated as is, the fp32 logit
   gradient meets a bf16 operand in both backward matmuls, and XLA runs them as fp32 (TF32)
-  GEMMs with fp32 operands: 22% of the 100M step on an H200 (benchmarks/PERF_NOTES.md). Here
+  GEMMs with fp32 operands (benchmarks/PERF_NOTES.md section 2). Here
   the gradient is rounded to the operands' dtype first, as PyTorch autocast's bf16 logits do;
   the forward, the fp32 logits and the loss are unchanged."""
   del precision, preferred_element_type, out_sharding  # the head passes fp32 and no others
@@ -272,7 +276,7 @@ class Llama(nnx.Module):
     # Looked up in the parameters' dtype and cast after: the lookup's gradient is a
     # scatter-add of every token's row into the table, and text repeats tokens (the most
     # frequent one hundreds of times a batch), so in bf16 it would both round each sum and
-    # serialize on bf16 atomics (3 ms a step at 100M on an H200, PERF_NOTES.md section 3).
+    # serialize on bf16 atomics (benchmarks/PERF_NOTES.md section 3).
     self.dtype = dtype
     self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=param_dtype,
                                   param_dtype=param_dtype,

@@ -1,7 +1,7 @@
 """The results schema: one JSON record per run, appended to `<workdir>/results.jsonl`.
 
 The field names are a public contract read by the sweep, the report and users' own tools
-(README.md, "Results schema"). Add fields freely; never rename or drop one.
+(docs/results.md, "Results schema"). Add fields freely; never rename or drop one.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 def git_commit() -> str:
   """HEAD of the checkout slm_jax runs from (+"-dirty" with local changes), or $SLM_JAX_COMMIT
-  where the tree was copied without its .git (as on a rented machine)."""
+  where the tree was copied without its .git (as onto a cloud GPU machine)."""
   if os.environ.get("SLM_JAX_COMMIT"):
     return os.environ["SLM_JAX_COMMIT"]
   root = Path(__file__).resolve().parent.parent

@@ -46,9 +46,9 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, label_logit: str = "sel
   loss's own fusions. "gather" is optax's integer-label loss: its gradient scatter-adds -1 at
   each label into the fp32 softmax gradient, and XLA fuses neither the scatter nor the cast
   to the head's dtype after it, so the [tokens, vocab] gradient is written in fp32, then read
-  and rewritten in bf16 (3 ms of a batch-64 step on an H200, benchmarks/PERF_NOTES.md section
-  10). "select" sums a one-hot select over the vocabulary instead: the same value, and a
-  gradient that is a select, which fuses with the rest into one elementwise pass."""
+  and rewritten in bf16 (benchmarks/PERF_NOTES.md section 10). "select" sums a one-hot select
+  over the vocabulary instead: the same value, and a gradient that is a select, which fuses with
+  the rest into one elementwise pass."""
   logits = logits.astype(jnp.float32)
   if label_logit == "gather":
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()

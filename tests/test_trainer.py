@@ -264,7 +264,7 @@ def test_the_embedded_corpus_trains_out_of_the_box(tmp_path):
 
 
 def test_step_inputs_times_every_way_of_feeding_the_step(tmp_path):
-  # benchmarks/step_inputs.py found issue 8's gap; it must keep running against the trainer.
+  # benchmarks/step_inputs.py found the training loop's gap to the benchmark; it must keep running against the trainer.
   out = tmp_path / "rows.jsonl"
   proc = subprocess.run(
       [sys.executable, "benchmarks/step_inputs.py", "--config=configs/tiny_train.py",
