@@ -33,6 +33,11 @@ def _shape_bytes(text: str) -> int:
   return total
 
 
+_MESH_GROUPS = re.compile(r"replica_groups=mesh\[(?P<axes>[^\]]*)\]"
+                          r"(?:,\s*device_ids=\(\[(?P<ids>[\d,]+)\](?:T\((?P<perm>[\d,]+)\))?\))?"
+                          r"\s*\{(?P<over>[^}]*)\}")
+
+
 def _groups(line: str, num_devices: int) -> list[list[int]] | None:
   """The device groups a collective combines over, as device indices (the positions in the
   step's device assignment); None where the HLO does not say which devices they are."""
@@ -45,13 +50,20 @@ def _groups(line: str, num_devices: int) -> list[list[int]] | None:
     if m[4]:
       ids = ids.transpose([int(d) for d in m[4].split(",")])
     return ids.reshape(int(m[1]), int(m[2])).tolist()
-  if m := re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line):
-    axes = re.findall(r"'(\w+)'=(\d+)", m[1])
-    names = [a for a, _ in axes]
-    ids = np.arange(math.prod(int(s) for _, s in axes)).reshape([int(s) for _, s in axes])
-    inner = [names.index(a) for a in re.findall(r"'(\w+)'", m[2])]
+  if m := _MESH_GROUPS.search(line):
+    # The mesh's axes over the device ids (an iota, or one reshaped and transposed as
+    # device_ids says); each group runs along the named axes.
+    axes = re.findall(r"'(\w+)'=(\d+)", m["axes"])
+    names, shape = [a for a, _ in axes], [int(s) for _, s in axes]
+    ids = np.arange(math.prod(shape))
+    if m["ids"]:
+      ids = ids.reshape([int(d) for d in m["ids"].split(",")])
+      if m["perm"]:
+        ids = ids.transpose([int(d) for d in m["perm"].split(",")])
+    ids = ids.reshape(shape)
+    inner = [names.index(a) for a in re.findall(r"'(\w+)'", m["over"])]
     outer = [i for i in range(len(names)) if i not in inner]
-    size = math.prod(ids.shape[i] for i in inner)
+    size = math.prod(shape[i] for i in inner)
     return ids.transpose(outer + inner).reshape(-1, size).tolist()
   if m := re.search(r"source_target_pairs=\{([^}]*)\}", line):
     pairs = re.findall(r"\{(\d+),(\d+)\}", m[1])
@@ -93,7 +105,9 @@ def ops(hlo_text: str, num_devices: int) -> list[Op]:
     if not m:
       continue
     kind = m["op"]
-    n = _group_size(line, num_devices)
+    groups = _groups(line, num_devices)
+    n = len(groups[0]) if groups and kind != "collective-permute" else _group_size(line,
+                                                                                  num_devices)
     result_bytes = _shape_bytes(m["result"])
     if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
       size = _shape_bytes(m["operands"]) or result_bytes * n
@@ -101,7 +115,7 @@ def ops(hlo_text: str, num_devices: int) -> list[Op]:
       size = result_bytes
     if n <= 1:
       continue  # a collective over one device moves nothing
-    out.append(Op(kind, size, n, _groups(line, num_devices)))
+    out.append(Op(kind, size, n, groups))
   return out
 
 
