@@ -534,6 +534,9 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
     row = {"run_id": r.get("run_id"), "model": r.get("model"), "strategy": r.get("strategy"),
            "num_devices": r["num_devices"], "measured_tokens_per_s": r["tokens_per_s"]}
     chosen = pick_calibration(rc, records, exclude_model=r.get("model"))
+    if gpu_of(r) is None:
+      rows.append(dict(row, error=f"ran on {r.get('device_kind')!r}, not a known GPU type"))
+      continue
     if chosen is None:
       rows.append(dict(row, error="no multi-GPU record of another model to calibrate on"))
       continue
@@ -675,3 +678,69 @@ if __name__ == "__main__":
   _CONFIG = jax_main.define_config_flag(None)
   _FLAGS = _flags()
   app.run(_main, flags_parser=jax_main._parse_flags)
+
+
+# ----------------------------------------------------------------------------- the report's figure
+
+PAPER_SERIES = {"A100-40GB": "A100-40GB", "A100-80GB": "A100-80GB", "H100": "H100-80GB"}
+_STRATEGY_SERIES = {"ddp": "DDP", "fsdp_full": "FSDP-Full", "fsdp_grad_op": "FSDP-Grad+Optimizer"}
+
+
+def plot_predictions(predicted: list[dict], paper: list[dict], out_dir: Path) -> Path | None:
+  """Predicted points (slm_jax.predict's records, e.g. benchmarks/predict_paper_*.jsonl) beside
+  the paper's Figures 2 (by GPU count, per GPU type) and 3 (A100-80GB, by node count, per
+  scheme), in Token/Dollar of the paper's unit. A prediction is drawn as the band between its
+  overlap bounds (exposed fraction 0 and 1) where both are given, dotted, and labelled
+  "predicted"; points that do not fit are left out. `paper`: report.read_paper()'s rows."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = [p for p in predicted if p.get("prediction") and p.get("fits") is not False
+          and p.get("token_per_dollar_paper")]
+  if not rows:
+    return None
+  models = [m for m in ("100m", "500m", "1b", "2b") if any(p["model"] == m for p in rows)]
+  fig, axes = plt.subplots(2, len(models), figsize=(4.5 * len(models), 8), squeeze=False)
+  for col, model in enumerate(models):
+    name = model.upper()
+    for row, (fig_id, xfield, key, series) in enumerate((
+        ("Fig2", "num_devices", "gpu", PAPER_SERIES),
+        ("Fig3", "num_nodes", "strategy", _STRATEGY_SERIES))):
+      ax = axes[row][col]
+      mine = [p for p in rows if p["model"] == model and p[key] in series
+              and (fig_id == "Fig2" or p["gpu"] == "A100-80GB")]
+      for i, s in enumerate(sorted({p[key] for p in mine})):
+        color = plt.cm.tab10(i)
+        ps = sorted((q for q in paper if q["figure"] == fig_id and q["model"] == name
+                     and q["series"] == series[s] and not q.get("oom")), key=lambda q: q["x"])
+        if ps:
+          ax.plot([q["x"] for q in ps], [q["token_per_dollar"] for q in ps], "-o", color=color,
+                  label=f"paper (PyTorch, measured): {series[s]}")
+        # The best prediction at each x over everything else (as the paper's points are), at
+        # each overlap bound.
+        bound = {}
+        for p in mine:
+          if p[key] != s or (fig_id == "Fig3" and p["num_devices"] < 8):
+            continue
+          k = (p[xfield], p["exposed_fraction"])
+          bound[k] = max(bound.get(k, 0.0), p["token_per_dollar_paper"])
+        xs = sorted({x for x, _ in bound})
+        hi = [max(v for (x2, _), v in bound.items() if x2 == x) for x in xs]
+        lo = [min(v for (x2, _), v in bound.items() if x2 == x) for x in xs]
+        if xs:
+          ax.plot(xs, hi, ":", color=color, label=f"predicted (slm_jax): {series[s]}")
+          ax.fill_between(xs, lo, hi, color=color, alpha=0.15)
+      ax.set_xscale("log", base=2)
+      ax.set_title(f"{fig_id} {name}" + (" (A100-80GB)" if fig_id == "Fig3" else ""))
+      ax.set_xlabel(xfield.replace("_", " "))
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=6)
+  axes[0][0].set_ylabel("Token/Dollar (paper units)")
+  axes[1][0].set_ylabel("Token/Dollar (paper units)")
+  fig.suptitle("Predicted, not measured: slm_jax (JAX) beside the paper's PyTorch measurements; "
+               "bands span no overlap to full overlap")
+  fig.tight_layout(rect=(0, 0, 1, 0.96))
+  path = Path(out_dir) / "predicted_fig2_fig3.png"
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -217,3 +217,14 @@ def test_a_missing_record_is_one_error_line_with_the_command_that_makes_it(tmp_p
   assert done.returncode == 2
   [line] = done.stderr.strip().splitlines()
   assert line.startswith("error: no one-GPU record of 1b") and "python -m slm_jax.main" in line
+
+
+def test_predictions_are_drawn_beside_the_papers_points(tmp_path):
+  from slm_jax import report
+  rows = [{"prediction": True, "model": "1b", "gpu": "A100-80GB", "strategy": s,
+           "num_devices": n, "num_nodes": max(1, n // 8), "exposed_fraction": e, "fits": True,
+           "token_per_dollar_paper": 10_000 * (1 - 0.1 * e)}
+          for s in ("ddp", "fsdp_full") for n in (1, 8, 16) for e in (0.0, 1.0)]
+  path = predict.plot_predictions(rows, report.read_paper(), tmp_path)
+  assert path.exists() and path.stat().st_size > 10_000
+  assert predict.plot_predictions([dict(r, fits=False) for r in rows], [], tmp_path) is None
