@@ -228,3 +228,10 @@ def test_predictions_are_drawn_beside_the_papers_points(tmp_path):
   path = predict.plot_predictions(rows, report.read_paper(), tmp_path)
   assert path.exists() and path.stat().st_size > 10_000
   assert predict.plot_predictions([dict(r, fits=False) for r in rows], [], tmp_path) is None
+
+
+def test_more_devices_than_this_process_has_compile_in_a_child_process():
+  c = tiny(strategy="ddp")
+  got = predict.plans(c, [2 * jax.device_count()], 8)
+  n = 2 * jax.device_count()
+  assert {o["group_size"] for o in got[n]["ops"]} == {n} and got[1]["ops"] == []
