@@ -737,9 +737,9 @@ def plot_predictions(predicted: list[dict], paper: list[dict], out_dir: Path) ->
       ax.legend(fontsize=6)
   axes[0][0].set_ylabel("Token/Dollar (paper units)")
   axes[1][0].set_ylabel("Token/Dollar (paper units)")
-  fig.suptitle("Predicted, not measured: slm_jax (JAX) beside the paper's PyTorch measurements; "
-               "bands span no overlap to full overlap")
-  fig.tight_layout(rect=(0, 0, 1, 0.96))
+  fig.suptitle("Predicted, not measured: slm_jax (JAX)\nbeside the paper's PyTorch "
+               "measurements;\nbands: no overlap to full overlap", fontsize=9)
+  fig.tight_layout(rect=(0, 0, 1, 0.93))
   path = Path(out_dir) / "predicted_fig2_fig3.png"
   fig.savefig(path, dpi=110)
   plt.close(fig)
