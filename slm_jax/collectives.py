@@ -9,6 +9,7 @@ latency per ring step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -20,6 +21,46 @@ KINDS = hlo.COLLECTIVES
 
 # Op names as HLO prints them (async pairs by their "-start" half; "-done" is not counted).
 _KIND_OF_OP = {**{k: k for k in KINDS}, **{f"{k}-start": k for k in KINDS}}
+
+
+_MESH_GROUPS = re.compile(r"replica_groups=mesh\[(?P<axes>[^\]]*)\]"
+                          r"(?:,\s*device_ids=\(\[(?P<ids>[\d,]+)\](?:T\((?P<perm>[\d,]+)\))?\))?"
+                          r"\s*\{(?P<over>[^}]*)\}")
+
+
+def _groups(line: str, num_devices: int) -> list[list[int]] | None:
+  """The device groups a collective combines over, as device indices (the positions in the
+  step's device assignment); None where the HLO does not say which devices they are."""
+  if m := re.search(r"replica_groups=\{(\{[\d,{} ]*\})\}", line):
+    return [[int(i) for i in g.split(",") if i.strip()] for g in re.findall(r"\{([\d, ]*)\}",
+                                                                          m[1])]
+  if m := re.search(r"replica_groups=\[(\d+),(\d+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", line):
+    ids = np.arange(math.prod(int(d) for d in m[3].split(","))).reshape(
+        [int(d) for d in m[3].split(",")])
+    if m[4]:
+      ids = ids.transpose([int(d) for d in m[4].split(",")])
+    return ids.reshape(int(m[1]), int(m[2])).tolist()
+  if m := _MESH_GROUPS.search(line):
+    # The mesh's axes over the device ids (an iota, or one reshaped and transposed as
+    # device_ids says); each group runs along the named axes.
+    axes = re.findall(r"'(\w+)'=(\d+)", m["axes"])
+    names, shape = [a for a, _ in axes], [int(s) for _, s in axes]
+    ids = np.arange(math.prod(shape))
+    if m["ids"]:
+      ids = ids.reshape([int(d) for d in m["ids"].split(",")])
+      if m["perm"]:
+        ids = ids.transpose([int(d) for d in m["perm"].split(",")])
+    ids = ids.reshape(shape)
+    inner = [names.index(a) for a in re.findall(r"'(\w+)'", m["over"])]
+    outer = [i for i in range(len(names)) if i not in inner]
+    size = math.prod(shape[i] for i in inner)
+    return ids.transpose(outer + inner).reshape(-1, size).tolist()
+  if m := re.search(r"source_target_pairs=\{([^}]*)\}", line):
+    pairs = re.findall(r"\{(\d+),(\d+)\}", m[1])
+    return [sorted({int(i) for pair in pairs for i in pair})] if pairs else None
+  if "replica_groups={}" in line:
+    return [list(range(num_devices))]
+  return None
 
 
 def _group_size(line: str, default: int) -> int:
@@ -35,16 +76,28 @@ def _group_size(line: str, default: int) -> int:
   return default
 
 
-def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
-  """{kind: {"count", "bytes", "ring_bytes"}} per device for one call of the HLO module."""
-  out = {k: {"count": 0, "bytes": 0, "ring_bytes": 0.0} for k in KINDS}
+@dataclasses.dataclass(frozen=True)
+class Op:
+  """One collective of a step: its kind, the bytes of the whole tensor it combines per device
+  (see the module's docstring), how many devices it spans and, where the HLO says, which."""
+  kind: str
+  bytes: int
+  group_size: int
+  groups: list[list[int]] | None
+
+
+def ops(hlo_text: str, num_devices: int) -> list[Op]:
+  """Every collective of one call of the HLO module over more than one device, in order."""
+  out = []
   for line in hlo_text.splitlines():
     line = hlo.uncommented(line)
     instr = hlo.instruction(line)
     kind = _KIND_OF_OP.get(instr["op"]) if instr else None
     if kind is None:
       continue
-    n = _group_size(line, num_devices)
+    groups = _groups(line, num_devices)
+    n = len(groups[0]) if groups and kind != "collective-permute" else _group_size(line,
+                                                                                  num_devices)
     result_bytes = hlo.nbytes(instr["type"])
     if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
       size = hlo.nbytes(instr["operands"]) or result_bytes * n
@@ -52,13 +105,22 @@ def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
       size = result_bytes
     if n <= 1:
       continue  # a collective over one device moves nothing
-    factor = 2 * (n - 1) / n if kind == "all-reduce" else (n - 1) / n
-    if kind == "collective-permute":
+    out.append(Op(kind, size, n, groups))
+  return out
+
+
+def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
+  """{kind: {"count", "bytes", "ring_bytes"}} per device for one call of the HLO module."""
+  out = {k: {"count": 0, "bytes": 0, "ring_bytes": 0.0} for k in KINDS}
+  for op in ops(hlo_text, num_devices):
+    n = op.group_size
+    factor = 2 * (n - 1) / n if op.kind == "all-reduce" else (n - 1) / n
+    if op.kind == "collective-permute":
       factor = 1.0
-    entry = out[kind]
+    entry = out[op.kind]
     entry["count"] += 1
-    entry["bytes"] += size
-    entry["ring_bytes"] += factor * size
+    entry["bytes"] += op.bytes
+    entry["ring_bytes"] += factor * op.bytes
     entry.setdefault("group_sizes", set()).add(n)
   for entry in out.values():
     entry["group_sizes"] = sorted(entry.get("group_sizes", ()))

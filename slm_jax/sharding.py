@@ -52,8 +52,10 @@ def strategy(name: str) -> Strategy:
   return STRATEGIES[name]
 
 
-def make_mesh(name: str, devices=None, num_devices: int = 0) -> Mesh:
-  """The mesh for strategy `name` over `devices` (default: all), or the first `num_devices`."""
+def make_mesh(name: str, devices=None, num_devices: int = 0, hosts: int | None = None) -> Mesh:
+  """The mesh for strategy `name` over `devices` (default: all), or the first `num_devices`.
+  `hosts` overrides how many hosts hsdp's replica axis spans (default: the processes holding
+  the devices), so a mesh of several hosts can be compiled on one (slm_jax.predict)."""
   s = strategy(name)
   devices = list(jax.devices() if devices is None else devices)
   want = 1 if name == "single" else (num_devices or len(devices))
@@ -61,7 +63,9 @@ def make_mesh(name: str, devices=None, num_devices: int = 0) -> Mesh:
     raise UserError(f"--config.num_devices={want} but only {len(devices)} devices are present")
   devices = devices[:want]
   if s.mesh_axes == ("replica", "fsdp"):
-    hosts = len({d.process_index for d in devices})
+    hosts = hosts or len({d.process_index for d in devices})
+    if len(devices) % hosts:
+      raise UserError(f"hsdp: {len(devices)} devices do not split evenly over {hosts} hosts")
     shape = (hosts, len(devices) // hosts)
   else:
     shape = (len(devices),)

@@ -119,9 +119,10 @@ class Program(NamedTuple):
   loss: Callable[[Any, dict], jax.Array]  # mean loss of params on a batch (evaluation)
 
 
-def build(c: ml_collections.ConfigDict, devices=None) -> Program:
-  """Builds the jitted init, step and batch functions for `c`; nothing is allocated yet."""
-  mesh = sharding.make_mesh(c.strategy, devices, c.num_devices)
+def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) -> Program:
+  """Builds the jitted init, step and batch functions for `c`; nothing is allocated yet.
+  `hosts`: hsdp's replica axis size, default the processes holding the devices."""
+  mesh = sharding.make_mesh(c.strategy, devices, c.num_devices, hosts)
   strategy = sharding.strategy(c.strategy)
   mcfg = config_lib.model_config(c)
   dtype, param_dtype = jnp.dtype(c.compute_dtype), jnp.dtype(c.param_dtype)

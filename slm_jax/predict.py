@@ -1,0 +1,749 @@
+r"""Predicts what a config would do on hardware not at hand: tokens/s, Token/Dollar, step,
+compute and communication time, and whether it fits, on 1 to 64 GPUs of any type in
+slm_jax.hardware, on one node or several, without running it.
+
+  python -m slm_jax.predict --config=configs/1b_h200.py --config.strategy=fsdp_full \
+      --num_devices=1,2,4,8,16,32,64 --gpus_per_node=8 --interconnect=nvlink4,ib400 \
+      --records=benchmarks/h200_grid.jsonl [--gpu=A100-80GB] [--json]
+  python -m slm_jax.predict --check --records=runs/2gpu/results.jsonl   # against measurements
+
+The model, per point of N devices on nodes of G GPUs:
+- compute: the median step of the matching one-GPU record (same model, attention, per-device
+  batch, sequence length and GPU type; the fastest if several), less the part of the optimizer
+  update a sharded optimizer state no longer does on each device. For a GPU type without such a
+  record, a profiled record of another type is projected category by category from its
+  `breakdown`: matmuls and flash attention by the dense bf16 peaks (the same fraction of peak
+  on both GPUs), norms/elementwise, the loss, the optimizer and vanilla (materialised)
+  attention by HBM bandwidth, host/idle time unchanged.
+- communication: every collective of the step's HLO compiled for the N-device mesh on fake CPU
+  devices (collectives.ops). CPU XLA keeps a gradient all-reduce where GPU XLA makes a
+  reduce-scatter of the same bytes, so under strategies that shard gradients an all-reduce of
+  at least 64 KiB over a gradient's shard group counts as a reduce-scatter. A collective over n
+  devices spanning m nodes (k = n/m on each) is hierarchical: a ring inside each node over the
+  intra-node link, then one across nodes over the network between the GPUs of the same local
+  rank (reduce-scatter: (k-1)/k x S / B_intra + (m-1)/m x S/k / B_inter, plus a latency per ring
+  step; all-gather the same; all-reduce twice that). On one node this is collectives'
+  ring model.
+- overlap: step = compute + e x communication, where the exposed fraction e is calibrated on a
+  measured multi-GPU record (its profile's exposed collective time, else its step time less the
+  predicted compute, over the predicted communication); without one, e = 1 (nothing hidden:
+  the conservative bound).
+- memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
+  optimizer state laid out as the mesh shards them (exact, from the shardings) and its
+  temporaries unchanged (activations are per device; XLA's CPU plans of 2 and 8 devices differ by
+  under 0.1 GiB between ddp, fsdp_full and fsdp_grad_op at 100M), against the GPU type's memory.
+  Without such a plan, XLA's CPU plan for the mesh (an overestimate: CPU XLA materialises the
+  attention scores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_collections
+
+from slm_jax import collectives, hardware, results
+from slm_jax import config as config_lib
+from slm_jax.errors import UserError
+
+# Strategies whose gradients and optimizer state are sharded over the `fsdp` mesh axis.
+SHARDED = ("fsdp_full", "fsdp_grad_op", "hsdp")
+# Below this, an all-reduce is a scalar or a replicated norm scale's gradient (a few KiB), which
+# stays an all-reduce on a GPU too.
+REDUCE_SCATTER_MIN_BYTES = 64 * 1024
+# AdamW on fp32 master weights reads parameters, gradients and both moments and writes
+# parameters and moments: 7 x 4 bytes a parameter, at HBM speed. Used where no profile says
+# what the update costs.
+OPTIMIZER_BYTES_PER_PARAM = 28
+PEAK_BOUND = ("matmul", "attention")
+DEFAULT_INTER_NODE = "ib400"
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def read_records(paths) -> list[dict]:
+  """The records of every file (globs allowed), each with `_file` naming where it came from."""
+  out = []
+  for pattern in paths:
+    files = sorted(glob.glob(pattern)) or [pattern]
+    for f in files:
+      if not Path(f).is_file():
+        raise UserError(f"--records: no file {f!r}")
+      out += [dict(r, _file=f) for r in results.read(f)]
+  return out
+
+
+def gpu_of(record: dict) -> hardware.GPU | None:
+  return hardware.from_device_kind(record.get("device_kind") or "")
+
+
+def _ok(record: dict) -> bool:
+  return (record.get("status") == "ok" and record.get("stack", "jax") == "jax"
+          and record.get("mode", "benchmark") == "benchmark"
+          and (record.get("step_time_s") or {}).get("median"))
+
+
+def _same_work(record: dict, c: ml_collections.ConfigDict) -> bool:
+  return (record.get("model") == config_lib.model_name(c) and record.get("attention") == c.attention
+          and record.get("per_device_batch") == c.per_device_batch_size
+          and record.get("seq_len") == c.seq_len)
+
+
+def one_gpu_records(records: list[dict], c: ml_collections.ConfigDict) -> list[dict]:
+  return [r for r in records if _ok(r) and r.get("num_devices") == 1 and _same_work(r, c)
+          and gpu_of(r) is not None]
+
+
+def make_record_command(c: ml_collections.ConfigDict, gpu: hardware.GPU, profile: bool) -> str:
+  model = c.model if c.model in ("100m", "500m", "1b", "2b") else None
+  cfg = f"configs/{model}_{gpu.key}.py" if model else "<your config>"
+  extra = " --config.profile_steps=3" if profile else ""
+  return (f"on one {gpu.name}, python -m slm_jax.main --config={cfg} "
+          f"--config.attention={c.attention} --config.per_device_batch_size="
+          f"{c.per_device_batch_size} --config.seq_len={c.seq_len}{extra} "
+          "--workdir=runs/predict_inputs")
+
+
+def _label(record: dict) -> str:
+  return f"{record.get('run_id')} ({record.get('_file', '?')})"
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+@dataclasses.dataclass
+class Compute:
+  """One GPU's step without communication, on the target GPU type."""
+  seconds: float
+  optimizer_s: float   # of which the optimizer update
+  record: dict         # the record the step time is from
+  source_gpu: str      # its GPU type
+  notes: list[str]
+
+
+def category_factors(attention: str, src: hardware.GPU, dst: hardware.GPU) -> dict[str, float]:
+  """How much longer each profile category takes on `dst` than on `src`."""
+  peak = src.peak_bf16_tflops / dst.peak_bf16_tflops
+  hbm = src.hbm_gbytes_per_s / dst.hbm_gbytes_per_s
+  return {"matmul": peak, "attention": hbm if attention == "xla" else peak,
+          "norm/elementwise": hbm, "loss": hbm, "optimizer": hbm, "collectives": 0.0,
+          "idle/host": 1.0}
+
+
+def shares(breakdown: dict) -> dict[str, float]:
+  """Each category's fraction of the profiled step (categories add up to the step)."""
+  ms = {k: v for k, v in (breakdown.get("ms") or {}).items() if v is not None}
+  total = sum(ms.values())
+  if not total:
+    raise UserError("a record's breakdown has no time per category")
+  return {k: v / total for k, v in ms.items()}
+
+
+def project(step_s: float, breakdown: dict, attention: str, src: hardware.GPU,
+            dst: hardware.GPU) -> tuple[float, float]:
+  """(step, optimizer update) seconds on `dst` of a `src` step with this profile."""
+  factors = category_factors(attention, src, dst)
+  part = shares(breakdown)
+  unknown = set(part) - set(factors)
+  if unknown:
+    raise UserError(f"a record's breakdown has categories {sorted(unknown)} this model "
+                    "cannot project")
+  seconds = step_s * sum(part[k] * factors[k] for k in part)
+  return seconds, step_s * part.get("optimizer", 0.0) * factors["optimizer"]
+
+
+def _fastest(records: list[dict]) -> dict:
+  return min(records, key=lambda r: r["step_time_s"]["median"])
+
+
+def _profiled(records: list[dict]) -> list[dict]:
+  return [r for r in records if (r.get("breakdown") or {}).get("ms")]
+
+
+def compute_time(c: ml_collections.ConfigDict, records: list[dict],
+                 target: hardware.GPU) -> Compute:
+  """The target GPU's one-device step for `c`, from the records (UserError if none serves)."""
+  matches = one_gpu_records(records, c)
+  same = [r for r in matches if gpu_of(r) is target]
+  what = (f"{config_lib.model_name(c)}, attention {c.attention}, batch "
+          f"{c.per_device_batch_size}/device, seq {c.seq_len}")
+  if same:
+    best = _fastest(same)
+    step = best["step_time_s"]["median"]
+    profiled = _profiled(same)
+    if profiled:
+      opt = step * shares(_fastest(profiled)["breakdown"]).get("optimizer", 0.0)
+      how = f"its profile ({_fastest(profiled)['run_id']})"
+    else:
+      opt = OPTIMIZER_BYTES_PER_PARAM * best["params"] / (target.hbm_gbytes_per_s * 1e9)
+      how = f"{OPTIMIZER_BYTES_PER_PARAM} bytes/parameter at HBM speed"
+    return Compute(step, opt, best, target.name,
+                   [f"compute: measured on one {target.name}, record {_label(best)}; optimizer "
+                    f"update {opt * 1e3:.1f} ms from {how}"])
+  profiled = _profiled(matches)
+  if not profiled:
+    have = sorted({gpu_of(r).name for r in matches})
+    raise UserError(
+        f"no one-GPU record of {what} on {target.name} in --records"
+        + (f", and those on {', '.join(have)} have no profile to project from" if have else "")
+        + f"; make one with: {make_record_command(c, target, profile=False)}"
+        + (f", or profile one: {make_record_command(c, gpu_of(matches[0]), True)}"
+           if have else ""))
+  # The config's own GPU type first, else the type with the fastest profiled record.
+  own = [r for r in profiled if gpu_of(r).key == c.gpu]
+  prof = _fastest(own or profiled)
+  src = gpu_of(prof)
+  best = _fastest([r for r in matches if gpu_of(r) is src])
+  step, opt = project(best["step_time_s"]["median"], prof["breakdown"], c.attention, src, target)
+  f = category_factors(c.attention, src, target)
+  return Compute(step, opt, best, src.name, [
+      f"compute: projected from one {src.name} (record {_label(best)}, "
+      f"{best['step_time_s']['median'] * 1e3:.1f} ms) "
+      f"by the category shares of profile {prof['run_id']}: matmuls"
+      f"{' and attention' if c.attention != 'xla' else ''} x{f['matmul']:.3f} (dense bf16 peaks "
+      f"{src.peak_bf16_tflops:g} / {target.peak_bf16_tflops:g} TFLOP/s, the same fraction of "
+      f"peak assumed), memory-bound ops{' and vanilla attention' if c.attention == 'xla' else ''} "
+      f"x{f['loss']:.3f} (HBM {src.hbm_gbytes_per_s:g} / {target.hbm_gbytes_per_s:g} GB/s), "
+      "host/idle time unchanged"])
+
+
+def optimizer_shards(strategy: str, num_devices: int, per_node: int) -> int:
+  if strategy in ("fsdp_full", "fsdp_grad_op"):
+    return num_devices
+  if strategy == "hsdp":
+    return per_node
+  return 1
+
+
+# ----------------------------------------------------------------------------- the mesh's plan
+
+
+def layout(num_devices: int, gpus_per_node: int) -> tuple[int, int]:
+  """(nodes, GPUs on each) for N devices filling nodes of `gpus_per_node`."""
+  if num_devices <= gpus_per_node:
+    return 1, num_devices
+  if num_devices % gpus_per_node:
+    raise UserError(f"--num_devices={num_devices} does not fill nodes of --gpus_per_node="
+                    f"{gpus_per_node}; use a multiple of {gpus_per_node} past one node")
+  return num_devices // gpus_per_node, gpus_per_node
+
+
+def check_count(strategy: str, num_devices: int, gpus_per_node: int) -> None:
+  if num_devices < 1:
+    raise UserError(f"--num_devices={num_devices}: a device count is at least 1")
+  if strategy == "single" and num_devices > 1:
+    raise UserError(f"--config.strategy=single runs on one device, not {num_devices}; choose "
+                    "ddp, fsdp_full, fsdp_grad_op or hsdp")
+  layout(num_devices, gpus_per_node)
+
+
+def cpu_config(c: ml_collections.ConfigDict, num_devices: int) -> ml_collections.ConfigDict:
+  """`c` as it compiles on CPU: GPU-only attention kernels become XLA's (the collectives do not
+  depend on the kernel), no GPU compile options."""
+  c = ml_collections.ConfigDict(c.to_dict())
+  if c.attention != "xla":
+    c.attention = "xla"
+  c.xla_options = ""
+  c.num_devices = num_devices
+  return c
+
+
+def plan(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int) -> dict:
+  """The step for the N-device mesh on this process's (fake CPU) devices: the bytes of state
+  (parameters and optimizer state) each device holds, and for N > 1 the step's collectives (as
+  dicts of collectives.Op) and XLA's CPU memory plan per device, from compiling it."""
+  from slm_jax import measure, sharding, train  # jax: imported once the device count is set
+  nodes, _ = layout(num_devices, gpus_per_node)
+  cc = cpu_config(c, num_devices)
+  program = train.build(cc, hosts=nodes if c.strategy == "hsdp" else None)
+  params, opt_state = program.abstract_state
+  out = {"num_devices": num_devices, "ops": [], "expected_memory_bytes": None,
+         "state_bytes": (sharding.bytes_per_device(params, program.state_shardings.params)
+                         + sharding.bytes_per_device(opt_state,
+                                                     program.state_shardings.opt_state))}
+  if num_devices > 1:
+    compiled, _ = train.compile_step(cc, program)
+    out["ops"] = [dataclasses.asdict(o) for o in collectives.ops(compiled.as_text(), num_devices)]
+    out["expected_memory_bytes"] = measure.expected_memory(compiled)
+  return out
+
+
+def plans(c: ml_collections.ConfigDict, counts: list[int], gpus_per_node: int) -> dict[int, dict]:
+  """plan() for every count and for one device: in this process where it has the devices,
+  else in a child process with as many fake CPU devices."""
+  import jax
+  want = sorted(set(counts) | {1})
+  if jax.device_count() >= max(want):
+    return {n: plan(c, n, gpus_per_node) for n in want}
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={max(want)}")
+  job = json.dumps({"config": c.to_dict(), "counts": want, "gpus_per_node": gpus_per_node})
+  child = "from slm_jax import predict; predict._plan_child()"
+  done = subprocess.run([sys.executable, "-c", child], input=job, capture_output=True, text=True,
+                        env=env)
+  if done.returncode:
+    lines = done.stderr.strip().splitlines()
+    raise RuntimeError(f"compiling the meshes on CPU failed: {lines[-1] if lines else '?'}")
+  return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+
+def _plan_child() -> None:
+  job = json.loads(sys.stdin.read())
+  c = ml_collections.ConfigDict(job["config"])
+  print(json.dumps(plans(c, job["counts"], job["gpus_per_node"])))
+
+
+def gpu_ops(ops: list[dict], strategy: str, num_devices: int, gpus_per_node: int) -> list[dict]:
+  """The collectives as a GPU compiles them: a large all-reduce over a gradient's shard group
+  (all devices, or one node's under hsdp) is a reduce-scatter of the same bytes."""
+  if strategy not in SHARDED:
+    return ops
+  nodes, per_node = layout(num_devices, gpus_per_node)
+  shard = num_devices if strategy != "hsdp" else per_node
+  out = []
+  for op in ops:
+    groups = op["groups"]
+    in_node = groups is None or len({i // per_node for i in groups[0]}) == 1
+    is_shard_group = op["group_size"] == shard and (strategy != "hsdp" or in_node)
+    if (op["kind"] == "all-reduce" and is_shard_group
+        and op["bytes"] >= REDUCE_SCATTER_MIN_BYTES):
+      op = dict(op, kind="reduce-scatter")
+    out.append(op)
+  return out
+
+
+def summary(ops: list[dict]) -> dict:
+  """{kind: {count, bytes}} of a list of ops."""
+  out = {}
+  for op in ops:
+    e = out.setdefault(op["kind"], {"count": 0, "bytes": 0})
+    e["count"] += 1
+    e["bytes"] += op["bytes"]
+  return out
+
+
+# ----------------------------------------------------------------------------- communication
+
+
+def op_seconds(op: dict, per_node: int, intra: hardware.Interconnect,
+               inter: hardware.Interconnect) -> float:
+  """Hierarchical ring time of one collective (see the module docstring)."""
+  n, size, kind = op["group_size"], op["bytes"], op["kind"]
+  groups = op["groups"]
+  m = len({i // per_node for i in groups[0]}) if groups else math.ceil(n / per_node)
+  k = n // m
+  bi, bo = intra.gbytes_per_s * 1e9, inter.gbytes_per_s * 1e9
+  steps = (k - 1) * intra.latency_s + (m - 1) * inter.latency_s
+  if kind in ("all-gather", "reduce-scatter", "all-reduce"):
+    t = (k - 1) / k * size / bi + (m - 1) / m * size / k / bo + steps
+    return 2 * t if kind == "all-reduce" else t
+  if kind == "all-to-all":
+    return (k - 1) / n * size / bi + (n - k) / n * size / bo + steps
+  return size / (bo if m > 1 else bi) + steps  # collective-permute
+
+
+def comm_seconds(ops: list[dict], per_node: int, intra, inter) -> float:
+  return sum(op_seconds(op, per_node, intra, inter) for op in ops)
+
+
+# ----------------------------------------------------------------------------- overlap
+
+
+@dataclasses.dataclass
+class Calibration:
+  exposed_fraction: float
+  note: str
+  record: dict | None = None
+
+
+NO_OVERLAP = Calibration(1.0, "overlap: none assumed (exposed fraction 1: every collective "
+                         "waits; the conservative bound), no measured multi-GPU record given")
+
+
+def measured_exposed_s(record: dict) -> float | None:
+  """Exposed collective seconds of a median step from the record's profile, scaled from the
+  profiled step to the timed one; None without a profile that says."""
+  b = record.get("breakdown") or {}
+  if not b.get("step_ms"):
+    return None
+  if b.get("collectives_exposed_ms") is not None:
+    exposed = b["collectives_exposed_ms"]
+  elif b.get("collectives_busy_ms") is not None and b.get("collectives_overlapped_ms") is not None:
+    exposed = b["collectives_busy_ms"] - b["collectives_overlapped_ms"]
+  else:
+    return None
+  return exposed / b["step_ms"] * record["step_time_s"]["median"]
+
+
+def record_config(record: dict) -> ml_collections.ConfigDict:
+  """The config a record ran, on today's field set."""
+  c = config_lib.base_config()
+  known = {k: v for k, v in (record.get("config") or {}).items() if k in c}
+  c.update(known)
+  return c
+
+
+def _links(gpu: hardware.GPU, interconnects: list[str]) -> tuple:
+  intra = hardware.interconnect(interconnects[0] if interconnects else gpu.intra_node)
+  inter = hardware.interconnect(interconnects[1] if len(interconnects) > 1 else DEFAULT_INTER_NODE)
+  return intra, inter
+
+
+def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
+                 interconnects: list[str], plan_fn=None) -> Calibration:
+  """The exposed fraction of `record` (a measured multi-GPU run): its exposed communication
+  over the communication this model predicts for its config."""
+  rc = record_config(record)
+  gpu = gpu_of(record)
+  if gpu is None:
+    raise UserError(f"record {_label(record)} ran on {record.get('device_kind')!r}, not a GPU "
+                    "type in slm_jax.hardware")
+  n = record["num_devices"]
+  compute = compute_time(rc, records, gpu)
+  nodes, per_node = layout(n, gpus_per_node)
+  p = (plan_fn or plans)(rc, [n], gpus_per_node)[n]
+  intra, inter = _links(gpu, interconnects)
+  ops = gpu_ops(p["ops"], rc.strategy, n, gpus_per_node)
+  comm = comm_seconds(ops, per_node, intra, inter)
+  compute_n = compute.seconds - compute.optimizer_s * (
+      1 - 1 / optimizer_shards(rc.strategy, n, per_node))
+  exposed = measured_exposed_s(record)
+  how = "its profile's exposed collective time"
+  if exposed is None:
+    exposed = record["step_time_s"]["median"] - compute_n
+    how = "its step time less the predicted compute"
+  e = min(1.0, max(0.0, exposed / comm)) if comm > 0 else 1.0
+  return Calibration(e, f"overlap: exposed fraction {e:.2f} calibrated on record "
+                     f"{_label(record)} ({record['model']}, {rc.strategy}, {n} x {gpu.name}: "
+                     f"{exposed * 1e3:.2f} ms exposed from {how}, over {comm * 1e3:.2f} ms "
+                     "predicted communication)", record)
+
+
+def multi_gpu_records(records: list[dict]) -> list[dict]:
+  return [r for r in records if _ok(r) and (r.get("num_devices") or 1) > 1]
+
+
+def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
+                     exclude_model: str | None = None) -> dict | None:
+  """The measured multi-GPU record to calibrate on: the same strategy first, then the same
+  model, then the most devices; none of model `exclude_model`."""
+  multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
+  if not multi:
+    return None
+  model = config_lib.model_name(c)
+  return max(multi, key=lambda r: (r.get("strategy") == c.strategy, r.get("model") == model,
+                                   r["num_devices"], r.get("timestamp") or ""))
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
+          target: hardware.GPU, compute: Compute, plan_n: dict, plan_1: dict,
+          calibration: Calibration, intra, inter) -> dict:
+  """One predicted point (the prediction's record)."""
+  nodes, per_node = layout(num_devices, gpus_per_node)
+  ops = gpu_ops(plan_n["ops"], c.strategy, num_devices, gpus_per_node)
+  comm = comm_seconds(ops, per_node, intra, inter)
+  exposed = calibration.exposed_fraction * comm
+  compute_s = compute.seconds - compute.optimizer_s * (
+      1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))
+  step = compute_s + exposed
+  tps = num_devices * c.per_device_batch_size * c.seq_len / step
+  price = c.price_per_device_hour if c.price_per_device_hour > 0 else target.usd_per_hour
+  base = compute.record.get("expected_memory_bytes")
+  if base is not None:  # the GPU's plan, its state re-laid out over the mesh
+    memory = base - plan_1["state_bytes"] + plan_n["state_bytes"]
+  else:
+    memory = plan_n["expected_memory_bytes"]
+  budget = int(target.memory_gb * 2**30)
+  return {
+      "prediction": True, "model": config_lib.model_name(c), "gpu": target.name,
+      "strategy": c.strategy, "attention": c.attention,
+      "per_device_batch": c.per_device_batch_size, "seq_len": c.seq_len,
+      "num_devices": num_devices, "num_nodes": nodes, "gpus_per_node": per_node,
+      "interconnect": [intra.key, inter.key] if nodes > 1 else [intra.key],
+      "tokens_per_s": tps, "tokens_per_s_per_device": tps / num_devices,
+      "token_per_dollar": tps / (price * num_devices / 3600.0),
+      "token_per_dollar_paper": (tps / num_devices / target.paper_price_ratio
+                                 if target.paper_price_ratio else None),
+      "step_s": step, "compute_s": compute_s, "comm_s": comm, "exposed_comm_s": exposed,
+      "exposed_fraction": calibration.exposed_fraction,
+      "fits": None if memory is None else memory <= budget, "expected_memory_bytes": memory,
+      "memory_budget_bytes": budget, "price_per_device_hour": price,
+      "collectives": summary(ops),
+      "record": compute.record.get("run_id"), "record_file": compute.record.get("_file"),
+      "compute_from": compute.source_gpu,
+      "calibration_record": (calibration.record or {}).get("run_id"),
+  }
+
+
+def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[dict],
+            gpu: str = "", gpus_per_node: int = 8, interconnects: list[str] = (),
+            calibration: Calibration | None = None, plan_fn=None) -> tuple[list[dict], list[str]]:
+  """(points, assumptions) for `c` on each device count of `counts`."""
+  config_lib.validate(c)
+  target = hardware.gpu(gpu or c.gpu) if (gpu or c.gpu != "cpu") else None
+  if target is None:
+    raise UserError("--config.gpu=cpu: say which GPU type to predict with --gpu "
+                    f"({', '.join(g.name for g in hardware.GPUS.values())})")
+  if gpus_per_node < 1:
+    raise UserError(f"--gpus_per_node={gpus_per_node}: at least 1")
+  if len(interconnects) > 2:
+    raise UserError("--interconnect takes at most two: inside a node, across nodes")
+  intra, inter = _links(target, list(interconnects))
+  for n in counts:
+    check_count(c.strategy, n, gpus_per_node)
+  compute = compute_time(c, records, target)
+  if calibration is None:
+    chosen = pick_calibration(c, records)
+    calibration = (calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
+                   if chosen else NO_OVERLAP)
+  p = (plan_fn or plans)(c, list(counts), gpus_per_node)
+  points = [point(c, n, gpus_per_node, target, compute, p[n], p[1], calibration, intra, inter)
+            for n in counts]
+  notes = compute.notes + [
+      calibration.note,
+      f"communication: hierarchical rings, inside a node over {intra.name} "
+      f"({intra.latency_s * 1e6:g} us a step), across nodes over {inter.name} "
+      f"({inter.latency_s * 1e6:g} us a step), collectives from the step's HLO compiled for each "
+      "mesh on CPU (large gradient all-reduces under sharded strategies counted as the "
+      "reduce-scatters GPU XLA makes of them)",
+      f"memory: the record's XLA plan on one GPU, its parameters and optimizer state sharded "
+      f"as each mesh shards them, temporaries as on one GPU; against {target.memory_gb:g} GiB",
+      f"price: ${points[0]['price_per_device_hour']:.2f} per {target.name} hour"]
+  return points, notes
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] = (),
+          plan_fn=None) -> list[dict]:
+  """Predicts every measured multi-GPU record, calibrated on a record of another model (the
+  same strategy first), and says how far each prediction is from the measurement."""
+  rows = []
+  for r in multi_gpu_records(records):
+    rc = record_config(r)
+    row = {"run_id": r.get("run_id"), "model": r.get("model"), "strategy": r.get("strategy"),
+           "num_devices": r["num_devices"], "measured_tokens_per_s": r["tokens_per_s"]}
+    chosen = pick_calibration(rc, records, exclude_model=r.get("model"))
+    if gpu_of(r) is None:
+      rows.append(dict(row, error=f"ran on {r.get('device_kind')!r}, not a known GPU type"))
+      continue
+    if chosen is None:
+      rows.append(dict(row, error="no multi-GPU record of another model to calibrate on"))
+      continue
+    try:
+      cal = calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
+      [p], _ = predict(rc, [r["num_devices"]], records=records, gpu=gpu_of(r).key,
+                       gpus_per_node=gpus_per_node, interconnects=interconnects,
+                       calibration=cal, plan_fn=plan_fn)
+    except UserError as e:
+      rows.append(dict(row, error=str(e)))
+      continue
+    measured_comm = (r.get("collectives") or {}).get("per_step")
+    rows.append(dict(row, predicted_tokens_per_s=p["tokens_per_s"],
+                     error_percent=100 * (p["tokens_per_s"] / r["tokens_per_s"] - 1),
+                     calibrated_on=chosen.get("run_id"), calibrated_model=chosen.get("model"),
+                     exposed_fraction=cal.exposed_fraction,
+                     predicted_collectives=p["collectives"],
+                     measured_collectives={k: {"count": v["count"], "bytes": v["bytes"]}
+                                           for k, v in (measured_comm or {}).items()}))
+  return rows
+
+
+# ----------------------------------------------------------------------------- output
+
+COLUMNS = (
+    ("num_devices", "GPUs", "{}"), ("num_nodes", "nodes", "{}"),
+    ("tokens_per_s", "tokens/s", "{:,.0f}"), ("tokens_per_s_per_device", "tokens/s/GPU", "{:,.0f}"),
+    ("token_per_dollar", "Token/$", "{:,.0f}"),
+    ("token_per_dollar_paper", "paper Token/$", "{:,.0f}"),
+    ("step_s", "step ms", "{:.1f}", 1e3), ("compute_s", "compute ms", "{:.1f}", 1e3),
+    ("comm_s", "comm ms", "{:.2f}", 1e3), ("exposed_comm_s", "exposed ms", "{:.2f}", 1e3),
+    ("expected_memory_bytes", "memory GiB", "{:.1f}", 2**-30), ("fits", "fits", "{}"))
+
+CHECK_COLUMNS = (
+    ("run_id", "record", "{}"), ("model", "model", "{}"), ("strategy", "strategy", "{}"),
+    ("num_devices", "GPUs", "{}"), ("measured_tokens_per_s", "measured tokens/s", "{:,.0f}"),
+    ("predicted_tokens_per_s", "predicted tokens/s", "{:,.0f}"),
+    ("error_percent", "error %", "{:+.1f}"), ("calibrated_model", "calibrated on", "{}"),
+    ("error", "not checked because", "{}"))
+
+
+def table(points: list[dict]) -> str:
+  return results.markdown_table(points, COLUMNS)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _flags():
+  from absl import flags
+  f = {
+      "num_devices": flags.DEFINE_list("num_devices", ["1", "2", "4", "8"],
+                                       "Device counts to predict, e.g. 1,2,4,8,16,32,64."),
+      "gpus_per_node": flags.DEFINE_integer("gpus_per_node", 8, "GPUs in one node."),
+      "interconnect": flags.DEFINE_list(
+          "interconnect", [], f"Inside a node[,across nodes], from {list(hardware.INTERCONNECTS)}; "
+          f"default: the GPU type's own NVLink and {DEFAULT_INTER_NODE}."),
+      "records": flags.DEFINE_list("records", [], "Result files (globs allowed) with the one-GPU "
+                                   "records to start from and any multi-GPU records to calibrate "
+                                   "the overlap on."),
+      "gpu": flags.DEFINE_string("gpu", "", "GPU type to predict, e.g. A100-80GB (default: the "
+                                 "config's)."),
+      "json": flags.DEFINE_bool("json", False, "One JSON object per point instead of a table."),
+      "check": flags.DEFINE_bool("check", False, "Predict every measured multi-GPU record in "
+                                 "--records, calibrated on another model's, and print the error."),
+  }
+  return f
+
+
+def _counts(values: list[str]) -> list[int]:
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise UserError(f"--num_devices={','.join(values)}: say device counts, e.g. 1,2,4,8")
+
+
+def _use_fake_devices(count: int) -> None:
+  """Compiles happen in this process on `count` fake CPU devices (set before JAX starts)."""
+  flag = f"--xla_force_host_platform_device_count={count}"
+  os.environ["XLA_FLAGS"] = " ".join(
+      [f for f in os.environ.get("XLA_FLAGS", "").split()
+       if not f.startswith("--xla_force_host_platform_device_count")] + [flag])
+  import jax
+  jax.config.update("jax_platforms", "cpu")
+
+
+def main(argv, flag) -> int:
+  from absl import app
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flag["records"].value:
+    raise UserError("--records is required: result files with one-GPU records, e.g. "
+                    "--records=benchmarks/h200_grid.jsonl")
+  records = read_records(flag["records"].value)
+  per_node = flag["gpus_per_node"].value
+  links = flag["interconnect"].value
+  if flag["check"].value:
+    multi = multi_gpu_records(records)
+    _use_fake_devices(max([r["num_devices"] for r in multi] or [1]))
+    rows = check(records, per_node, links)
+    if flag["json"].value:
+      for row in rows:
+        print(json.dumps(row))
+    else:
+      print(results.markdown_table(rows, CHECK_COLUMNS))
+    return 0
+  if _CONFIG.value is None:
+    raise UserError("--config is required, e.g. --config=configs/1b_h200.py")
+  c = _CONFIG.value
+  counts = _counts(flag["num_devices"].value)
+  _use_fake_devices(max(counts + [1]))
+  points, notes = predict(c, counts, records=records, gpu=flag["gpu"].value,
+                          gpus_per_node=per_node, interconnects=links)
+  if flag["json"].value:
+    for p in points:
+      print(json.dumps(p))
+    return 0
+  p = points[0]
+  print(f"Predicted (not measured): {p['model']}, {c.strategy}, attention {c.attention}, "
+        f"batch {c.per_device_batch_size}/device, seq {c.seq_len}, on {p['gpu']} "
+        f"({per_node} a node)\n")
+  print(table(points))
+  print("\n" + "\n".join(f"- {n}" for n in notes))
+  return 0
+
+
+_CONFIG = None
+
+
+def _main(argv):
+  try:
+    sys.exit(main(argv, _FLAGS))
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  from absl import app
+  from slm_jax import main as jax_main  # --config's loader and one-line flag errors
+  _CONFIG = jax_main.define_config_flag(None)
+  _FLAGS = _flags()
+  app.run(_main, flags_parser=jax_main._parse_flags)
+
+
+# ----------------------------------------------------------------------------- the report's figure
+
+PAPER_SERIES = {"A100-40GB": "A100-40GB", "A100-80GB": "A100-80GB", "H100": "H100-80GB"}
+_STRATEGY_SERIES = {"ddp": "DDP", "fsdp_full": "FSDP-Full", "fsdp_grad_op": "FSDP-Grad+Optimizer"}
+
+
+def plot_predictions(predicted: list[dict], paper: list[dict], out_dir: Path) -> Path | None:
+  """Predicted points (slm_jax.predict's records, e.g. benchmarks/predict_paper_*.jsonl) beside
+  the paper's Figures 2 (by GPU count, per GPU type) and 3 (A100-80GB, by node count, per
+  scheme), in Token/Dollar of the paper's unit. A prediction is drawn as the band between its
+  overlap bounds (exposed fraction 0 and 1) where both are given, dotted, and labelled
+  "predicted"; points that do not fit are left out. `paper`: report.read_paper()'s rows."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = [p for p in predicted if p.get("prediction") and p.get("fits") is not False
+          and p.get("token_per_dollar_paper")]
+  if not rows:
+    return None
+  models = [m for m in ("100m", "500m", "1b", "2b") if any(p["model"] == m for p in rows)]
+  fig, axes = plt.subplots(2, len(models), figsize=(4.5 * len(models), 8), squeeze=False)
+  for col, model in enumerate(models):
+    name = model.upper()
+    for row, (fig_id, xfield, key, series) in enumerate((
+        ("Fig2", "num_devices", "gpu", PAPER_SERIES),
+        ("Fig3", "num_nodes", "strategy", _STRATEGY_SERIES))):
+      ax = axes[row][col]
+      mine = [p for p in rows if p["model"] == model and p[key] in series
+              and (fig_id == "Fig2" or p["gpu"] == "A100-80GB")]
+      for i, s in enumerate(sorted({p[key] for p in mine})):
+        color = plt.cm.tab10(i)
+        ps = sorted((q for q in paper if q["figure"] == fig_id and q["model"] == name
+                     and q["series"] == series[s] and not q.get("oom")), key=lambda q: q["x"])
+        if ps:
+          ax.plot([q["x"] for q in ps], [q["token_per_dollar"] for q in ps], "-o", color=color,
+                  label=f"paper (PyTorch, measured): {series[s]}")
+        # The best prediction at each x over everything else (as the paper's points are), at
+        # each overlap bound.
+        bound = {}
+        for p in mine:
+          if p[key] != s or (fig_id == "Fig3" and p["num_devices"] < 8):
+            continue
+          k = (p[xfield], p["exposed_fraction"])
+          bound[k] = max(bound.get(k, 0.0), p["token_per_dollar_paper"])
+        xs = sorted({x for x, _ in bound})
+        hi = [max(v for (x2, _), v in bound.items() if x2 == x) for x in xs]
+        lo = [min(v for (x2, _), v in bound.items() if x2 == x) for x in xs]
+        if xs:
+          ax.plot(xs, hi, ":", color=color, label=f"predicted (slm_jax): {series[s]}")
+          ax.fill_between(xs, lo, hi, color=color, alpha=0.15)
+      ax.set_xscale("log", base=2)
+      ax.set_title(f"{fig_id} {name}" + (" (A100-80GB)" if fig_id == "Fig3" else ""))
+      ax.set_xlabel(xfield.replace("_", " "))
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=6)
+  axes[0][0].set_ylabel("Token/Dollar (paper units)")
+  axes[1][0].set_ylabel("Token/Dollar (paper units)")
+  fig.suptitle("Predicted, not measured: slm_jax (JAX)\nbeside the paper's PyTorch "
+               "measurements;\nbands: no overlap to full overlap", fontsize=9)
+  fig.tight_layout(rect=(0, 0, 1, 0.93))
+  path = Path(out_dir) / "predicted_fig2_fig3.png"
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -1,0 +1,237 @@
+"""slm_jax.predict: collectives from the CPU-compiled mesh equal the HLO's, predictions from
+synthetic records equal the formulas worked by hand, and bad input is one error line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from slm_jax import collectives, config as config_lib, hardware, predict, train
+from slm_jax.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+H100, H200, A100 = hardware.GPUS["h100"], hardware.GPUS["h200"], hardware.GPUS["a100"]
+NVLINK, IB = hardware.INTERCONNECTS["nvlink4"], hardware.INTERCONNECTS["ib400"]
+
+
+def tiny(**overrides):
+  c = config_lib.tiny_config()
+  c.update(gpu="h100", **overrides)
+  return c
+
+
+def record(c, *, step_s, gpu="NVIDIA H100 80GB HBM3", num_devices=1, run_id="one", **extra):
+  """A measured record as slm_jax.main writes it, with only the fields predict reads."""
+  tokens = num_devices * c.per_device_batch_size * c.seq_len
+  return {"status": "ok", "stack": "jax", "mode": "benchmark", "run_id": run_id,
+          "model": config_lib.model_name(c), "attention": c.attention,
+          "per_device_batch": c.per_device_batch_size, "seq_len": c.seq_len,
+          "strategy": c.strategy, "num_devices": num_devices, "device_kind": gpu,
+          "step_time_s": {"median": step_s}, "tokens_per_s": tokens / step_s,
+          "params": 1_000_000, "config": c.to_dict(), **extra}
+
+
+def fake_plans(ops_by_count, state_bytes):
+  """A plan_fn that returns fixed collectives instead of compiling."""
+  def plans(c, counts, gpus_per_node):
+    return {n: {"num_devices": n, "ops": ops_by_count.get(n, []), "expected_memory_bytes": None,
+                "state_bytes": state_bytes[n]} for n in set(counts) | {1}}
+  return plans
+
+
+def op(kind, nbytes, group):
+  return {"kind": kind, "bytes": nbytes, "group_size": len(group), "groups": [list(group)]}
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp_full"])
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_predicted_collectives_for_2_4_8_devices_are_the_compiled_hlos(strategy, n):
+  c = tiny(strategy=strategy)
+  planned = predict.plans(c, [n], 8)[n]
+  cc = tiny(strategy=strategy, num_devices=n)
+  compiled, _ = train.compile_step(cc, train.build(cc))
+  hlo = {k: (v["count"], v["bytes"]) for k, v in
+         collectives.from_hlo(compiled.as_text(), n).items() if v["count"]}
+  assert {k: (v["count"], v["bytes"]) for k, v in predict.summary(planned["ops"]).items()} == hlo
+  # The point counts the same bytes; under fsdp_full the gradient all-reduces CPU XLA keeps
+  # are the reduce-scatters GPU XLA makes of them.
+  gpu = predict.summary(predict.gpu_ops(planned["ops"], strategy, n, 8))
+  assert sum(v["bytes"] for v in gpu.values()) == sum(b for _, b in hlo.values())
+  if strategy == "ddp":
+    assert "reduce-scatter" not in gpu
+  else:
+    large = [o for o in planned["ops"] if o["kind"] == "all-reduce"
+             and o["bytes"] >= predict.REDUCE_SCATTER_MIN_BYTES]
+    assert large and gpu["reduce-scatter"]["bytes"] == sum(o["bytes"] for o in large)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_hsdp_over_two_nodes_reduces_inside_a_node_and_across_them_separately():
+  c = tiny(strategy="hsdp")
+  ops = predict.plans(c, [8], 4)[8]["ops"]
+  spans = {(o["kind"], len({i // 4 for i in o["groups"][0]})) for o in ops}
+  # Parameters gathered inside a node; gradients reduced inside a node, then their shards
+  # across the nodes (one GPU of each).
+  assert ("all-gather", 1) in spans and ("all-reduce", 1) in spans
+  assert any(o["group_size"] == 2 and o["kind"] == "all-reduce" for o in ops)
+  gpu = predict.gpu_ops(ops, "hsdp", 8, 4)
+  assert {o["kind"] for o in gpu if len({i // 4 for i in o["groups"][0]}) == 2} == {"all-reduce"}
+
+
+def test_one_node_is_the_ring_model_of_slm_jax_collectives():
+  group = range(8)
+  ops = [op("all-gather", 10_000_000, group), op("reduce-scatter", 6_000_000, group),
+         op("all-reduce", 4_000_000, group)]
+  hlo_like = {k: {"count": 0, "bytes": 0, "ring_bytes": 0.0, "group_sizes": []}
+              for k in collectives.KINDS}
+  for o in ops:
+    e = hlo_like[o["kind"]]
+    e["count"] += 1
+    e["bytes"] += o["bytes"]
+    e["ring_bytes"] += (2 if o["kind"] == "all-reduce" else 1) * 7 / 8 * o["bytes"]
+    e["group_sizes"] = [8]
+  assert predict.comm_seconds(ops, 8, NVLINK, IB) == pytest.approx(
+      collectives.predict_seconds(hlo_like, "nvlink4"))
+
+
+def test_a_prediction_from_a_synthetic_record_is_the_formula_by_hand():
+  c = tiny(strategy="fsdp_full", per_device_batch_size=4, seq_len=128)
+  one = record(c, step_s=0.100, expected_memory_bytes=30 * 2**30)
+  everyone = range(16)
+  ops = {16: [op("all-gather", 2_000_000_000, everyone), op("all-reduce", 1_000_000_000, everyone),
+              op("all-reduce", 1024, everyone)]}
+  state = {1: 12 * 2**30, 16: 12 * 2**30 // 16}
+  [p], _ = predict.predict(c, [16], records=[one], gpu="h100", gpus_per_node=8,
+                           interconnects=["nvlink4", "ib400"],
+                           calibration=predict.Calibration(0.25, "by hand"),
+                           plan_fn=fake_plans(ops, state))
+  # Two nodes of 8: a ring in each node over NVLink, then one across the nodes over IB on an
+  # eighth of the tensor. The large all-reduce is a reduce-scatter on GPUs; the small one stays.
+  def rs_or_ag(size):
+    return 7 / 8 * size / 450e9 + 1 / 2 * size / 8 / 50e9 + 7 * 3e-6 + 1 * 10e-6
+  comm = rs_or_ag(2e9) + rs_or_ag(1e9) + 2 * rs_or_ag(1024)
+  optimizer = 28 * 1_000_000 / 3350e9  # no profile: 28 bytes a parameter at HBM speed
+  compute = 0.100 - optimizer * (1 - 1 / 16)
+  step = compute + 0.25 * comm
+  tokens_per_s = 16 * 4 * 128 / step
+  assert p["comm_s"] == pytest.approx(comm)
+  assert p["compute_s"] == pytest.approx(compute)
+  assert p["exposed_comm_s"] == pytest.approx(0.25 * comm)
+  assert p["step_s"] == pytest.approx(step)
+  assert p["tokens_per_s"] == pytest.approx(tokens_per_s)
+  assert p["token_per_dollar"] == pytest.approx(tokens_per_s / (3.00 * 16 / 3600))
+  assert p["token_per_dollar_paper"] == pytest.approx(tokens_per_s / 16 / 2.53)
+  assert (p["num_nodes"], p["gpus_per_node"]) == (2, 8)
+  assert p["expected_memory_bytes"] == 30 * 2**30 - 12 * 2**30 + 12 * 2**30 // 16
+  assert p["fits"] is True and p["collectives"]["reduce-scatter"]["count"] == 1
+
+
+def test_another_gpu_type_is_projected_category_by_category():
+  c = tiny(strategy="ddp", attention="xla")
+  ms = {"matmul": 60.0, "attention": 10.0, "norm/elementwise": 20.0, "loss": 4.0,
+        "optimizer": 5.0, "collectives": 0.0, "idle/host": 1.0}
+  profiled = record(c, step_s=0.200, gpu="NVIDIA H200", breakdown={"step_ms": 100.0, "ms": ms})
+  [p], notes = predict.predict(c, [1], records=[profiled], gpu="A100-80GB",
+                               plan_fn=fake_plans({}, {1: 0}))
+  peak, hbm = 989 / 312, 4800 / 2039
+  # Vanilla (xla) attention materialises its scores: memory-bound, so by HBM bandwidth.
+  want = 0.200 * (0.60 * peak + (0.10 + 0.20 + 0.04 + 0.05) * hbm + 0.01)
+  assert p["compute_s"] == pytest.approx(want) and p["comm_s"] == 0
+  assert p["compute_from"] == "H200" and p["gpu"] == "A100-80GB"
+  assert any("projected from one H200" in n for n in notes)
+
+
+def test_the_exposed_fraction_is_calibrated_on_a_measured_multi_gpu_record():
+  c = tiny(strategy="ddp")
+  everyone = range(2)
+  ops = {2: [op("all-reduce", 900_000_000, everyone)]}
+  comm = 2 * (1 / 2 * 9e8 / 450e9 + 3e-6)
+  one = record(c, step_s=0.050)
+  two = record(c, step_s=0.050 + 0.4 * comm, num_devices=2, run_id="two")
+  plan_fn = fake_plans(ops, {1: 1, 2: 1})
+  cal = predict.calibrate_on(two, [one, two], 8, [], plan_fn)
+  assert cal.exposed_fraction == pytest.approx(0.4)
+  # A profile's exposed collective time wins over the step time, scaled to the timed step.
+  profiled = dict(two, breakdown={"step_ms": 60.0, "collectives_busy_ms": 3.0,
+                                  "collectives_overlapped_ms": 2.4})
+  want = 0.6 / 60.0 * two["step_time_s"]["median"] / comm
+  assert predict.calibrate_on(profiled, [one], 8, [], plan_fn).exposed_fraction == \
+      pytest.approx(want)
+  [p], notes = predict.predict(c, [2], records=[one, two], plan_fn=plan_fn)
+  assert p["exposed_fraction"] == pytest.approx(0.4) and p["calibration_record"] == "two"
+  [p], notes = predict.predict(c, [2], records=[one], plan_fn=plan_fn)
+  assert p["exposed_fraction"] == 1.0 and any("conservative bound" in n for n in notes)
+
+
+def test_checking_predicts_each_multi_gpu_record_from_another_models_calibration():
+  everyone = range(2)
+  records = []
+  for model, layers in (("tiny", 2), ("custom", 3)):
+    c = tiny(strategy="ddp", num_layers=layers)
+    comm = 2 * (1 / 2 * 4e8 * layers / 450e9 + 3e-6)
+    records.append(record(c, step_s=0.03 * layers, run_id=f"{model}-1"))
+    # Both measured at an exposed fraction of 0.5 (the custom one 5% slower besides).
+    slower = 1.05 if model == "custom" else 1.0
+    records.append(record(c, step_s=(0.03 * layers + 0.5 * comm) * slower, num_devices=2,
+                          run_id=f"{model}-2"))
+
+  def plans(c, counts, gpus_per_node):
+    return {n: {"num_devices": n, "expected_memory_bytes": None, "state_bytes": 0,
+                "ops": [op("all-reduce", int(4e8) * c.num_layers, everyone)] if n > 1 else []}
+            for n in set(counts) | {1}}
+  rows = {r["run_id"]: r for r in predict.check(records, plan_fn=plans)}
+  assert rows["tiny-2"]["calibrated_on"] == "custom-2"
+  # custom-2 from tiny-2's fraction (0.5): its measured step is 5% longer than predicted.
+  assert rows["custom-2"]["error_percent"] == pytest.approx(5.0)
+  assert rows["tiny-2"]["error_percent"] < 0  # from the slower one's larger fraction
+  lonely = predict.check([records[0], records[1]], plan_fn=plans)
+  assert "another model" in lonely[0]["error"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"gpu": "V100"}, "unknown GPU type 'V100'"),
+    ({"interconnects": ["nvlink9"]}, "unknown interconnect 'nvlink9'"),
+    ({"counts": [12]}, "does not fill nodes"),
+    ({"counts": [0]}, "at least 1"),
+    ({"gpu": "A100-40GB"}, "no one-GPU record of tiny"),
+])
+def test_bad_input_is_a_user_error_naming_what_is_missing(kwargs, message):
+  c = tiny(strategy="ddp")
+  counts = kwargs.pop("counts", [2])
+  with pytest.raises(UserError, match=message):
+    predict.predict(c, counts, records=[record(c, step_s=0.1)], plan_fn=fake_plans({}, {}),
+                    **kwargs)
+
+
+def test_a_missing_record_is_one_error_line_with_the_command_that_makes_it(tmp_path):
+  path = tmp_path / "one.jsonl"
+  path.write_text(json.dumps(record(tiny(), step_s=0.1)) + "\n")
+  done = subprocess.run(
+      [sys.executable, "-m", "slm_jax.predict", "--config=configs/1b_h200.py",
+       "--config.strategy=fsdp_full", "--num_devices=1,2", f"--records={path}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2
+  [line] = done.stderr.strip().splitlines()
+  assert line.startswith("error: no one-GPU record of 1b") and "python -m slm_jax.main" in line
+
+
+def test_predictions_are_drawn_beside_the_papers_points(tmp_path):
+  from slm_jax import report
+  rows = [{"prediction": True, "model": "1b", "gpu": "A100-80GB", "strategy": s,
+           "num_devices": n, "num_nodes": max(1, n // 8), "exposed_fraction": e, "fits": True,
+           "token_per_dollar_paper": 10_000 * (1 - 0.1 * e)}
+          for s in ("ddp", "fsdp_full") for n in (1, 8, 16) for e in (0.0, 1.0)]
+  path = predict.plot_predictions(rows, report.read_paper(), tmp_path)
+  assert path.exists() and path.stat().st_size > 10_000
+  assert predict.plot_predictions([dict(r, fits=False) for r in rows], [], tmp_path) is None
+
+
+def test_more_devices_than_this_process_has_compile_in_a_child_process():
+  c = tiny(strategy="ddp")
+  got = predict.plans(c, [2 * jax.device_count()], 8)
+  n = 2 * jax.device_count()
+  assert {o["group_size"] for o in got[n]["ops"]} == {n} and got[1]["ops"] == []
