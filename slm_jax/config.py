@@ -62,14 +62,6 @@ def base_config() -> ml_collections.ConfigDict:
   # gradient in HBM) or "gather" (optax's integer-label loss). The same value
   # (slm_jax.train.cross_entropy; measured: benchmarks/PERF_NOTES.md section 10).
   c.cross_entropy = "select"
-  # Collectives' dtypes on several devices (slm_jax.train.compute_copy). gather_dtype
-  # "compute": the matmul kernels are cast to the compute dtype where they are stored (sharded),
-  # so FSDP's all-gathers move bf16, not the fp32 master weights; "param": cast after the
-  # gather. grad_reduce_dtype "compute": gradients are taken of those bf16 copies, so their
-  # all-reduce or reduce-scatter moves bf16 (then summed into fp32); "float32": reduced in fp32.
-  # The embedding (looked up in fp32) and norm scales keep fp32 either way.
-  c.gather_dtype = "param"
-  c.grad_reduce_dtype = "float32"
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"
@@ -276,10 +268,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     f"{list(CROSS_ENTROPY)}")
   if c.mode not in MODES:
     raise UserError(f"--config.mode={c.mode!r} is not one of {list(MODES)}")
-  for field, allowed in (("gather_dtype", ("param", "compute")),
-                         ("grad_reduce_dtype", ("float32", "compute"))):
-    if c[field] not in allowed:
-      raise UserError(f"--config.{field}={c[field]!r} is not one of {list(allowed)}")
   if c.mode == "train":
     _validate_training(c)
   xla_options(c)

@@ -3,7 +3,6 @@ measured run that `slm_jax.main` drives: build, compile, warm up, time, record."
 
 from __future__ import annotations
 
-import functools
 
 import contextlib
 import time
@@ -62,37 +61,6 @@ def synthetic_batch(c: ml_collections.ConfigDict, key: jax.Array, global_batch: 
   (slm_jax.torch_ref) trains on the same tokens."""
   tokens = jax.random.randint(key, (global_batch, c.seq_len + 1), 0, c.vocab_size, jnp.int32)
   return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _cast_keep_grad_dtype(x, dtype):
-  return x.astype(dtype)
-
-
-def _cast_fwd(x, dtype):
-  return x.astype(dtype), jnp.zeros((), x.dtype)  # the residual carries x's dtype
-
-
-def _cast_bwd(dtype, like, g):
-  # The cotangent goes back to the master weights' dtype before XLA reduces it over devices,
-  # so a bf16 gather does not also make the gradient reduction bf16.
-  return (g.astype(like.dtype),)
-
-
-_cast_keep_grad_dtype.defvjp(_cast_fwd, _cast_bwd)
-
-
-def compute_copy(params, shardings, dtype, upcast_grads: bool = False):
-  """The matmul kernels of `params` cast to `dtype` where they are stored (the parameters'
-  sharding), so that under FSDP the all-gathers XLA inserts where they are used move `dtype`;
-  the embedding, looked up in full precision, and 1-D norm scales are left as they are. With
-  `upcast_grads` their gradients return in the parameters' dtype before any reduction."""
-  def one(path, p, s):
-    if p.ndim < 2 or any(getattr(k, "key", None) == "embed_tokens" for k in path):
-      return p
-    low = _cast_keep_grad_dtype(p, jnp.dtype(dtype)) if upcast_grads else p.astype(dtype)
-    return jax.lax.with_sharding_constraint(low, s)
-  return jax.tree_util.tree_map_with_path(one, params, shardings)
 
 
 def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -166,20 +134,8 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
       return cross_entropy(logits, batch["targets"], c.cross_entropy)
 
   def step(state: TrainState, batch: dict):
-    if c.grad_reduce_dtype == "compute":
-      # Gradients of the bf16 copies are bf16 where XLA reduces them over devices; the
-      # optimizer gets them back in the master weights' dtype.
-      low = compute_copy(state.params, param_sh, dtype)
-      loss, grads = jax.value_and_grad(loss_fn)(low, batch)
-      grads = jax.lax.with_sharding_constraint(grads, grad_sh)
-      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
-    else:
-      def loss_of_params(params, batch):
-        if c.gather_dtype == "compute":
-          params = compute_copy(params, param_sh, dtype, upcast_grads=True)
-        return loss_fn(params, batch)
-      loss, grads = jax.value_and_grad(loss_of_params)(state.params, batch)
-      grads = jax.lax.with_sharding_constraint(grads, grad_sh)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+    grads = jax.lax.with_sharding_constraint(grads, grad_sh)
     with jax.named_scope("optimizer"):
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)

@@ -183,25 +183,3 @@ def test_two_processes_through_jax_distributed_agree_with_one(tmp_path):
   assert (s["num_processes"], s["num_devices"]) == (1, 4)
   np.testing.assert_allclose(m["losses"], s["losses"], rtol=1e-5)
 
-
-@pytest.mark.parametrize("name", ["ddp", "fsdp_full", "fsdp_grad_op"])
-def test_bf16_gathers_and_gradient_reductions_train_the_same_model(name):
-  # bf16 compute, where the options change what the collectives move; the loss and the fp32
-  # master weights stay those of the default within bf16 rounding.
-  def bf16(**overrides):
-    c = tiny(strategy=name, per_device_batch_size=2, **overrides)
-    c.compute_dtype = "bfloat16"
-    return c
-
-  want, want_params, _ = train_steps(bf16(), n=3)
-  for gather, reduce in (("compute", "float32"), ("param", "compute"), ("compute", "compute")):
-    losses, params, _ = train_steps(bf16(gather_dtype=gather, grad_reduce_dtype=reduce), n=3)
-    np.testing.assert_allclose(losses, want, rtol=2e-3)
-    for got, ref in zip(jax.tree.leaves(params), jax.tree.leaves(want_params)):
-      assert got.dtype == ref.dtype == np.float32
-      np.testing.assert_allclose(got, ref, rtol=0.05, atol=2e-3)
-
-
-def test_an_unknown_collective_dtype_is_a_user_error():
-  with pytest.raises(UserError, match="--config.grad_reduce_dtype='bf16' is not one of"):
-    config_lib.validate(tiny(grad_reduce_dtype="bf16"))
