@@ -27,6 +27,8 @@ for _ in $(seq 600); do
 done
 kill -TERM -- "-$leader" 2>/dev/null
 for _ in $(seq 240); do pgrep -g "$leader" >/dev/null || break; sleep 0.5; done
+# Whatever is left after two minutes is stuck: kill it, so that it frees the GPUs.
+pgrep -g "$leader" >/dev/null && { echo "first run still running after SIGTERM: killed"; kill -KILL -- "-$leader"; }
 echo "first run stopped; its log ends:"; tail -n 5 "$W/first.log"
 
 # Second run: the same command on another strategy, to 60 steps.

@@ -8,11 +8,15 @@ For tests and demos of multi-host code on one machine: each process gets its own
       --config=configs/tiny.py --config.strategy=fsdp_full --workdir=runs/local
 
 Everything after `--` goes to `python -m slm_jax.main`. Exits with the first non-zero exit
-code of the processes (all are stopped if one fails).
+code of the processes. SIGTERM and SIGINT sent to the launcher go to every process (as a
+scheduler's preemption notice would). When one process fails, the others, which may be waiting
+in a collective for it, get SIGTERM and, --grace_s later, SIGKILL: no process is left holding
+its devices.
 """
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +35,8 @@ def main() -> int:
   parser.add_argument("--devices_per_process", type=int, default=1)
   parser.add_argument("--cpu", action="store_true", help="fake CPU devices, gloo collectives")
   parser.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
+  parser.add_argument("--grace_s", type=float, default=60.0,
+                      help="after a process fails, seconds the others get before SIGKILL")
   parser.add_argument("main_args", nargs=argparse.REMAINDER)
   args = parser.parse_args()
   main_args = [a for a in args.main_args if a != "--"]
@@ -50,7 +56,14 @@ def main() -> int:
            f"--num_processes={args.num_processes}", f"--process_id={i}", *main_args]
     procs.append(subprocess.Popen(cmd, env=env))
 
-  code = 0
+  def forward(signum, _):
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signum)
+
+  signal.signal(signal.SIGTERM, forward)
+  signal.signal(signal.SIGINT, forward)
+  code, kill_at = 0, None
   while procs:
     for p in list(procs):
       rc = p.poll()
@@ -59,8 +72,18 @@ def main() -> int:
       procs.remove(p)
       if rc and not code:
         code = rc
+        print(f"launch/local.py: a process exited with code {rc}; stopping the others",
+              file=sys.stderr, flush=True)
         for other in procs:
           other.terminate()
+        kill_at = time.monotonic() + args.grace_s
+    if kill_at is not None and time.monotonic() > kill_at:
+      for p in procs:
+        if p.poll() is None:
+          print(f"launch/local.py: process {p.pid} still running {args.grace_s:.0f} s after "
+                "SIGTERM: killed", file=sys.stderr, flush=True)
+          p.kill()
+      kill_at = None
     time.sleep(0.2)
   return code
 
