@@ -48,7 +48,7 @@ class Checkpointer:
     # in `meta` (the loss curve): the checkpoint takes them as they are now.
     meta = json.loads(json.dumps(meta))
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        state=ocp.args.StandardSave(_fields(state)), meta=ocp.args.JsonSave(meta)), force=True)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -62,7 +62,8 @@ class Checkpointer:
       try:
         self._check_shapes(step, abstract_state)
         restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(_fields(abstract_state)),
+            meta=ocp.args.JsonRestore()))
       except Exception as e:  # a damaged checkpoint: any error its reader raises
         why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if i + 1 == len(steps):
@@ -74,9 +75,9 @@ class Checkpointer:
              f"back to step {steps[i + 1]}")
         continue
       # orbax gives optax's named-tuple states back as plain tuples; the leaves are in order.
-      state = jax.tree.unflatten(jax.tree.structure(abstract_state),
-                                 jax.tree.leaves(restored.state))
-      return step, state, restored.meta
+      state = {k: jax.tree.unflatten(jax.tree.structure(v), jax.tree.leaves(restored.state[k]))
+               for k, v in _fields(abstract_state).items()}
+      return step, abstract_state._replace(**state), restored.meta
     return None
 
   def _check_shapes(self, step: int, abstract_state) -> None:
@@ -95,3 +96,10 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _fields(state) -> dict:
+  """A train state (a NamedTuple) as the dict of its fields that hold something, which is how
+  orbax stores it: a field that is None (TrainState.fp8 without FP8 delayed scaling) is left
+  out, so checkpoints written before the field existed stay readable."""
+  return {k: v for k, v in state._asdict().items() if v is not None}

@@ -12,6 +12,7 @@ import ml_collections
 
 from slm_jax import hardware
 from slm_jax import model as model_lib
+from slm_jax.fp8 import SCALINGS as FP8_SCALINGS
 from slm_jax.errors import UserError
 
 STRATEGIES = ("single", "ddp", "fsdp_full", "fsdp_grad_op", "hsdp")
@@ -62,6 +63,15 @@ def base_config() -> ml_collections.ConfigDict:
   # gradient in HBM) or "gather" (optax's integer-label loss). The same value
   # (slm_jax.train.cross_entropy; measured: benchmarks/PERF_NOTES.md section 10).
   c.cross_entropy = "select"
+  # FP8 GEMMs for the q/k/v/o and gate/up/down projections (slm_jax.fp8): e4m3 weights and
+  # activations, e5m2 gradients, a scale per tensor; needs compute capability >= 8.9 (a CPU
+  # emulates them, for tests). Master weights, optimizer state, embedding, norms, attention
+  # and the LM head stay as they are. `fp8_scaling`: "current" (each tensor's own amax,
+  # stateless) or "delayed" (the largest amax of the last `fp8_amax_history` steps, kept in
+  # the train state and its checkpoints). Default "current" until the two are measured.
+  c.fp8 = False
+  c.fp8_scaling = "current"
+  c.fp8_amax_history = 1024
   # Where and how it runs.
   c.gpu = "cpu"
   c.strategy = "single"
@@ -248,7 +258,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     f"{logits_dtype(c)} logits have a {logits_dtype(c)} gradient")
   positive = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim", "vocab_size",
               "per_device_batch_size", "seq_len", "steps", "repeats", "ffn_pad_multiple",
-              "width_multiple")
+              "width_multiple", "fp8_amax_history")
   for field in positive:
     if c[field] <= 0:
       raise UserError(f"--config.{field} must be positive, got {c[field]}")
@@ -266,6 +276,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.cross_entropy not in CROSS_ENTROPY:
     raise UserError(f"--config.cross_entropy={c.cross_entropy!r} is not one of "
                     f"{list(CROSS_ENTROPY)}")
+  if c.fp8_scaling not in FP8_SCALINGS:
+    raise UserError(f"--config.fp8_scaling={c.fp8_scaling!r} is not one of "
+                    f"{list(FP8_SCALINGS)}")
   if c.mode not in MODES:
     raise UserError(f"--config.mode={c.mode!r} is not one of {list(MODES)}")
   if c.mode == "train":

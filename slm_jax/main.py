@@ -166,7 +166,7 @@ def _write_tensorboard(writer: Writer, record: dict) -> None:
   hp.update(status=record["status"], device_kind=record["device_kind"],
             num_devices=record["num_devices"])
   writer.hparams(hp, trial_id=record["run_id"])
-  for key in ("tokens_per_s", "tokens_per_s_per_device", "mfu", "token_per_dollar",
+  for key in ("tokens_per_s", "tokens_per_s_per_device", "mfu", "mfu_fp8", "token_per_dollar",
               "compile_s", "peak_memory_bytes", "dollars_spent", "final_eval_loss"):
     if isinstance(record.get(key), (int, float)):
       writer.scalar(f"summary/{key}", record[key], 0)

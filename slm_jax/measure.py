@@ -25,6 +25,12 @@ def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
   return gpu.peak_bf16_tflops if gpu else None
 
 
+def peak_fp8_tflops(device_kind: str) -> float | None:
+  """Dense FP8 peak of the device's GPU type (slm_jax.hardware); None without FP8 (A100)."""
+  gpu = hardware.from_device_kind(device_kind)
+  return gpu.peak_fp8_tflops if gpu else None
+
+
 def device_memory_limit(device: jax.Device) -> int | None:
   """Bytes the allocator may hand out on `device`, or None where the backend does not say (CPU)."""
   stats = device.memory_stats() or {}

@@ -10,6 +10,7 @@ table of rules rather than a change to this file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from slm_jax import fp8 as fp8_lib
 from slm_jax.attention import attend
 
 
@@ -100,7 +102,8 @@ def _scaled(kernel: jax.Array, in_scale: jax.Array | None) -> jax.Array:
   return kernel if in_scale is None else in_scale[:, None] * kernel
 
 
-def _fused_matmul(x: jax.Array, kernels: list[jax.Array], dtype) -> list[jax.Array]:
+def _fused_matmul(x: jax.Array, kernels: list[jax.Array], dtype,
+                  matmul=jnp.matmul) -> list[jax.Array]:
   """x times each kernel, as one matmul against the kernels side by side.
 
   For the projections that share an input (q/k/v, gate/up): one GEMM with a wider output in
@@ -108,7 +111,7 @@ def _fused_matmul(x: jax.Array, kernels: list[jax.Array], dtype) -> list[jax.Arr
   in place of one per kernel and the adds between them. The parameters stay separate, so
   the model, its checkpoints and HuggingFace conversion are unchanged; XLA's own merging of
   dots that share an operand stops at inputs of 16 MB, below a training batch."""
-  joined = x.astype(dtype) @ jnp.concatenate([k.astype(dtype) for k in kernels], axis=1)
+  joined = matmul(x.astype(dtype), jnp.concatenate([k.astype(dtype) for k in kernels], axis=1))
   splits = list(itertools.accumulate(k.shape[1] for k in kernels[:-1]))
   return jnp.split(joined, splits, axis=-1)
 
@@ -128,7 +131,8 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 class Attention(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, attention: str, dtype, param_dtype, rngs,
-               batch_sharding=None, fuse_projections: bool = False):
+               batch_sharding=None, fuse_projections: bool = False, fp8: str = "",
+               fp8_amax_history: int = 1024):
     self.cfg = cfg
     self.attention = attention
     self.batch_sharding = batch_sharding
@@ -139,6 +143,9 @@ class Attention(nnx.Module):
     self.k_proj = _linear(d, cfg.kv_heads * hd, ("embed", "kv_heads"), **kw)
     self.v_proj = _linear(d, cfg.kv_heads * hd, ("embed", "kv_heads"), **kw)
     self.o_proj = _linear(cfg.num_heads * hd, d, ("heads", "embed"), **kw)
+    # FP8 matmuls (slm_jax.fp8), one per GEMM: the fused q/k/v GEMM has one.
+    self.fp8 = fp8_lib.dots(fp8, ("qkv", "o") if fuse_projections else ("q", "k", "v", "o"),
+                            fp8_amax_history)
 
   def __call__(self, x: jax.Array, positions: jax.Array,
                in_scale: jax.Array | None = None) -> jax.Array:
@@ -147,7 +154,10 @@ class Attention(nnx.Module):
     x = x.astype(self.dtype)  # as nnx.Linear would
     kernels = [_scaled(m.kernel[...], in_scale).astype(self.dtype)
                for m in (self.q_proj, self.k_proj, self.v_proj)]
-    q, k, v = _fused_matmul(x, kernels, self.dtype) if self.fuse else [x @ w for w in kernels]
+    if self.fuse:
+      q, k, v = _fused_matmul(x, kernels, self.dtype, functools.partial(self._matmul, "qkv"))
+    else:
+      q, k, v = [self._matmul(site, x, w) for site, w in zip("qkv", kernels)]
     q = q.reshape(b, s, cfg.num_heads, cfg.head_dim)
     k = k.reshape(b, s, cfg.kv_heads, cfg.head_dim)
     v = v.reshape(b, s, cfg.kv_heads, cfg.head_dim)
@@ -155,7 +165,13 @@ class Attention(nnx.Module):
     k = rope(k, positions, cfg.rope_theta)
     with jax.named_scope("attention"):  # slm_jax.profile files these ops under attention
       o = attend(q, k, v, causal=True, impl=self.attention, batch_sharding=self.batch_sharding)
-    return self.o_proj(o.reshape(b, s, cfg.num_heads * cfg.head_dim))
+    o = o.reshape(b, s, cfg.num_heads * cfg.head_dim)
+    if self.fp8 is None:
+      return self.o_proj(o)
+    return self._matmul("o", o.astype(self.dtype), self.o_proj.kernel[...].astype(self.dtype))
+
+  def _matmul(self, site: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    return fp8_lib.matmul(self.fp8, site, x, w)
 
 
 class MLP(nnx.Module):
@@ -169,7 +185,7 @@ class MLP(nnx.Module):
   """
 
   def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs, pad_multiple: int = 1,
-               fuse_projections: bool = False):
+               fuse_projections: bool = False, fp8: str = "", fp8_amax_history: int = 1024):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.gate_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
     self.up_proj = _linear(cfg.d_model, cfg.ffn_dim, ("embed", "mlp"), **kw)
@@ -177,14 +193,22 @@ class MLP(nnx.Module):
     self.dtype = dtype
     self.pad = -cfg.ffn_dim % max(pad_multiple, 1)
     self.fuse = fuse_projections
+    self.fp8 = fp8_lib.dots(fp8, ("gate_up", "down") if fuse_projections
+                            else ("gate", "up", "down"), fp8_amax_history)
 
   def __call__(self, x: jax.Array, in_scale: jax.Array | None = None) -> jax.Array:
     x = x.astype(self.dtype)  # as nnx.Linear would; with no padding jnp.pad is the identity
     gate, up = (self._padded(_scaled(m.kernel[...], in_scale), 1)
                 for m in (self.gate_proj, self.up_proj))
     down = self._padded(self.down_proj.kernel[...], 0)
-    g, u = _fused_matmul(x, [gate, up], self.dtype) if self.fuse else (x @ gate, x @ up)
-    return (jax.nn.silu(g) * u) @ down
+    if self.fuse:
+      g, u = _fused_matmul(x, [gate, up], self.dtype, functools.partial(self._matmul, "gate_up"))
+    else:
+      g, u = self._matmul("gate", x, gate), self._matmul("up", x, up)
+    return self._matmul("down", jax.nn.silu(g) * u, down)
+
+  def _matmul(self, site: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    return fp8_lib.matmul(self.fp8, site, x, w)
 
   def _padded(self, w: jax.Array, axis: int) -> jax.Array:
     widths = [(0, 0), (0, 0)]
@@ -196,14 +220,16 @@ class Block(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, attention: str, ffn_pad_multiple: int, dtype,
                param_dtype, rngs, batch_sharding=None, fuse_projections: bool = False,
-               fold_norm_scale: bool = False):
+               fold_norm_scale: bool = False, fp8: str = "", fp8_amax_history: int = 1024):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    fp8_kw = dict(fp8=fp8, fp8_amax_history=fp8_amax_history)
     self.fold_norm_scale = fold_norm_scale
     self.input_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
     self.self_attn = Attention(cfg, attention=attention, batch_sharding=batch_sharding,
-                               fuse_projections=fuse_projections, **kw)
+                               fuse_projections=fuse_projections, **fp8_kw, **kw)
     self.post_attention_layernorm = _rmsnorm(cfg.d_model, cfg, **kw)
-    self.mlp = MLP(cfg, pad_multiple=ffn_pad_multiple, fuse_projections=fuse_projections, **kw)
+    self.mlp = MLP(cfg, pad_multiple=ffn_pad_multiple, fuse_projections=fuse_projections,
+                   **fp8_kw, **kw)
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     h, scale = self._norm(self.input_layernorm, x)
@@ -262,12 +288,15 @@ class Llama(nnx.Module):
   matmuls as bf16 GEMMs (_head_dot). `fuse_projections` runs q/k/v and gate/up as one matmul
   each (_fused_matmul). `fold_norm_scale` multiplies each block's RMSNorm scales into the
   kernels after them (_scaled); the final norm keeps its own. A bf16 `logits_dtype` makes the
-  head a plain bf16 matmul, whose gradient is bf16 whatever `logits_grad_dtype` says."""
+  head a plain bf16 matmul, whose gradient is bf16 whatever `logits_grad_dtype` says.
+  `fp8` ("current" or "delayed" scaling; "" = off) runs the q/k/v/o and gate/up/down
+  projections as FP8 GEMMs (slm_jax.fp8); the embedding, norms, attention and LM head stay."""
 
   def __init__(self, cfg: ModelConfig, *, attention: str = "xla", ffn_pad_multiple: int = 1,
                dtype=jnp.bfloat16, param_dtype=jnp.float32, activation_sharding=None,
                logits_grad_dtype=jnp.float32, fuse_projections: bool = False,
-               fold_norm_scale: bool = False, logits_dtype=jnp.float32, rngs: nnx.Rngs):
+               fold_norm_scale: bool = False, logits_dtype=jnp.float32, fp8: str = "",
+               fp8_amax_history: int = 1024, rngs: nnx.Rngs):
     self.cfg = cfg
     # Where the residual stream [batch, seq, d_model] lives (split by batch). Pinning it keeps
     # XLA from following sharded weights into model-parallel activations under FSDP.
@@ -285,7 +314,8 @@ class Llama(nnx.Module):
     self.layers = nnx.List(
         [Block(cfg, attention=attention, ffn_pad_multiple=ffn_pad_multiple,
                batch_sharding=activation_sharding, fuse_projections=fuse_projections,
-               fold_norm_scale=fold_norm_scale, **kw)
+               fold_norm_scale=fold_norm_scale, fp8=fp8, fp8_amax_history=fp8_amax_history,
+               **kw)
          for _ in range(cfg.num_layers)])
     self.norm = _rmsnorm(cfg.d_model, cfg, **kw)
     # bf16 operands, fp32 result: the loss sees fp32 logits at the cost of one bf16 matmul.

@@ -100,6 +100,9 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
   fpt = flops_per_token(mcfg, c.seq_len)
   price, price_source = pricing.price_per_device_hour(device_kind, c.price_per_device_hour)
   peak = measure.peak_tflops(device_kind, c.peak_tflops)
+  # FP8 runs keep `mfu` against the bf16 peak (comparable with every other record) and add
+  # their MFU against the FP8 peak, which is what their GEMMs could reach.
+  peak_fp8 = measure.peak_fp8_tflops(device_kind) if c.get("fp8", False) else None
   tps = measured.get("tokens_per_s")
   tps_dev = measured.get("tokens_per_s_per_device")
   achieved = tps_dev * fpt / 1e12 if tps_dev else None
@@ -137,6 +140,8 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "achieved_tflops_per_device": achieved,
       "peak_tflops": peak,
       "mfu": achieved / peak if achieved and peak else None,
+      "peak_fp8_tflops": peak_fp8,
+      "mfu_fp8": achieved / peak_fp8 if achieved and peak_fp8 else None,
       "peak_memory_bytes": None,
       "compile_s": None,
       "price_per_device_hour": price,
@@ -207,7 +212,9 @@ def summary(record: dict) -> str:
                     f"max {fmt(st.get('max', None) and st['max'] * 1e3, '.2f')})"),
       ("tokens/s", f"{fmt(record.get('tokens_per_s'), ',.0f')} "
                    f"({fmt(record.get('tokens_per_s_per_device'), ',.0f')} per device)"),
-      ("MFU", fmt(record.get("mfu") and record["mfu"] * 100, ".1f") + " %"),
+      ("MFU", fmt(record.get("mfu") and record["mfu"] * 100, ".1f") + " %"
+              + (f" of the bf16 peak, {record['mfu_fp8'] * 100:.1f} % of the FP8 peak"
+                 if record.get("mfu_fp8") else "")),
       ("memory", f"{fmt(mem and mem / 2**30, '.2f')} GiB "
                  + ("peak" if record.get("peak_memory_bytes") else "expected by XLA")),
       ("Token/Dollar", f"{fmt(record.get('token_per_dollar'), ',.0f')} tokens per USD "

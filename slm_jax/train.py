@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from slm_jax import config as config_lib
-from slm_jax import collectives, measure, profile, sharding
+from slm_jax import collectives, fp8 as fp8_lib, measure, profile, sharding
 from slm_jax.attention import check as check_attention
 from slm_jax.errors import UserError
 from slm_jax.model import Llama
@@ -25,6 +25,9 @@ from slm_jax.model import Llama
 class TrainState(NamedTuple):
   params: Any     # nested dict of fp32 arrays, HuggingFace-style names
   opt_state: Any  # optax state, fp32
+  # FP8 delayed scaling's scales and amax histories (slm_jax.fp8.Fp8State, replicated);
+  # None without them, so such a state is the two fields it always was.
+  fp8: Any = None
 
 
 class OutOfMemory(Exception):
@@ -84,7 +87,8 @@ class Program(NamedTuple):
   abstract_state: TrainState
   abstract_batch: dict
   step_fn: Callable[[TrainState, dict], tuple[TrainState, dict]]  # `step` before jit
-  loss: Callable[[Any, dict], jax.Array]  # mean loss of params on a batch (evaluation)
+  # Mean loss of params on a batch (evaluation), with the state's fp8 scales where it has them.
+  loss: Callable[[Any, dict, Any], jax.Array]
 
 
 def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) -> Program:
@@ -96,6 +100,8 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
   dtype, param_dtype = jnp.dtype(c.compute_dtype), jnp.dtype(c.param_dtype)
   check_attention(c.attention, dtype=dtype, head_dim=c.head_dim,
                   platform=mesh.devices.flat[0].platform)
+  if c.fp8:
+    fp8_lib.check_device(mesh.devices.flat[0])
 
   batch_sh = sharding.batch_sharding(mesh)
 
@@ -105,10 +111,12 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
                  logits_grad_dtype=jnp.dtype(config_lib.logits_grad_dtype(c)),
                  logits_dtype=jnp.dtype(config_lib.logits_dtype(c)),
                  fuse_projections=c.fuse_projections, fold_norm_scale=c.fold_norm_scale,
+                 fp8=c.fp8_scaling if c.fp8 else "", fp8_amax_history=c.fp8_amax_history,
                  rngs=rngs)
 
   abstract = nnx.eval_shape(lambda: new_model(nnx.Rngs(0)))
-  graphdef, abstract_vars = nnx.split(abstract, nnx.Param)
+  graphdef, abstract_vars, abstract_fp8 = nnx.split(abstract, nnx.Param, fp8_lib.Fp8State)
+  has_fp8_state = bool(jax.tree.leaves(abstract_fp8))
   optimizer = make_optimizer(c)
 
   param_sh = sharding.shardings(abstract_vars, mesh, strategy.params)
@@ -119,27 +127,39 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, grad_sh,
                                  transform_non_params=lambda _: sharding.replicated(mesh))
-  state_sh = TrainState(param_sh, opt_sh)
+  # Scales and amax histories are scalars and short vectors, the same on every device (the
+  # amaxes are of the global tensors): replicated under every strategy.
+  fp8_sh = sharding.shardings(abstract_fp8, mesh, {}) if has_fp8_state else None
+  state_sh = TrainState(param_sh, opt_sh, fp8_sh)
 
   def init(key) -> TrainState:
     # The key is an argument, not a constant: with a constant seed XLA would try to
     # constant-fold the whole random initialisation at compile time (minutes for 500M on GPU).
-    _, variables = nnx.split(new_model(nnx.Rngs(params=key)), nnx.Param)
+    _, variables, fp8_vars = nnx.split(new_model(nnx.Rngs(params=key)), nnx.Param,
+                                       fp8_lib.Fp8State)
     params = nnx.to_pure_dict(variables)
-    return TrainState(params, optimizer.init(params))
+    return TrainState(params, optimizer.init(params),
+                      nnx.to_pure_dict(fp8_vars) if has_fp8_state else None)
 
-  def loss_fn(params, batch):
-    logits = nnx.merge(graphdef, params)(batch["inputs"])
+  def loss_fn(params, batch, fp8_state=None):
+    states = (params,) if fp8_state is None else (params, fp8_state)
+    logits = nnx.merge(graphdef, *states)(batch["inputs"])
     with jax.named_scope("cross_entropy"):  # the scopes name slm_jax.profile's categories
       return cross_entropy(logits, batch["targets"], c.cross_entropy)
 
   def step(state: TrainState, batch: dict):
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+    if state.fp8 is None:
+      loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+      fp8_state = None
+    else:  # the fp8 state's "gradient" is its next value (slm_jax.fp8)
+      loss, (grads, fp8_state) = jax.value_and_grad(loss_fn, argnums=(0, 2))(
+          state.params, batch, state.fp8)
     grads = jax.lax.with_sharding_constraint(grads, grad_sh)
     with jax.named_scope("optimizer"):
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return (TrainState(params, opt_state, fp8_state),
+            {"loss": loss, "grad_norm": optax.tree.norm(grads)})
 
   global_batch = c.per_device_batch_size * mesh.devices.size
 
@@ -153,7 +173,8 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
                     for k in ("inputs", "targets")}
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      TrainState(abstract_params, abstract_opt), state_sh)
+      TrainState(abstract_params, abstract_opt,
+                 nnx.to_pure_dict(abstract_fp8) if has_fp8_state else None), state_sh)
   return Program(
       mesh=mesh, state_shardings=state_sh, grad_shardings=grad_sh,
       init=jax.jit(init, out_shardings=state_sh),
@@ -161,7 +182,7 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0),
       batch=jax.jit(batch, out_shardings=batch_sh),
       abstract_state=abstract_state, abstract_batch=abstract_batch, step_fn=step,
-      loss=jax.jit(loss_fn, in_shardings=(param_sh, batch_sh),
+      loss=jax.jit(loss_fn, in_shardings=(param_sh, batch_sh, fp8_sh),
                    out_shardings=sharding.replicated(mesh)))
 
 
@@ -219,7 +240,7 @@ def compile_with_options(c: ml_collections.ConfigDict, lowered):
 def memory_split(program: Program, compiled) -> dict:
   """Bytes per device by role: parameters, gradients, optimizer state (from their shardings)
   and XLA's temporaries (activations and workspace) for one step."""
-  params, opt_state = program.abstract_state
+  params, opt_state = program.abstract_state.params, program.abstract_state.opt_state
   try:
     temp = compiled.memory_analysis().temp_size_in_bytes
   except Exception:  # not every backend reports it

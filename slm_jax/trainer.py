@@ -173,7 +173,7 @@ class Session:
         "eval": self.evals, "data": _gather_positions(self.pos)})
 
   def evaluate(self) -> None:
-    loss = float(np.mean([float(self.eval_loss(self.state.params, b))
+    loss = float(np.mean([float(self.eval_loss(self.state.params, b, self.state.fp8))
                           for b in self.eval_batches]))
     self.evals.append([self.step, self.seconds(), self.dollars(), loss])
     self._scalars("eval", loss)
@@ -313,7 +313,8 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
     # Compiled now, so that no evaluation pays for it out of the budget; with the step's XLA
     # options, which may be what lets this model compile at all.
     eval_loss = train.compile_with_options(
-        c, program.loss.lower(program.abstract_state.params, program.abstract_batch))
+        c, program.loss.lower(program.abstract_state.params, program.abstract_batch,
+                              program.abstract_state.fp8))
     out["compile_s"] = time.perf_counter() - t0
   out["expected_memory_bytes"] = measure.expected_memory(compiled)
 
