@@ -45,6 +45,8 @@ _ATTENTION = flags.DEFINE_list(
     "default: the one matching --config.attention.")
 _COMPILE = flags.DEFINE_list("torch_compile", ["false"], "torch.compile for the torch runs: "
                              "false, true, or false,true for both.")
+_FP8 = flags.DEFINE_list("torch_fp8", [], "torchao float8 training for the torch runs: false, "
+                         "true, or false,true for both; default: as --config.fp8 (like for like).")
 
 _SDPA_BACKEND = flags.DEFINE_string(
     "torch_sdpa_backend", "auto", "Passed to the torch runs: auto (the fastest fused SDPA "
@@ -69,7 +71,7 @@ COLUMNS = (
     ("peak_memory_bytes", "peak GiB", "{:.1f}", 2**-30), ("compile_s", "compile s", "{:.1f}"),
     ("token_per_dollar", "Token/$", "{:,.0f}"), ("final_loss", "final loss", "{:.4f}"),
     ("torch_sdpa_backend", "SDPA kernel", "{}"), ("torch_compile_scope", "compiled", "{}"),
-    ("jax_speedup", "JAX speed-up", "{:.2f}x"))
+    ("fp8", "fp8", "{}"), ("jax_speedup", "JAX speed-up", "{:.2f}x"))
 
 
 def _define_config_flag():
@@ -89,30 +91,37 @@ def config_args() -> list[str]:
 
 
 def runs(c, tag: str) -> list[dict]:
-  """Every measurement to make: JAX once, then each torch attention x compile setting."""
+  """Every measurement to make: JAX once, then each torch attention x compile x fp8 setting."""
   attentions = [torch_ref.attention_for(c.attention, a) for a in _ATTENTION.value or [""]]
-  compiles = []
-  for value in _COMPILE.value:
-    if value.lower() not in _BOOLS:
-      raise UserError(f"--torch_compile={value!r}: say false, true or false,true")
-    compiles.append(_BOOLS[value.lower()])
+  compiles, fp8s = [], []
+  for flag, values, out in (("torch_compile", _COMPILE.value, compiles),
+                            ("torch_fp8", _FP8.value or [str(c.fp8)], fp8s)):
+    for value in values:
+      if value.lower() not in _BOOLS:
+        raise UserError(f"--{flag}={value!r}: say false, true or false,true")
+      out.append(_BOOLS[value.lower()])
   try:
     batches = [int(b) for b in _BATCHES.value]
   except ValueError:
     raise UserError(f"--batches={','.join(_BATCHES.value)}: say per-device batches, e.g. 16,32")
+  # fp8: "off", or the scaling that picks the scales (torchao's float8 is current scaling).
   variants = [{"stack": "jax", "attention": c.attention, "compiler": "XLA", "tag": f"{tag}/jax",
-               "module": "slm_jax.main", "args": []}]
+               "fp8": c.fp8_scaling if c.fp8 else "off", "module": "slm_jax.main", "args": []}]
   for attention in dict.fromkeys(attentions):
     for compile in dict.fromkeys(compiles):
-      compiler = "torch.compile" if compile else "none"
-      variants.append({"stack": "torch", "attention": attention, "compiler": compiler,
-                       "tag": f"{tag}/torch-{attention}" + ("-compile" if compile else ""),
-                       "module": "slm_jax.torch_ref.main",
-                       "args": [f"--torch_attention={attention}",
-                                f"--torch_compile={str(compile).lower()}",
-                                f"--torch_sdpa_backend={_SDPA_BACKEND.value}",
-                                f"--torch_compile_scope={_COMPILE_SCOPE.value}",
-                                f"--torch_compile_mode={_COMPILE_MODE.value}"]})
+      for fp8 in dict.fromkeys(fp8s):
+        compiler = "torch.compile" if compile else "none"
+        variants.append({"stack": "torch", "attention": attention, "compiler": compiler,
+                         "fp8": "current" if fp8 else "off",
+                         "tag": (f"{tag}/torch-{attention}" + ("-compile" if compile else "")
+                                 + ("-fp8" if fp8 else "")),
+                         "module": "slm_jax.torch_ref.main",
+                         "args": [f"--torch_attention={attention}",
+                                  f"--torch_compile={str(compile).lower()}",
+                                  f"--torch_fp8={str(fp8).lower()}",
+                                  f"--torch_sdpa_backend={_SDPA_BACKEND.value}",
+                                  f"--torch_compile_scope={_COMPILE_SCOPE.value}",
+                                  f"--torch_compile_mode={_COMPILE_MODE.value}"]})
   if not batches:
     return variants
   # Given last, the batch overrides any --config.per_device_batch_size before it.
@@ -121,10 +130,11 @@ def runs(c, tag: str) -> list[dict]:
 
 
 def best_per_variant(rows: list[dict]) -> list[dict]:
-  """One row per (stack, attention, compiler): its fastest ok batch, else its first result."""
+  """One row per (stack, attention, compiler, fp8): its fastest ok batch, else its first
+  result."""
   out: dict[tuple, dict] = {}
   for row in rows:
-    key = (row["stack"], row["attention"], row["compiler"])
+    key = (row["stack"], row["attention"], row["compiler"], row.get("fp8"))
     held = out.get(key)
     faster = (row.get("status") == "ok" and
               (held is None or held.get("status") != "ok" or
@@ -180,7 +190,7 @@ def main(argv):
   rows = []
   for run in todo:
     row = found.get(run["tag"]) or {"status": f"no record (exit code {codes[run['tag']]})"}
-    rows.append({**row, **{k: run[k] for k in ("stack", "attention", "compiler")}})
+    rows.append({**row, **{k: run[k] for k in ("stack", "attention", "compiler", "fp8")}})
   every = rows
   rows = best_per_variant(rows)
   batch = (f"best of batches {','.join(_BATCHES.value)}/device" if _BATCHES.value

@@ -5,8 +5,8 @@ with `stack: "torch"` to <workdir>/results.jsonl, beside slm_jax.main's records.
   python -m slm_jax.torch_ref.main --config=configs/1b_h100.py --torch_attention=eager
   python -m slm_jax.torch_ref.main --config=configs/1b_h100.py --config.strategy=fsdp_full
 
-The flags are slm_jax.main's (--config, --workdir, --tag, --dry_run) plus --torch_attention
-and --torch_compile. A strategy other than `single` needs one process per device: started
+The flags are slm_jax.main's (--config, --workdir, --tag, --dry_run) plus --torch_attention,
+--torch_compile and --torch_fp8 (and the other --torch_* below). A strategy other than `single` needs one process per device: started
 here through torchrun, on all GPUs or --config.num_devices of them (on several hosts, start
 this module under torchrun yourself).
 """
@@ -44,6 +44,8 @@ _COMPILE_SCOPE = flags.DEFINE_string(
 _COMPILE_MODE = flags.DEFINE_string(
     "torch_compile_mode", "default", "torch.compile's mode: default, max-autotune-no-cudagraphs, "
     "max-autotune or reduce-overhead.")
+_FP8 = flags.DEFINE_bool("torch_fp8", None, "The decoder's projections as torchao float8 "
+                         "training (torchao.float8); default: as --config.fp8.")
 _SDPA_BACKEND = flags.DEFINE_string(
     "torch_sdpa_backend", "auto", "SDPA kernel for sdpa attention: auto (the fastest of flash, "
     "cudnn and efficient, measured at start-up on the model's attention shape), flash, cudnn, "
@@ -95,14 +97,14 @@ def setup_from_flags(attention: str):
 
 
 def execute(c, workdir: Path, *, setup, dry_run: bool,
-            tag: str | None = None) -> tuple[dict, int]:
+            tag: str | None = None, fp8: bool | None = None) -> tuple[dict, int]:
   """Runs `c` on torch and writes its record (rank 0 only); returns (record, exit code).
 
   Statuses and exit codes are slm_jax.main's: oom is a result (0), a config that cannot run
   is an error (2), an internal failure keeps its traceback in <workdir>/errors (1)."""
   from slm_jax.torch_ref import train as torch_train
 
-  c = torch_train.torch_config(c, setup.attention)
+  c = torch_train.torch_config(c, setup.attention, fp8)
   writes = rank() == 0
   writer, run_id = None, results.new_run_id()
   progress = jax_main.Progress(c, None) if writes else (lambda *a: None)
@@ -167,7 +169,8 @@ def main(argv):
         sys.exit(launch(torch_train.device_count(c)))
     setup = setup_from_flags(attention)
     setup.check()
-    record, code = execute(c, workdir, setup=setup, dry_run=FLAGS.dry_run, tag=FLAGS.tag)
+    record, code = execute(c, workdir, setup=setup, dry_run=FLAGS.dry_run, tag=FLAGS.tag,
+                           fp8=_FP8.value)
   except UserError as e:  # the config itself is wrong: nothing was run or written
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -78,11 +78,46 @@ class TorchSetup(NamedTuple):
                       "(default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs)")
 
 
-def torch_config(c: ml_collections.ConfigDict, attention: str) -> ml_collections.ConfigDict:
-  """A copy of `c` saying what torch runs: its records then read `attention: eager|sdpa`."""
+def torch_config(c: ml_collections.ConfigDict, attention: str,
+                 fp8: bool | None = None) -> ml_collections.ConfigDict:
+  """A copy of `c` saying what torch runs: its records then read `attention: eager|sdpa`, and
+  `fp8` as run (None: the config's), whose scaling is torchao's dynamic (current) one."""
   c = ml_collections.ConfigDict(c.to_dict())
   c.attention = attention
+  if fp8 is not None:
+    c.fp8 = fp8
+  if c.fp8:
+    c.fp8_scaling = "current"
   return c
+
+
+# The decoder's projections, the linears slm_jax.model runs in FP8 with --config.fp8.
+FP8_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def convert_to_fp8(model: torch.nn.Module, device: torch.device) -> int:
+  """The decoder's projections as torchao's Float8Linear (torchtitan's float8 training:
+  dynamic per-tensor scales, e4m3 weights and activations, e5m2 gradients); returns how many.
+
+  torch's FP8 GEMM (`torch._scaled_mm`) needs both dimensions a multiple of 16, so projections
+  of other widths stay bf16, as torchtitan leaves them: the paper's FFN widths 2332, 4147 and
+  6739 (the JAX side pads its FFN GEMMs instead; `width_multiple=128` aligns both)."""
+  if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+    raise UserError(f"--torch_fp8=true needs FP8 tensor cores (compute capability >= 8.9), "
+                    f"but {torch.cuda.get_device_name(device)} has none; run without it")
+  try:
+    from torchao.float8 import convert_to_float8_training
+  except ImportError as e:
+    raise UserError(f"--torch_fp8=true needs torchao: pip install torchao ({e})") from e
+
+  def wanted(module: torch.nn.Module, name: str) -> bool:
+    return (isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in FP8_PROJECTIONS
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+  convert_to_float8_training(model, module_filter_fn=wanted)
+  # torchao's Float8Linear subclasses nn.Linear.
+  return sum(isinstance(m, torch.nn.Linear) and type(m) is not torch.nn.Linear
+             for m in model.modules())
 
 
 class Placement(NamedTuple):
@@ -315,6 +350,8 @@ def _train(c, mcfg, where: Placement, setup: TorchSetup, on_step, out: dict):
   out["torch_sdpa_backend"] = choose_sdpa_backend(setup, c, mcfg, where, out)
   model = model_lib.build(mcfg, setup.attention, c.seq_len, where.device)
   model = model.to(_DTYPES[c.param_dtype])
+  if c.fp8:  # before the strategy's wrapper and torch.compile, as torchao asks
+    out["torch_fp8_linears"] = convert_to_fp8(model, where.device)
   no_decay = {n for n, p in model.named_parameters() if p.ndim < 2}
   module, clip = _wrap(model, c, where)
   optimizer = _optimizer(c, module, no_decay)
@@ -382,7 +419,8 @@ def run(c: ml_collections.ConfigDict, *, setup: TorchSetup, dry_run: bool = Fals
                       f"{c[field]!r} (float16 would need a loss scaler the JAX side lacks)")
   setup.check()
   mcfg = config_lib.model_config(c)
-  out.update(torch_compile=setup.compile, params=model_lib.count_params(mcfg))
+  out.update(torch_compile=setup.compile, torch_fp8=bool(c.fp8),
+             params=model_lib.count_params(mcfg))
   if dry_run:
     n = device_count(c)
     out.update(num_devices=n, num_processes=n, global_batch=c.per_device_batch_size * n)
