@@ -87,8 +87,9 @@ class Program(NamedTuple):
   abstract_state: TrainState
   abstract_batch: dict
   step_fn: Callable[[TrainState, dict], tuple[TrainState, dict]]  # `step` before jit
-  # Mean loss of params on a batch (evaluation), with the state's fp8 scales where it has them.
-  loss: Callable[[Any, dict, Any], jax.Array]
+  # Mean loss of params on a batch (evaluation); loss(params, batch, fp8) where the state has
+  # fp8 scales (TrainState.fp8 not None).
+  loss: Callable[..., jax.Array]
 
 
 def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) -> Program:
@@ -182,7 +183,7 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0),
       batch=jax.jit(batch, out_shardings=batch_sh),
       abstract_state=abstract_state, abstract_batch=abstract_batch, step_fn=step,
-      loss=jax.jit(loss_fn, in_shardings=(param_sh, batch_sh, fp8_sh),
+      loss=jax.jit(loss_fn, in_shardings=(param_sh, batch_sh) + ((fp8_sh,) if fp8_sh else ()),
                    out_shardings=sharding.replicated(mesh)))
 
 

@@ -173,7 +173,8 @@ class Session:
         "eval": self.evals, "data": _gather_positions(self.pos)})
 
   def evaluate(self) -> None:
-    loss = float(np.mean([float(self.eval_loss(self.state.params, b, self.state.fp8))
+    fp8 = () if self.state.fp8 is None else (self.state.fp8,)  # delayed scaling's scales
+    loss = float(np.mean([float(self.eval_loss(self.state.params, b, *fp8))
                           for b in self.eval_batches]))
     self.evals.append([self.step, self.seconds(), self.dollars(), loss])
     self._scalars("eval", loss)
@@ -307,6 +308,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
   eval_batches = [data.to_device(next(held_out)[0], batch_sh)
                   for _ in range(c.eval_batches if held_out else 0)]
 
+  fp8 = program.abstract_state.fp8  # delayed scaling's scales, which the held-out loss reads
   with train.out_of_memory_is_a_result("compiling the step"):
     t0 = time.perf_counter()
     compiled = train.compile_with_options(c, guarded_step(c, program))
@@ -314,7 +316,7 @@ def run(c: ml_collections.ConfigDict, *, workdir: Path,
     # options, which may be what lets this model compile at all.
     eval_loss = train.compile_with_options(
         c, program.loss.lower(program.abstract_state.params, program.abstract_batch,
-                              program.abstract_state.fp8))
+                              *(() if fp8 is None else (fp8,))))
     out["compile_s"] = time.perf_counter() - t0
   out["expected_memory_bytes"] = measure.expected_memory(compiled)
 

@@ -154,6 +154,26 @@ def test_the_projections_and_only_they_become_fp8_gemms(fuse):
   assert not fp8_dots(step_hlo(tiny()))
 
 
+def _fp8_gpu() -> bool:
+  try:
+    fp8.check_device(jax.devices()[0])
+  except UserError:
+    return False
+  return jax.devices()[0].platform == "gpu"
+
+
+@pytest.mark.skipif(not _fp8_gpu(), reason="needs a GPU with FP8 tensor cores")
+@pytest.mark.parametrize("scaling", ["current", "delayed"])
+def test_on_an_fp8_gpu_every_projection_gemm_is_a_cublaslt_fp8_gemm(scaling):
+  # As the Hopper presets compile (cuBLAS, not Triton, for XLA's GEMMs).
+  c = tiny(fp8=True, fp8_scaling=scaling, xla_options="xla_gpu_enable_triton_gemm=false")
+  program = train.build(c)
+  compiled = train.compile_step(c, program)[0].as_text()
+  targets = re.findall(r'custom_call_target="([^"]*)"', compiled)
+  f8 = [t for t in targets if "f8" in t]
+  assert len(f8) == 3 * 7 * c.num_layers, sorted(set(targets))
+
+
 @pytest.mark.parametrize("scaling", ["current", "delayed"])
 def test_fp8_training_lowers_the_loss_with_finite_gradients(scaling):
   out = train.run(tiny(fp8=True, fp8_scaling=scaling))

@@ -62,7 +62,7 @@ def test_strategy_matches_single_device(name, overrides, reference):
 
 def layout(name):
   program = train.build(tiny(strategy=name))
-  params, opt_state = program.abstract_state
+  params, opt_state = program.abstract_state.params, program.abstract_state.opt_state
   return (sharding.bytes_per_device(params, program.state_shardings.params),
           sharding.bytes_per_device(opt_state, program.state_shardings.opt_state),
           sharding.bytes_per_device(params, program.grad_shardings))
