@@ -74,10 +74,7 @@ class Checkpointer:
         warn(f"checkpoint step {step} in {self.directory} is unreadable ({why}); falling "
              f"back to step {steps[i + 1]}")
         continue
-      # orbax gives optax's named-tuple states back as plain tuples; the leaves are in order.
-      state = {k: jax.tree.unflatten(jax.tree.structure(v), jax.tree.leaves(restored.state[k]))
-               for k, v in _fields(abstract_state).items()}
-      return step, abstract_state._replace(**state), restored.meta
+      return step, _rebuilt(abstract_state, restored.state), restored.meta
     return None
 
   def _check_shapes(self, step: int, abstract_state) -> None:
@@ -98,8 +95,23 @@ class Checkpointer:
     self._manager.close()
 
 
-def _fields(state) -> dict:
+def _fields(state):
   """A train state (a NamedTuple) as the dict of its fields that hold something, which is how
   orbax stores it: a field that is None (TrainState.fp8 without FP8 delayed scaling) is left
-  out, so checkpoints written before the field existed stay readable."""
+  out, so checkpoints written before the field existed stay readable. Other states as they
+  are."""
+  if not hasattr(state, "_asdict"):
+    return state
   return {k: v for k, v in state._asdict().items() if v is not None}
+
+
+def _rebuilt(abstract_state, restored):
+  """`restored` in `abstract_state`'s structure. orbax gives optax's named-tuple states back as
+  plain tuples; the leaves are in order within each field."""
+  def like(abstract, tree):
+    return jax.tree.unflatten(jax.tree.structure(abstract), jax.tree.leaves(tree))
+
+  fields = _fields(abstract_state)
+  if fields is abstract_state:
+    return like(abstract_state, restored)
+  return abstract_state._replace(**{k: like(v, restored[k]) for k, v in fields.items()})

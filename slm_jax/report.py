@@ -157,6 +157,8 @@ def prepare(records: list[dict], stack: str = "jax", variants: bool = False,
     config = r.get("config") or {}
     if config.get("steps", MIN_TIMED_STEPS) * config.get("repeats", 1) < MIN_TIMED_STEPS:
       continue
+    if config.get("fp8"):  # the paper's questions are about bf16 training: FP8 stays apart
+      continue
     value = None
     if r["status"] == "ok":
       # Paper units from the current ratio table, so records written before a GPU had a ratio
@@ -523,7 +525,9 @@ def train_curves(records: list[dict], reprice: tuple[str, ...] = (),
       continue
     known = hardware.from_device_kind(r.get("device_kind", ""))
     gpu = known.name if known else r.get("device_kind", "?")
+    config = r.get("config") or {}
     label = (f"{PAPER_MODEL.get(r['model'], r['model'])} on {r['num_devices']} x {gpu}"
+             + (f", fp8 {config.get('fp8_scaling')}" if config.get("fp8") else "")
              + (f" [{r['tag']}]" if r.get("tag") else ""))
     prices = [(label, 1.0)] + [
         (f"{label} at {g} price (re-priced)",

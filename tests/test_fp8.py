@@ -310,3 +310,16 @@ def test_records_carry_fp8_and_its_mfu_against_the_fp8_peak():
   assert on["mfu_fp8"] == pytest.approx(on["achieved_tflops_per_device"] / 1979.0)
   assert off["mfu_fp8"] is None and off["peak_fp8_tflops"] is None
   assert "of the FP8 peak" in results.summary(on) and "FP8" not in results.summary(off)
+
+
+def test_the_report_keeps_fp8_runs_off_the_paper_s_figures_and_labels_their_curves():
+  from slm_jax import report
+  from test_report import record, train_record
+
+  bf16, ours = record(tps_per_device=100), record(tps_per_device=200)
+  ours["config"] = {"fp8": True, "fp8_scaling": "current"}
+  assert [r["tokens_per_s_per_device"] for r in report.prepare([bf16, ours])] == [100]
+  curve = train_record("100m", "NVIDIA H100 80GB HBM3", 3.0, 1.0)
+  curve["config"] = {"fp8": True, "fp8_scaling": "delayed"}
+  [c] = report.train_curves([curve])
+  assert "fp8 delayed" in c["label"]
