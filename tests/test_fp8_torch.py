@@ -62,11 +62,11 @@ def test_a_torch_fp8_run_trains_and_says_so():
   torchao()
   c = config_lib.tiny_config()
   c.update(steps=3, repeats=1, warmup_steps=1, learning_rate=3e-3, lr_warmup_steps=1)
-  out = torch_train.run(c, attention="eager", fp8=True)
-  assert out["torch_fp8"] is True and out["torch_fp8_linears"] == 8
-  assert np.isfinite(out["losses"]).all()
   tc = torch_train.torch_config(c, "eager", True)
   assert tc.fp8 is True and tc.fp8_scaling == "current" and c.fp8 is False
+  out = torch_train.run(tc, setup=torch_train.TorchSetup(attention="eager"))
+  assert out["torch_fp8"] is True and out["torch_fp8_linears"] == 8
+  assert np.isfinite(out["losses"]).all()
   record = results.make_record(tc, status="ok", measured=out, stack="torch",
                                devices=[results.DeviceInfo("cpu", "cpu")])
   assert record["torch_fp8"] is True and record["config"]["fp8"] is True
