@@ -3,7 +3,6 @@ the GEMMs XLA is handed, training, delayed scaling's state under every strategy 
 checkpoints, the device check and the records."""
 
 import re
-import shutil
 import types
 from typing import Any, NamedTuple
 
