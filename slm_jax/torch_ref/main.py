@@ -7,8 +7,8 @@ with `stack: "torch"` to <workdir>/results.jsonl, beside slm_jax.main's records.
 
 The flags are slm_jax.main's (--config, --workdir, --tag, --dry_run) plus --torch_attention,
 --torch_compile and --torch_fp8 (and the other --torch_* below). A strategy other than
-`single` needs one process per device: started here through torchrun, on all GPUs or --config.num_devices of them (on several hosts, start
-this module under torchrun yourself).
+`single` needs one process per device: started here through torchrun, on all GPUs or
+--config.num_devices of them (on several hosts, start this module under torchrun yourself).
 """
 
 import os
