@@ -84,13 +84,14 @@ class Checkpointer:
     shardings (so any device count or strategy can resume), or None when there is none.
     Raises UserError when none can be read: starting over would soon delete them all."""
     steps = sorted(self._manager.all_steps(), reverse=True)
+    if steps:  # before reading: a failed read's callbacks may fire while the error propagates
+      _quiet_closed_loop_callbacks()
     for i, step in enumerate(steps):
       try:
         self._check_shapes(step, abstract_state)
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
       except Exception as e:  # a damaged checkpoint: any error its reader raises
-        _quiet_closed_loop_callbacks()
         why = _reason(e)
         if i + 1 == len(steps):
           raise UserError(

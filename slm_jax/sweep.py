@@ -171,7 +171,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: boo
   gpu = sweep.gpu if sweep.gpu != "auto" else preset_gpu(devices["kind"])
   grid = points(sweep, devices["count"])
   dropped = dropped_counts(sweep.grid.get("num_devices", "present"), devices["count"])
-  if dropped:
+  if dropped and set(sweep.grid.get("strategy", ("single",))) - {"single"}:
     print(f"note: grid.num_devices {', '.join(map(str, dropped))} left out: this machine has "
           f"{devices['count']} {devices['platform']} device{'s' * (devices['count'] > 1)}",
           flush=True)

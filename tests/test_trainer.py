@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from slm_jax import config as config_lib
-from slm_jax import data, results, tokenizer, train, trainer
+from slm_jax import data, results, tokenizer, train, trainer, workdir
 from slm_jax.checkpoint import Checkpointer
-from slm_jax.errors import UserError
+from slm_jax.errors import NothingToDo, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -281,3 +281,118 @@ def test_step_inputs_times_every_way_of_feeding_the_step(tmp_path):
   text = next(r for r in embed if r["way"].endswith("/text"))
   uniform = next(r for r in embed if r["way"].endswith("/uniform"))
   assert text["most_repeated_token_count"] > uniform["most_repeated_token_count"]
+
+
+def corrupt(directory: Path) -> None:
+  """Flips every 7th byte of a checkpoint's array files, as a bad disk would."""
+  for f in directory.rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      b = bytearray(f.read_bytes())
+      b[::7] = bytes(x ^ 0xFF for x in b[::7])
+      f.write_bytes(b)
+
+
+def test_a_damaged_checkpoint_is_one_short_warning_and_the_run_goes_on(text, straight,
+                                                                      tmp_path):
+  shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
+  corrupt(tmp_path / "checkpoints/6/state")
+  proc = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
+       f"--workdir={tmp_path}", "--config.train_steps=7", "--config.eval_every=0",
+       "--config.per_device_batch_size=4", "--config.seq_len=64",
+       *[f"--config.{k}={v}" for k, v in text.items()]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
+  [line] = proc.stderr.strip().splitlines()  # no "Event loop is closed" tracebacks
+  assert line.startswith("warning: checkpoint step 6 in") and "falling back to step 3" in line
+  assert len(line) < 500 and "tensorstore_spec" not in line
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["resumed_from_step"] == 3 and record["steps_trained"] == 7
+
+
+def test_a_finished_run_run_again_trains_and_records_nothing(text, straight, tmp_path):
+  shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
+  with pytest.raises(NothingToDo, match="has already trained 6 steps"):
+    trainer.run(cfg(text), workdir=tmp_path)
+  proc = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
+       f"--workdir={tmp_path}", "--config.train_steps=6",
+       *[f"--config.{k}={v}" for k, v in text.items()]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert proc.returncode == 0 and "nothing to train" in proc.stdout, proc.stderr
+  assert "status" not in proc.stdout and not proc.stderr.strip()
+  assert not (tmp_path / "results.jsonl").exists() and not (tmp_path / "tensorboard").exists()
+
+
+HOLD = """
+import sys, time
+from slm_jax import workdir
+workdir.Lock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_workdir_locked_by_a_running_process_is_refused_and_a_dead_one_s_taken_over(
+    text, tmp_path):
+  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(UserError, match=f"is in use by process {holder.pid} on "):
+      trainer.run(cfg(text), workdir=tmp_path)
+  finally:
+    holder.kill()  # SIGKILL: the lock file still names it
+    holder.wait()
+  assert workdir.Lock(tmp_path).read_holder()["pid"] == holder.pid
+  lock = workdir.Lock(tmp_path)
+  lock.acquire()  # a dead holder's lock is taken over
+  assert lock.read_holder()["pid"] == os.getpid()
+  lock.release()
+  assert lock.read_holder() == {}  # a finished run holds nothing
+
+
+def test_ctrl_c_checkpoints_records_preempted_and_refuses_a_second_run_meanwhile(text,
+                                                                                 tmp_path):
+  proc = launch(text, tmp_path, "--config.checkpoint_every=0")
+  line = ""
+  while "train step 5/" not in line:
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+  # A second run in the same workdir while the first trains: one error line naming it.
+  second = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny_train.py",
+       f"--workdir={tmp_path}", "--config.learning_rate=1e-3",
+       *[f"--config.{k}={v}" for k, v in text.items()]],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert second.returncode == 2
+  [error] = second.stderr.strip().splitlines()
+  assert error.startswith(f"error: {tmp_path} is in use by process {proc.pid} on ")
+  assert "slm_jax.main" in error
+  proc.send_signal(signal.SIGINT)
+  stdout, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+  assert "interrupted: checkpointing" in stderr
+  [record] = results.read(tmp_path / "results.jsonl")  # the second run wrote nothing
+  assert record["status"] == "preempted" and record["message"].startswith("SIGINT after")
+  step = record["steps_trained"]
+  assert (tmp_path / "checkpoints" / str(step)).is_dir()
+  out = trainer.run(cfg(text, train_steps=step + 2, eval_every=0), workdir=tmp_path)
+  assert out["resumed_from_step"] == step and out["losses"][:step] == record["losses"]
+
+
+def test_a_second_ctrl_c_exits_at_once(text, tmp_path):
+  proc = launch(text, tmp_path, "--config.checkpoint_every=0")
+  line = ""
+  while "train step 3/" not in line:
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+  proc.send_signal(signal.SIGINT)
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 130 and "interrupted again: exiting now" in stderr
+  assert "Traceback" not in stderr and not (tmp_path / "results.jsonl").exists()
