@@ -9,6 +9,11 @@ class UserError(ValueError):
   """A configuration, shape or device that cannot be served; the message says what to change."""
 
 
+class WorkdirInUse(UserError):
+  """Another running process holds the workdir: nothing was run, so nothing is recorded (an
+  error record there would sit among the other run's records)."""
+
+
 class NonFinite(Exception):
   """A step's loss, gradient norm or learning rate was NaN/Inf; the last good state is
   checkpointed."""

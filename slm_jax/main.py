@@ -21,7 +21,7 @@ from slm_jax import config as config_lib
 from slm_jax import results, train
 from slm_jax import tensorboard_writer as tb
 from slm_jax import workdir as workdir_lib
-from slm_jax.errors import NonFinite, NothingToDo, Preempted, UserError
+from slm_jax.errors import NonFinite, NothingToDo, Preempted, UserError, WorkdirInUse
 from slm_jax.tensorboard_writer import Writer
 
 
@@ -170,6 +170,9 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict | None, int]:
                 profile_dir=workdir / "profile" / run_id)
     progress.done()
     status = "dry_run" if dry_run else "ok"
+  except WorkdirInUse:  # nothing was run; main prints the one line
+    progress.done()
+    raise
   except NothingToDo as e:  # no record: a second one would count the run twice
     progress.done()
     if writes:

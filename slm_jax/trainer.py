@@ -28,7 +28,7 @@ from slm_jax import config as config_lib
 from slm_jax import data, measure, pricing, sharding, tokenizer, train
 from slm_jax import workdir as workdir_lib
 from slm_jax.checkpoint import Checkpointer
-from slm_jax.errors import NonFinite, NothingToDo, Preempted, UserError
+from slm_jax.errors import NonFinite, NothingToDo, Preempted, UserError, WorkdirInUse
 
 
 def _learning_rate(c: ml_collections.ConfigDict, opt_state) -> jax.Array:
@@ -298,14 +298,14 @@ def _lock(workdir: Path) -> workdir_lib.Lock | None:
     try:
       lock = workdir_lib.Lock(workdir)
       lock.acquire()
-    except UserError as e:
+    except WorkdirInUse as e:
       lock, refused = None, str(e)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     if not int(multihost_utils.broadcast_one_to_all(np.int32(0 if refused else 1))):
       refused = refused or f"{workdir} is in use by another run (process 0 names it)"
   if refused:
-    raise UserError(refused)
+    raise WorkdirInUse(refused)
   return lock
 
 

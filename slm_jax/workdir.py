@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from slm_jax.errors import UserError
+from slm_jax.errors import UserError, WorkdirInUse
 
 LOCK_NAME = ".slm_jax.lock"
 
@@ -49,6 +49,13 @@ def prepare(workdir: str | os.PathLike, flag: str = "--workdir") -> Path:
 def _holder_text(holder: dict) -> str:
   return (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (started "
           f"{holder.get('started', '?')}: {holder.get('command', '?')})")
+
+
+def _command() -> str:
+  """This process's command line, as typed: `python -m slm_jax.main ...` for a module."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  head = ["python", "-m", spec.name] if spec and spec.name else ["python", sys.argv[0]]
+  return " ".join(head + sys.argv[1:])[:500]
 
 
 def _alive(pid: int) -> bool:
@@ -76,23 +83,23 @@ class Lock:
     return holder if isinstance(holder, dict) else {}
 
   def acquire(self) -> None:
-    """Takes the lock, or raises UserError naming the running process that holds it."""
+    """Takes the lock, or raises WorkdirInUse naming the running process that holds it."""
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
         os.close(fd)
-        raise UserError(self._in_use(self.read_holder())) from None
+        raise WorkdirInUse(self._in_use(self.read_holder())) from None
       # No file locks here (some network filesystems): trust what the file says.
       holder = self.read_holder()
       if holder and (holder.get("host") != socket.gethostname() or _alive(holder.get("pid", 0))):
         os.close(fd)
-        raise UserError(self._in_use(holder)) from None
+        raise WorkdirInUse(self._in_use(holder)) from None
     self._fd = fd
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-          "command": " ".join([Path(sys.executable).name] + sys.argv)[:500]}
+          "command": _command()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
 

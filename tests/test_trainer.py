@@ -386,13 +386,38 @@ def test_ctrl_c_checkpoints_records_preempted_and_refuses_a_second_run_meanwhile
 
 
 def test_a_second_ctrl_c_exits_at_once(text, tmp_path):
-  proc = launch(text, tmp_path, "--config.checkpoint_every=0")
+  # A wider model makes the checkpoint save long enough to press Ctrl-C again during it.
+  proc = launch(text, tmp_path, "--config.checkpoint_every=0", "--config.ffn_dim=4096")
   line = ""
   while "train step 3/" not in line:
     line = proc.stdout.readline()
     assert line, proc.stderr.read()
   proc.send_signal(signal.SIGINT)
+  ckpts = tmp_path / "checkpoints"
+  wait_for(lambda: ckpts.exists() and any(ckpts.glob("*.orbax-checkpoint-tmp*")))
   proc.send_signal(signal.SIGINT)
   _, stderr = proc.communicate(timeout=60)
-  assert proc.returncode == 130 and "interrupted again: exiting now" in stderr
+  assert proc.returncode == 130 and "interrupted again: exiting now" in stderr, stderr
   assert "Traceback" not in stderr and not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_multi_process_run_in_a_workdir_in_use_stops_on_every_process(tmp_path):
+  # Process 0 holds the lock for the run and tells the others, which would otherwise wait
+  # for it at their first collective.
+  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    proc = subprocess.run(
+        [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=1",
+         "--cpu", "--", "--config=configs/tiny.py", "--config.mode=train",
+         "--config.strategy=ddp", "--config.train_steps=2", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  errors = sorted(l for l in proc.stderr.splitlines() if l.startswith("error:"))
+  assert errors == [f"error: {tmp_path} is in use by another run (process 0 names it)",
+                    errors[1]] and f"in use by process {holder.pid} on" in errors[1]
+  assert not (tmp_path / "results.jsonl").exists()
