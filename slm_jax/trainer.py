@@ -123,6 +123,23 @@ class _Signals:
     self._old = {}
 
 
+# Fields that change what a run learns from where it is: a run resumed with another value goes
+# on as another run would (the record states the new value), so resuming says so.
+TRAJECTORY_FIELDS = ("learning_rate", "lr_warmup_steps", "weight_decay", "adam_b1", "adam_b2",
+                     "adam_eps", "grad_clip_norm", "seed", "data_files", "data_format",
+                     "text_field", "dataset", "dataset_split", "tokenizer_path", "eval_fraction",
+                     "seq_len", "compute_dtype", "param_dtype")
+
+
+def _warn_if_changed(c, saved: dict, directory: Path, step: int) -> None:
+  changed = [f"{k} {saved[k]!r} -> {c[k]!r}" for k in TRAJECTORY_FIELDS
+             if k in saved and saved[k] != c[k]]
+  if changed and jax.process_index() == 0:
+    print(f"warning: resuming the checkpoint of step {step} in {directory}, written with other "
+          f"settings: {', '.join(changed)}; use another --workdir for a separate run",
+          file=sys.stderr, flush=True)
+
+
 def _gather_positions(pos: data.Position) -> list[list[int]]:
   """Every host's data position, in process order (each host reads its own documents)."""
   if jax.process_count() == 1:
@@ -151,6 +168,7 @@ class Session:
                         f"{len(meta['data'])} processes; each reads its own documents, so "
                         "resume with as many")
       self.pos = data.Position(*meta["data"][jax.process_index()])
+      _warn_if_changed(c, meta.get("config") or {}, ckpt.directory, self.step)
     else:
       self.step, self.pos, self.state = 0, data.Position(), program.init(jax.random.key(c.seed))
       meta = {"train_s": 0.0, "dollars": 0.0, "curve": [], "eval": []}
@@ -185,7 +203,8 @@ class Session:
   def save(self) -> None:
     self.ckpt.save(self.step, self.state, {
         "train_s": self.seconds(), "dollars": self.dollars() or 0.0, "curve": self.curve,
-        "eval": self.evals, "data": _gather_positions(self.pos)})
+        "eval": self.evals, "data": _gather_positions(self.pos),
+        "config": {k: self.c[k] for k in TRAJECTORY_FIELDS}})
 
   def evaluate(self) -> None:
     loss = float(np.mean([float(self.eval_loss(self.state.params, b))

@@ -84,6 +84,7 @@ class Lock:
 
   def acquire(self) -> None:
     """Takes the lock, or raises WorkdirInUse naming the running process that holds it."""
+    self.path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

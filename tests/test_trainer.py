@@ -421,3 +421,12 @@ def test_a_multi_process_run_in_a_workdir_in_use_stops_on_every_process(tmp_path
   assert errors == [f"error: {tmp_path} is in use by another run (process 0 names it)",
                     errors[1]] and f"in use by process {holder.pid} on" in errors[1]
   assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_resuming_with_another_learning_rate_says_so(text, straight, tmp_path, capsys):
+  shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
+  out = trainer.run(cfg(text, learning_rate=1e-3, train_steps=7, eval_every=0),
+                    workdir=tmp_path)
+  assert out["resumed_from_step"] == 6
+  [line] = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
+  assert "written with other settings: learning_rate 0.003 -> 0.001;" in line
