@@ -28,7 +28,6 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 
 import subprocess
 import sys
-from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -27,7 +27,7 @@ AXES = ("attention", "model", "num_devices", "per_device_batch_size", "strategy"
 # Hyperparameters from the record rather than the config (the config's num_devices may be
 # 0 = all; the record's is the count used).
 RECORD_HPARAMS = ("run_id", "tag", "status", "mode", "stack", "device_kind", "num_devices",
-                  "global_batch", "git_commit")
+                  "global_batch", "git_commit", "campaign")
 
 
 def _gib(b):
