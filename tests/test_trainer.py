@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -304,8 +305,10 @@ def test_a_damaged_checkpoint_is_one_short_warning_and_the_run_goes_on(text, str
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
-  [line] = proc.stderr.strip().splitlines()  # no "Event loop is closed" tracebacks
+  lines = proc.stderr.strip().splitlines()  # no "Event loop is closed" tracebacks
+  assert all(l.startswith("warning: ") for l in lines), proc.stderr[-3000:]
+  # (The other warning, if any: this config's warm-up differs from the fixture's.)
+  [line] = [l for l in lines if "unreadable" in l]
   assert line.startswith("warning: checkpoint step 6 in") and "falling back to step 3" in line
   assert len(line) < 500 and "tensorstore_spec" not in line
   [record] = results.read(tmp_path / "results.jsonl")
@@ -403,23 +406,33 @@ def test_a_second_ctrl_c_exits_at_once(text, tmp_path):
 
 def test_a_multi_process_run_in_a_workdir_in_use_stops_on_every_process(tmp_path):
   # Process 0 holds the lock for the run and tells the others, which would otherwise wait
-  # for it at their first collective.
+  # for it at their first collective. Started by hand: launch/local.py stops the others
+  # itself once one fails, as a cluster's launcher need not.
   holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
   try:
     assert holder.stdout.readline() == "held\n"
-    proc = subprocess.run(
-        [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=1",
-         "--cpu", "--", "--config=configs/tiny.py", "--config.mode=train",
-         "--config.strategy=ddp", "--config.train_steps=2", f"--workdir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "slm_jax.main", f"--coordinator_address={address}",
+         "--num_processes=2", f"--process_id={i}", "--config=configs/tiny.py",
+         "--config.mode=train", "--config.strategy=ddp", "--config.train_steps=2",
+         f"--workdir={tmp_path}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
   finally:
     holder.kill()
     holder.wait()
-  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  errors = sorted(l for l in proc.stderr.splitlines() if l.startswith("error:"))
-  assert errors == [f"error: {tmp_path} is in use by another run (process 0 names it)",
-                    errors[1]] and f"in use by process {holder.pid} on" in errors[1]
+  assert [p.returncode for p in procs] == [2, 2], [e[-2000:] for _, e in outs]
+  errors = [[l for l in e.splitlines() if l.startswith("error:")] for _, e in outs]
+  assert errors[1] == [f"error: {tmp_path} is in use by another run (process 0 names it)"]
+  [first] = errors[0]
+  assert f"in use by process {holder.pid} on" in first
+  assert not any("Traceback" in e for _, e in outs)
   assert not (tmp_path / "results.jsonl").exists()
 
 
