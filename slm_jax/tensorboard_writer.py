@@ -142,10 +142,10 @@ def _type(value) -> int:
 
 def headline_table(record: dict) -> str:
   """The record's headline numbers as a markdown table."""
-  from slm_jax.results import _fmt
+  from slm_jax.results import fmt
   rows = HEADLINE[:TABLE]
   return ("| " + " | ".join(title for _, title, _, _, _ in rows) + " |\n|" + "---|" * len(rows)
-          + "\n| " + " | ".join(_fmt(value(record), spec) for _, _, _, value, spec in rows)
+          + "\n| " + " | ".join(fmt(value(record), spec) for _, _, _, value, spec in rows)
           + " |")
 
 

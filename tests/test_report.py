@@ -413,3 +413,5 @@ def test_the_cpu_demo_is_drawn_in_a_panel_of_its_own_and_answers_the_questions(t
   assert "tiny only vanilla attention measured" in md
   assert "tiny best at batch 8; largest that fit 8, 1.250x batch 4's" in md
   assert matplotlib.image.imread(out / "fig1.png").shape[1] == 1800  # a fifth panel
+  findings = md.split("| 7 |")[1].splitlines()[0]
+  assert "| not measured |" in findings  # the paper's findings are about the paper's sizes
