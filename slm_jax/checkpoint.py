@@ -24,6 +24,32 @@ def warn(message: str) -> None:
   print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def _reason(e: Exception) -> str:
+  """A reader's error in one short line: tensorstore appends its whole spec (about 1.3 KB)."""
+  text = " ".join(str(e).split()).split(" [tensorstore_spec=")[0]
+  text = f"{type(e).__name__}: {text}"
+  return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """After orbax gives up on a damaged checkpoint, its other pending tensorstore reads still
+  finish, and each one's callback into the closed asyncio loop raises "Event loop is closed"
+  as an unraisable exception (a traceback apiece, over a hundred per checkpoint). Those are
+  noise once the failure is reported; every other unraisable exception still prints."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_slm_jax_quiet", False):
+    return
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._slm_jax_quiet = True
+  sys.unraisablehook = hook
+
+
 class Checkpointer:
   """The checkpoints of one run in `directory`, the newest `keep` kept."""
 
@@ -58,6 +84,8 @@ class Checkpointer:
     shardings (so any device count or strategy can resume), or None when there is none.
     Raises UserError when none can be read: starting over would soon delete them all."""
     steps = sorted(self._manager.all_steps(), reverse=True)
+    if steps:  # before reading: a failed read's callbacks may fire while the error propagates
+      _quiet_closed_loop_callbacks()
     for i, step in enumerate(steps):
       try:
         self._check_shapes(step, abstract_state)
@@ -65,7 +93,7 @@ class Checkpointer:
             state=ocp.args.StandardRestore(_fields(abstract_state)),
             meta=ocp.args.JsonRestore()))
       except Exception as e:  # a damaged checkpoint: any error its reader raises
-        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        why = _reason(e)
         if i + 1 == len(steps):
           raise UserError(
               f"no checkpoint in {self.directory} can be read for this config (step {step}: "
@@ -76,6 +104,19 @@ class Checkpointer:
         continue
       return step, _rebuilt(abstract_state, restored.state), restored.meta
     return None
+
+  def latest_meta(self) -> tuple[int, dict] | None:
+    """(step, meta) of the newest checkpoint, without its arrays; None when there is none or
+    its meta cannot be read (restore_latest then says why)."""
+    steps = self._manager.all_steps()
+    if not steps:
+      return None
+    try:
+      restored = self._manager.restore(max(steps), args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))
+    except Exception:  # a damaged checkpoint; restore_latest reports it
+      return None
+    return max(steps), restored.meta
 
   def _check_shapes(self, step: int, abstract_state) -> None:
     """Raises ValueError when checkpoint `step` cannot hold `abstract_state` (another model),

@@ -28,7 +28,6 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 
 import subprocess
 import sys
-from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -36,6 +35,7 @@ from ml_collections import config_flags
 from slm_jax import config as config_lib
 from slm_jax import main as jax_main  # its flags (--workdir, --tag, --dry_run), one-line errors
 from slm_jax import results, torch_ref
+from slm_jax import workdir as workdir_lib
 from slm_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -174,7 +174,7 @@ def main(argv):
   torch_ref.require()
   # Both stacks' records share one campaign: the one given, else the commit.
   _CHILD_ENV[results.CAMPAIGN_ENV] = FLAGS.campaign or results.campaign()
-  workdir = Path(FLAGS.workdir)
+  workdir = workdir_lib.prepare(FLAGS.workdir)
   tag = FLAGS.tag or f"compare/{results.new_run_id()}"
   todo = runs(c, tag)
   path = workdir / "results.jsonl"

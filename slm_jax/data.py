@@ -102,7 +102,8 @@ def documents(c: ml_collections.ConfigDict) -> Iterator[str]:
     return
   import datasets  # slow to import; only runs that read files or the hub pay for it
   datasets.disable_progress_bars()
-  datasets.logging.set_verbosity_error()
+  # Its loaders log a failure before raising it; the raise becomes our one error: line.
+  datasets.logging.set_verbosity(datasets.logging.CRITICAL)
   try:
     if c.dataset:
       ds = datasets.load_dataset(c.dataset, split=c.dataset_split, streaming=True)

@@ -19,14 +19,19 @@ from ml_collections import config_flags
 
 from slm_jax import config as config_lib
 from slm_jax import results, train
-from slm_jax.errors import NonFinite, Preempted, UserError
+from slm_jax import tensorboard_writer as tb
+from slm_jax import workdir as workdir_lib
+from slm_jax.errors import NonFinite, NothingToDo, Preempted, UserError, WorkdirInUse
 from slm_jax.tensorboard_writer import Writer
 
 
 
 def _flag_error(e: Exception):
   """A misspelt or mistyped --config.FIELD, reported in one line instead of a traceback."""
-  text = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
+  text = str(e).strip()
+  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # KeyError's repr quotes
+    text = text[1:-1]
+  text = text.replace("\\n", " ").replace("\n", " ")
   text = text.replace("\\'", "'")
   if "before a value for --config was specified" in text:
     text += "; put --config=FILE before the --config.FIELD=VALUE overrides"
@@ -72,12 +77,15 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build and compile abstractly; re
 
 
 class Progress:
-  """One line per step, redrawn in place on a terminal; also per-step TensorBoard scalars."""
+  """One line per step, redrawn in place on a terminal; also per-step TensorBoard scalars:
+  warm-up steps under warmup/, timed and training steps under train/, and each timed
+  repeat's median step time at its last step."""
 
   def __init__(self, c, writer: Writer | None):
     self.c, self.writer, self.tty = c, writer, sys.stdout.isatty()
     self.tokens_per_step = c.per_device_batch_size * c.seq_len
     self.global_step = 0
+    self._repeat_ms: list[float] = []
 
   def __call__(self, repeat: int | None, i: int, seconds: float, loss: float) -> None:
     """Step `i` of warm-up (repeat -1), of a timed repeat, or (repeat None) of training,
@@ -93,8 +101,16 @@ class Progress:
     print(("\r" + line + "\033[K") if self.tty else line, end="" if self.tty else "\n",
           flush=True)
     if self.writer:
-      self.writer.scalar("train/loss", loss, self.global_step)
-      self.writer.scalar("train/step_time_ms", seconds * 1e3, self.global_step)
+      group = "warmup" if repeat is not None and repeat < 0 else "train"
+      self.writer.scalar(f"{group}/loss", loss, self.global_step)
+      self.writer.scalar(f"{group}/step_time_ms", seconds * 1e3, self.global_step)
+      if repeat is not None and repeat >= 0:
+        self._repeat_ms.append(seconds * 1e3)
+        if i + 1 == c.steps:  # a repeat's end: its median marks it on the step axis
+          ms = sorted(self._repeat_ms)
+          self.writer.scalar("train/repeat_median_step_time_ms",
+                             (ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2, self.global_step)
+          self._repeat_ms = []
 
   def done(self) -> None:
     if self.tty:
@@ -111,8 +127,29 @@ def init_distributed() -> None:
     jax.distributed.initialize()  # reads the coordinator and ranks from SLURM's variables
 
 
-def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
-  """Runs `c` and writes its record (process 0 only); returns (record, exit code)."""
+def tensorboard_dir(c, workdir: Path, tag: str | None, run_id: str,
+                    num_devices: int | None = None) -> tuple[Path, str]:
+  """(the run's TensorBoard folder, its readable name): tensorboard/<name>/<run_id>."""
+  n = num_devices or (1 if c.strategy == "single" else (c.num_devices or len(jax.devices())))
+  name = tb.run_name(c, tag, config_lib.model_name(c), n)
+  return workdir / "tensorboard" / name / run_id, name
+
+
+def error_log(workdir: Path, name: str) -> Path | None:
+  """The current traceback in <workdir>/errors/<name>.txt, or None where it cannot be written
+  (then the message alone says what failed)."""
+  log = workdir / "errors" / f"{name}.txt"
+  try:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(traceback.format_exc())
+  except OSError:
+    return None
+  return log
+
+
+def execute(c, workdir: Path, dry_run: bool) -> tuple[dict | None, int]:
+  """Runs `c` and writes its record (process 0 only); returns (record, exit code), or
+  (None, 0) when a training run has nothing left to do (NothingToDo, printed here)."""
   config_lib.validate(c)
   writes = jax.process_index() == 0
   writer = None
@@ -122,7 +159,8 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
   try:
     run_id = results.new_run_id()
     if c.tensorboard and not dry_run and writes:
-      writer = Writer(workdir / "tensorboard" / run_id)
+      logdir, tb_name = tensorboard_dir(c, workdir, _TAG.value, run_id)
+      writer = Writer(logdir)
       progress = Progress(c, writer)
     if c.mode == "train" and not dry_run:
       from slm_jax import trainer  # orbax, tokenizers and datasets load for training alone
@@ -132,12 +170,21 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
                 profile_dir=workdir / "profile" / run_id)
     progress.done()
     status = "dry_run" if dry_run else "ok"
+  except WorkdirInUse:  # nothing was run; main prints the one line
+    progress.done()
+    raise
+  except NothingToDo as e:  # no record: a second one would count the run twice
+    progress.done()
+    if writes:
+      print(e)
+    return None, 0
   except NonFinite as e:
     progress.done()
     status, message, code = "nan", str(e), 1
-  except Preempted as e:  # exit 0: a requeued job resumes from the checkpoint
-    progress.done()
+  except Preempted as e:  # SIGTERM: exit 0, a requeued job resumes from the checkpoint;
+    progress.done()       # Ctrl-C: 130, as an interrupted command exits, so scripts stop
     status, message = "preempted", str(e)
+    code = 130 if e.signal_name == "SIGINT" else 0
   except train.OutOfMemory as e:
     progress.done()
     status, message = "oom", (f"does not fit: {str(e).splitlines()[0]}; try a smaller "
@@ -147,31 +194,17 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict, int]:
     status, message, code = "error", str(e), 2
   except Exception as e:  # an internal failure: keep the record, point at the traceback
     progress.done()
-    log = workdir / "errors" / f"{run_id or 'run'}-{os.getpid()}.txt"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(traceback.format_exc())
+    log = error_log(workdir, f"{run_id or 'run'}-{os.getpid()}")
     status, code = "error", 1
-    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (traceback: {log})"
+    message = (f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+               + (f" (traceback: {log})" if log else ""))
   record = results.make_record(c, status=status, message=message, measured=measured,
                                tag=_TAG.value, run_id=run_id)
   if writes:
     results.append(workdir / "results.jsonl", record)
   if writer:
-    _write_tensorboard(writer, record)
+    tb.write_record(writer, record, tb_name)
   return record, code
-
-
-def _write_tensorboard(writer: Writer, record: dict) -> None:
-  hp = {k: v for k, v in record["config"].items() if isinstance(v, (bool, int, float, str))}
-  hp.update(status=record["status"], device_kind=record["device_kind"],
-            num_devices=record["num_devices"])
-  writer.hparams(hp, trial_id=record["run_id"])
-  for key in ("tokens_per_s", "tokens_per_s_per_device", "mfu", "mfu_fp8", "token_per_dollar",
-              "compile_s", "peak_memory_bytes", "dollars_spent", "final_eval_loss"):
-    if isinstance(record.get(key), (int, float)):
-      writer.scalar(f"summary/{key}", record[key], 0)
-  writer.text("summary", "```\n" + results.summary(record) + "\n```")
-  writer.close()
 
 
 def loaded_config(config_flag):
@@ -210,11 +243,16 @@ def main(argv):
   c = loaded_config(_CONFIG)
   workdir = Path(_WORKDIR.value)
   try:
+    workdir_lib.prepare(workdir)
     record, code = execute(c, workdir, _DRY_RUN.value)
   except UserError as e:  # the config itself is wrong: nothing was run or written
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  print_outcome(record, workdir, jax.process_index() == 0)
+  except KeyboardInterrupt:  # Ctrl-C outside the training loop: nothing measured to keep
+    print("\ninterrupted: nothing was recorded", file=sys.stderr)
+    sys.exit(130)
+  if record is not None:
+    print_outcome(record, workdir, jax.process_index() == 0)
   sys.exit(code)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
-import json
 import re
 import sys
 import textwrap
@@ -46,7 +45,11 @@ from slm_jax import report_doc  # noqa: E402
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "third_party/ashkboos24/ashkboos24_figures.csv"
 MODELS = ("100m", "500m", "1b", "2b")
-PAPER_MODEL = {"100m": "100M", "500m": "500M", "1b": "1B", "2b": "2B"}
+# The CPU demo's model (configs/sweeps/tiny.py) gets a panel of its own, after the paper's.
+SIZES = MODELS + ("tiny",)
+PAPER_MODEL = {"100m": "100M", "500m": "500M", "1b": "1B", "2b": "2B", "tiny": "tiny"}
+# A device without a price (a CPU) has no Token/Dollar; its points are tokens/s per device.
+UNPRICED_UNIT = "tokens/s per device (no price)"
 # Every other attention is a flash kernel (cudnn, pallas; torch sdpa).
 ATTENTION_SERIES = {"xla": "vanilla_attention", "eager": "vanilla_attention"}
 # Schemes of runs on 2 or more devices. A one-GPU run has none, whatever its `strategy` says:
@@ -82,18 +85,11 @@ def load(paths: list[str]) -> tuple[list[dict], dict[str, int]]:
   """(run records, {path: rows skipped because they are not run records})."""
   records, skipped = [], {}
   for path in paths:
-    with open(path) as f:
-      for line in f:
-        if not line.strip():
-          continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError:
-          row = None
-        if is_run_record(row):
-          records.append(row)
-        else:
-          skipped[path] = skipped.get(path, 0) + 1
+    for row in results.read(path):  # it skips a line cut short, with a warning naming it
+      if is_run_record(row):
+        records.append(row)
+      else:
+        skipped[path] = skipped.get(path, 0) + 1
   return records, skipped
 
 
@@ -149,7 +145,7 @@ def prepare(records: list[dict], stack: str = "jax", variants: bool = False,
     if (r.get("stack") or "jax") != stack or old_torch(r):
       continue
     model = r.get("model") or ""
-    wanted = variant_of(model) is not None if variants else model in MODELS
+    wanted = variant_of(model) is not None if variants else model in SIZES
     if r.get("status") not in (("ok", "oom") if oom else ("ok",)) or not wanted:
       continue
     if r.get("mode", "benchmark") != "benchmark":  # training runs have their own figure
@@ -166,6 +162,8 @@ def prepare(records: list[dict], stack: str = "jax", variants: bool = False,
       value = (pricing.token_per_dollar_paper(r["tokens_per_s_per_device"],
                                               r.get("device_kind", ""))
                if r.get("tokens_per_s_per_device") else None)
+      if value is None and unpriced(r):
+        value = r.get("tokens_per_s_per_device")
       if value is None:
         continue
     devices = r.get("num_devices") or 1
@@ -174,8 +172,19 @@ def prepare(records: list[dict], stack: str = "jax", variants: bool = False,
         r, attention_series=ATTENTION_SERIES.get(r["attention"], "flash_attention"),
         gpu_series=gpu_of(r), scheme=scheme, strategy_series=scheme or ONE_GPU,
         num_nodes=max(1, devices // GPUS_PER_NODE) if scheme else None,
-        campaign=campaign_of(r), token_per_dollar_paper=value, value=value))
+        campaign=campaign_of(r), token_per_dollar_paper=None if unpriced(r) else value,
+        value=value, value_unit=UNPRICED_UNIT if unpriced(r) else "Token/Dollar (paper units)"))
   return out
+
+
+def unpriced(record: dict) -> bool:
+  """A device no price is known for (a CPU): drawn in tokens/s per device, labelled so."""
+  return hardware.from_device_kind(record.get("device_kind") or "") is None
+
+
+def sizes_of(figure) -> list[str]:
+  """The paper's sizes, and the demo's where it has points."""
+  return [m for m in SIZES if m in MODELS or any(c.model == m for c in figure.curves)]
 
 
 def best(records: list[dict], keys: tuple[str, ...], value: str = "value") -> dict:
@@ -286,7 +295,7 @@ def curves_of(selection: Selection | None, xfield: str, sfield: str) -> list[Cur
   for r in selection.records:
     by[(r["model"], r[sfield])].append(r)
   out = []
-  for (model, series), rs in sorted(by.items(), key=lambda kv: (MODELS.index(kv[0][0]),
+  for (model, series), rs in sorted(by.items(), key=lambda kv: (SIZES.index(kv[0][0]),
                                                                  str(kv[0][1]))):
     ok, oom = defaultdict(list), set()
     for r in rs:
@@ -407,12 +416,16 @@ def draw(figure: Figure, out_dir: Path) -> Path:
   bars; out-of-memory points as crosses on the panel's floor, never as zeros. Sized so the
   text stays readable on a 1200 px wide page."""
   with plt.rc_context(PLOT_STYLE):
-    fig, axes = plt.subplots(2, 2, figsize=(12, 10), layout="constrained")
+    panels = sizes_of(figure)
+    cols = 3 if len(panels) > 4 else 2
+    fig, axes = plt.subplots(2, cols, figsize=(6 * cols, 10), layout="constrained")
+    for ax in axes.flat[len(panels):]:
+      ax.set_visible(False)
     # The paper's series first, in its order, so a scheme keeps its colour from figure to figure.
     series = list(dict.fromkeys([p["series"] for p in figure.paper]
                                 + sorted({c.series for c in figure.curves}, key=str)))
     colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series)}
-    for ax, model in zip(axes.flat, MODELS):
+    for ax, model in zip(axes.flat, panels):
       xs = set()
       for s in series:
         ps = sorted((p for p in figure.paper if p["model"] == PAPER_MODEL[model]
@@ -450,9 +463,13 @@ def draw(figure: Figure, out_dir: Path) -> Path:
       ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
       ax.set_title(PAPER_MODEL[model])
       ax.set_xlabel(figure.xlabel)
+      units = {p.record["value_unit"] for c in mine for p in c.points}
+      if units and units != {"Token/Dollar (paper units)"}:
+        ax.set_ylabel(", ".join(sorted(units)))
       ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
-      ax.set_ylabel("Token/Dollar (paper units)")
+      if not ax.get_ylabel():
+        ax.set_ylabel("Token/Dollar (paper units)")
     handles = {h.get_label(): h for ax in axes.flat
                for h in ax.get_legend_handles_labels()[0]}
     handles.update({"out of memory (paper: thin x)": plt.Line2D(
@@ -488,7 +505,7 @@ def plot_breakdown(ours: list[dict], out_dir: Path, campaigns=()) -> tuple[Path,
   if sel is None:
     return None
   rows = sorted(best(sel.records, ("model", "attention")).values(),
-                key=lambda r: (MODELS.index(r["model"]), r["attention"]))
+                key=lambda r: (SIZES.index(r["model"]), r["attention"]))
   categories = sorted({c for r in rows for c in r["breakdown"]["ms"]})
   with plt.rc_context(PLOT_STYLE):
     fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(rows) + 3), 6))
@@ -664,7 +681,7 @@ def best_table(ours: list[dict]) -> Table:
   for r in ours:
     groups[(r["model"], r["gpu_series"])].append(r)
   for (model, gpu), r in sorted(best(ours, ("model", "gpu_series")).items(),
-                                key=lambda kv: (MODELS.index(kv[0][0]), kv[0][1])):
+                                key=lambda kv: (SIZES.index(kv[0][0]), kv[0][1])):
     rows.append([PAPER_MODEL[model], str(r["num_devices"]), r["attention"], r["strategy"],
                  str(r["per_device_batch"]), fmt(r["tokens_per_s_per_device"]), _mfu(r),
                  fmt(r["value"]), fmt(r["token_per_dollar"]), r.get("price_source") or "-",
@@ -720,7 +737,7 @@ def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Tabl
   rows = []
   pairs = sorted(set(jb) & set(tb), reverse=True,  # newest campaign first, within a size
                  key=lambda k: max(jb[k].get("timestamp") or "", tb[k].get("timestamp") or ""))
-  for k in sorted(pairs, key=lambda k: (MODELS.index(k[0]), k[1])):
+  for k in sorted(pairs, key=lambda k: (SIZES.index(k[0]), k[1])):
     j, t = jb[k], tb[k]
     rows.append([PAPER_MODEL[k[0]], k[1], campaign_label(k[2]),
                  fmt(paper_best(paper, "Fig1", k[0]) if paper else None),
@@ -827,9 +844,9 @@ def _on(sel: Selection, figure: Figure) -> str:
   return f"On {sel.label()} ({figure.runs_note()})"
 
 
-def attention_ratios(fig1: Figure) -> dict[str, float]:
+def attention_ratios(fig1: Figure, sizes=MODELS) -> dict[str, float]:
   out = {}
-  for m in MODELS:
+  for m in sizes:
     f, v = _top(fig1, m, "flash_attention"), _top(fig1, m, "vanilla_attention")
     if f and v:
       out[m] = f.value / v.value
@@ -840,8 +857,8 @@ def q1(fig1: Figure, paper: list[dict]) -> tuple[str, Table | None]:
   if not fig1.selections:
     return "not measured: no slm_jax records.", None
   sel = fig1.selections[0][1]
-  ratios, parts = attention_ratios(fig1), []
-  for m in MODELS:
+  ratios, parts = attention_ratios(fig1, sizes_of(fig1)), []
+  for m in sizes_of(fig1):
     pf, pv = (paper_best(paper, "Fig1", m, s) for s in ("flash_attention", "vanilla_attention"))
     paper_ratio = f"paper {pf / pv:.2f}x" if pf and pv else "paper -"
     if m in ratios:
@@ -913,7 +930,7 @@ def q3(fig3: Figure) -> tuple[str, Table | None]:
             "scheme does the same work there).", None)
   sel = fig3.selections[0][1]
   parts = []
-  for m in MODELS:
+  for m in sizes_of(fig3):
     tops = {c.series: c.top() for c in _curves(fig3, m) if c.top()}
     if tops:
       order = sorted(tops, key=lambda s: -tops[s].value)
@@ -977,7 +994,7 @@ def scheme_spread(fig: Figure) -> dict[str, tuple[float, int, str, str]]:
   """Per size, at the smallest global batch two or more schemes measured: (best / worst, that
   batch, the best scheme, the worst)."""
   out = {}
-  for m in MODELS:
+  for m in sizes_of(fig):
     at = defaultdict(dict)
     for c in _curves(fig, m):
       if c.series != ONE_GPU:
@@ -1074,7 +1091,8 @@ def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str,
                           for m, (g, f) in pairs.items()) + where(fig3)))
   else:
     out.append(("not measured", "FSDP grad_op and full not both measured on 2 or more GPUs"))
-  spreads = scheme_spread(fig4)
+  # The paper's findings are about its sizes: the CPU demo's model gives no verdict.
+  spreads = {m: d for m, d in scheme_spread(fig4).items() if m in MODELS}
   if spreads:
     alike = all(d[0] <= SCHEMES_ALIKE for d in spreads.values())
     out.append(("agrees" if alike else "disagrees",
@@ -1084,7 +1102,7 @@ def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str,
   else:
     out.append(("not measured", "no global batch measured with two schemes on 2 or more GPUs"))
   # 7. saturation before memory is full
-  sat = saturation(fig4)
+  sat = {m: s for m, s in saturation(fig4).items() if m in MODELS}
   if sat:
     rising = {m: s for m, s in sat.items()
               if s["best"].x == s["largest"].x and s["gain"] >= SATURATED}

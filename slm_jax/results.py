@@ -169,18 +169,52 @@ def append(path: str | os.PathLike, record: dict) -> None:
 
 def append_line(path: str | os.PathLike, row: dict) -> None:
   """One JSON line, flushed to disk, so a crash keeps every row written before it. (For rows
-  outside the results schema, such as the benchmark scripts' timings.)"""
+  outside the results schema, such as the benchmark scripts' timings.)
+
+  A file whose last line was cut short (a full disk, a killed writer) keeps that line as it is,
+  and the row starts on a line of its own: glued onto the partial line it would be lost too."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("a") as f:
-    f.write(json.dumps(row, default=_jsonable) + "\n")
+  line = json.dumps(row, default=_jsonable) + "\n"
+  with path.open("ab") as f:  # O_APPEND: each write lands at the end, after any other's
+    if f.tell() and not _ends_with_newline(path):
+      line = "\n" + line
+    f.write(line.encode())
     f.flush()
     os.fsync(f.fileno())
 
 
+def _ends_with_newline(path: Path) -> bool:
+  with path.open("rb") as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b"\n"
+
+
+_warned: set[tuple[str, tuple[int, ...]]] = set()
+
+
 def read(path: str | os.PathLike) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of a results file. A line that is not a JSON object (a write cut short) is
+  skipped with one warning naming the file and its line numbers; the rest are still read."""
+  out, bad = [], []
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except ValueError:
+        row = None
+      if isinstance(row, dict):
+        out.append(row)
+      else:
+        bad.append(number)
+  if bad and (str(path), tuple(bad)) not in _warned:  # once, however often a tool re-reads
+    _warned.add((str(path), tuple(bad)))
+    lines = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    print(f"warning: {path}: skipped unreadable line{'s' * (len(bad) > 1)} {lines} (not a JSON "
+          "record; a write cut short?)", file=sys.stderr, flush=True)
+  return out
 
 
 def _jsonable(x):
@@ -269,6 +303,19 @@ def markdown_table(records: list[dict], columns=TABLE_COLUMNS) -> str:
   return "\n".join(lines)
 
 
-if __name__ == "__main__":
-  for path in sys.argv[1:]:
+def main(argv: list[str]) -> int:
+  """`python -m slm_jax.results FILE...`: a table of each results file."""
+  if not argv:
+    print("usage: python -m slm_jax.results RESULTS.jsonl [...]", file=sys.stderr)
+    return 2
+  missing = [p for p in argv if not Path(p).is_file()]
+  if missing:
+    print(f"error: no such results file: {', '.join(missing)}", file=sys.stderr)
+    return 2
+  for path in argv:
     print(f"{path}\n\n{markdown_table(read(path))}\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -32,6 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from slm_jax import results
+from slm_jax import workdir as workdir_lib
 from slm_jax.default_config import preset_gpu
 from slm_jax.errors import UserError
 
@@ -70,6 +71,14 @@ def device_counts(spec, present: int) -> list[int]:
   return [int(n) for n in spec if int(n) <= present]
 
 
+def dropped_counts(spec, present: int) -> list[int]:
+  """The device counts `spec` names that this machine cannot serve."""
+  if spec == "present":
+    return []
+  wanted = device_counts(spec, present=1 << 30)
+  return [n for n in wanted if n > present]
+
+
 def points(sweep: ml_collections.ConfigDict, present: int) -> list[dict]:
   """Every point of the grid as {field: value}, in order; no duplicates."""
   grid = dict(sweep.grid)
@@ -99,7 +108,7 @@ def done_keys(path: Path, retry_failed: bool) -> set[str]:
   if not path.exists():
     return set()
   keep = ("ok", "oom") if retry_failed else results.STATUSES
-  return {r["tag"] for r in results.read(path) if r.get("tag") and r["status"] in keep}
+  return {r["tag"] for r in results.read(path) if r.get("tag") and r.get("status") in keep}
 
 
 def command(sweep, point: dict, gpu: str, workdir: Path) -> list[str]:
@@ -133,6 +142,10 @@ def run_point(cmd: list[str], env: dict, timeout: float, log: Path) -> tuple[int
       os.killpg(proc.pid, signal.SIGKILL)  # the point's own children (compilers) too
       proc.wait()
       return None, time.monotonic() - t0
+    except KeyboardInterrupt:  # Ctrl-C on the sweep: its point goes too, leaving no record
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+      raise
 
 
 def failure_record(sweep, point: dict, gpu: str, devices: dict, message: str) -> dict:
@@ -149,7 +162,7 @@ def failure_record(sweep, point: dict, gpu: str, devices: dict, message: str) ->
 
 
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: bool = False):
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir_lib.prepare(workdir)
   env = dict(_CHILD_ENV)
   env.setdefault("JAX_COMPILATION_CACHE_DIR", str(workdir / "compile_cache"))
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -157,6 +170,11 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: boo
   devices = probe_devices(env)
   gpu = sweep.gpu if sweep.gpu != "auto" else preset_gpu(devices["kind"])
   grid = points(sweep, devices["count"])
+  dropped = dropped_counts(sweep.grid.get("num_devices", "present"), devices["count"])
+  if dropped and set(sweep.grid.get("strategy", ("single",))) - {"single"}:
+    print(f"note: grid.num_devices {', '.join(map(str, dropped))} left out: this machine has "
+          f"{devices['count']} {devices['platform']} device{'s' * (devices['count'] > 1)}",
+          flush=True)
   results_path = workdir / "results.jsonl"
   done = done_keys(results_path, retry_failed)
   todo = [p for p in grid if point_key(p) not in done]
@@ -197,6 +215,10 @@ def main(argv):
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:  # the running point dies with the sweep (_die_with_parent)
+    print(f"\ninterrupted: the points recorded so far are in {Path(_WORKDIR.value)}; run the "
+          "same command to go on", file=sys.stderr)
+    sys.exit(130)
   counts = {s: sum(r["status"] == s for r in records) for s in results.STATUSES}
   print(f"{len(records)} records in {Path(_WORKDIR.value) / 'results.jsonl'}: " +
         ", ".join(f"{n} {s}" for s, n in counts.items() if n))

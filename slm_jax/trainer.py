@@ -10,7 +10,9 @@ summed over every session of a resumed run.
 from __future__ import annotations
 
 import itertools
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,8 +26,9 @@ import optax
 
 from slm_jax import config as config_lib
 from slm_jax import data, measure, pricing, sharding, tokenizer, train
+from slm_jax import workdir as workdir_lib
 from slm_jax.checkpoint import Checkpointer
-from slm_jax.errors import NonFinite, Preempted, UserError
+from slm_jax.errors import NonFinite, NothingToDo, Preempted, UserError, WorkdirInUse
 
 
 def _learning_rate(c: ml_collections.ConfigDict, opt_state) -> jax.Array:
@@ -88,24 +91,53 @@ def text_batches(c: ml_collections.ConfigDict, encode, eos: int, which: str,
       encode, eos, c.seq_len + 1, start, what=f"the {which} split of {data.describe(c)}"), rows)
 
 
-class _SigTerm:
-  """Notes SIGTERM (a preemption notice) for the loop to act on between steps."""
+class _Signals:
+  """Notes SIGTERM (a preemption notice) and SIGINT (Ctrl-C at a terminal) for the loop to act
+  on between steps: both checkpoint and end the run as `preempted`. A second Ctrl-C exits at
+  once, without waiting for the checkpoint (a save cut short never replaces the previous one)."""
 
   def __init__(self):
-    self.received = False
-    self._old = None
+    self.received: str | None = None  # the first signal's name
+    self._interrupts = 0
+    self._old = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
     return self
 
-  def _handle(self, *_):
-    self.received = True
+  def _handle(self, signum, _):
+    if signum == signal.SIGINT:
+      self._interrupts += 1
+      if self._interrupts > 1:
+        print("\ninterrupted again: exiting now, without this checkpoint", file=sys.stderr,
+              flush=True)
+        os._exit(130)  # at once: no waiting for threads or a save in progress
+      print("\ninterrupted: checkpointing after this step (Ctrl-C again exits at once)",
+            file=sys.stderr, flush=True)
+    self.received = self.received or signal.Signals(signum).name
 
   def __exit__(self, *_):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for s, old in self._old.items():
+      signal.signal(s, old)
+    self._old = {}
+
+
+# Fields that change what a run learns from where it is: a run resumed with another value goes
+# on as another run would (the record states the new value), so resuming says so.
+TRAJECTORY_FIELDS = ("learning_rate", "lr_warmup_steps", "weight_decay", "adam_b1", "adam_b2",
+                     "adam_eps", "grad_clip_norm", "seed", "data_files", "data_format",
+                     "text_field", "dataset", "dataset_split", "tokenizer_path", "eval_fraction",
+                     "seq_len", "compute_dtype", "param_dtype")
+
+
+def _warn_if_changed(c, saved: dict, directory: Path, step: int) -> None:
+  changed = [f"{k} {saved[k]!r} -> {c[k]!r}" for k in TRAJECTORY_FIELDS
+             if k in saved and saved[k] != c[k]]
+  if changed and jax.process_index() == 0:
+    print(f"warning: resuming the checkpoint of step {step} in {directory}, written with other "
+          f"settings: {', '.join(changed)}; use another --workdir for a separate run",
+          file=sys.stderr, flush=True)
 
 
 def _gather_positions(pos: data.Position) -> list[list[int]]:
@@ -118,7 +150,7 @@ def _gather_positions(pos: data.Position) -> list[list[int]]:
 
 class Session:
   """One process's stretch of a training run, from a checkpoint (or the start) until a budget,
-  a bad step or SIGTERM: the state, the data position, the clock and the loss history."""
+  a bad step, SIGTERM or SIGINT: the state, the data position, the clock and the loss history."""
 
   def __init__(self, c, program: train.Program, compiled, eval_loss, eval_batches, ckpt,
                price: float | None, writer, on_step):
@@ -127,7 +159,7 @@ class Session:
     self.num_devices = program.mesh.devices.size
     self.price = price
     self.times: list[float] = []  # this session's step times
-    self.sigterm = _SigTerm()
+    self.signals = _Signals()
     restored = ckpt.restore_latest(program.abstract_state)
     if restored:
       self.step, self.state, meta = restored
@@ -136,6 +168,7 @@ class Session:
                         f"{len(meta['data'])} processes; each reads its own documents, so "
                         "resume with as many")
       self.pos = data.Position(*meta["data"][jax.process_index()])
+      _warn_if_changed(c, meta.get("config") or {}, ckpt.directory, self.step)
     else:
       self.step, self.pos, self.state = 0, data.Position(), program.init(jax.random.key(c.seed))
       meta = {"train_s": 0.0, "dollars": 0.0, "curve": [], "eval": []}
@@ -170,7 +203,8 @@ class Session:
   def save(self) -> None:
     self.ckpt.save(self.step, self.state, {
         "train_s": self.seconds(), "dollars": self.dollars() or 0.0, "curve": self.curve,
-        "eval": self.evals, "data": _gather_positions(self.pos)})
+        "eval": self.evals, "data": _gather_positions(self.pos),
+        "config": {k: self.c[k] for k in TRAJECTORY_FIELDS}})
 
   def evaluate(self) -> None:
     fp8 = () if self.state.fp8 is None else (self.state.fp8,)  # delayed scaling's scales
@@ -186,8 +220,9 @@ class Session:
       self.writer.scalar("eval/loss", loss, self.step)
     else:
       self.writer.scalar("train/dollars", self.dollars() or 0.0, self.step)
-    if self.price:  # TensorBoard's x axis is an integer step: here micro-dollars
-      self.writer.scalar(f"loss_vs_dollars/{kind}", loss, round(self.dollars() * 1e6))
+    if self.price:  # TensorBoard's x axis is an integer step, so micro-dollars; say so
+      self.writer.scalar(f"loss_vs_dollars/{kind} (step = micro-USD)", loss,
+                         round(self.dollars() * 1e6))
 
   def segment(self, loader, n: int, healthy):
     """Up to `n` steps, each queued before the previous one's loss is read (the device never
@@ -196,7 +231,7 @@ class Session:
     bad, pending, dispatched = None, None, 0
     last = time.perf_counter()
     while True:
-      go = (dispatched < n and not bad and not self.sigterm.received
+      go = (dispatched < n and not bad and not self.signals.received
             and not self.over_budget())
       if go:
         batch, batch_pos = next(loader)
@@ -221,34 +256,35 @@ class Session:
 
   def train(self, loader) -> Exception | None:
     """Runs to the end of the budget; returns the NonFinite or Preempted that ended it early.
-    Stops between segments for evaluations and checkpoints, whose state must be in hand."""
+    Stops between segments for evaluations and checkpoints, whose state must be in hand.
+    The caller holds `self.signals` open around this and the last save's wait."""
     c = self.c
     healthy = jax.device_put(jnp.bool_(True), sharding.replicated(self.program.mesh))
-    with self.sigterm:
-      if self.eval_batches and self.step == 0:
+    if self.eval_batches and self.step == 0:
+      self.evaluate()
+    while not self.over_budget():
+      limits = [c.train_steps - self.step if c.train_steps else 1 << 30]
+      limits += [every - self.step % every
+                 for every in (c.eval_every, c.checkpoint_every) if every]
+      healthy, bad = self.segment(loader, min(limits), healthy)
+      if bad:
+        self.save()
+        return NonFinite(
+            f"non-finite loss ({bad[1]}) or gradient norm ({bad[2]}) at step {bad[0]}; the "
+            f"last good state (after {self.step} steps) is checkpointed in "
+            f"{self.ckpt.directory}")
+      if self.signals.received:
+        self.save()
+        name = self.signals.received
+        return Preempted(f"{name} after {self.step} steps: checkpointed in "
+                         f"{self.ckpt.directory}; run the same command to resume", name)
+      if self.eval_batches and self.due(c.eval_every):
         self.evaluate()
-      while not self.over_budget():
-        limits = [c.train_steps - self.step if c.train_steps else 1 << 30]
-        limits += [every - self.step % every
-                   for every in (c.eval_every, c.checkpoint_every) if every]
-        healthy, bad = self.segment(loader, min(limits), healthy)
-        if bad:
-          self.save()
-          return NonFinite(
-              f"non-finite loss ({bad[1]}) or gradient norm ({bad[2]}) at step {bad[0]}; the "
-              f"last good state (after {self.step} steps) is checkpointed in "
-              f"{self.ckpt.directory}")
-        if self.sigterm.received:
-          self.save()
-          return Preempted(f"SIGTERM after {self.step} steps: checkpointed in "
-                           f"{self.ckpt.directory}; run the same command to resume")
-        if self.eval_batches and self.due(c.eval_every):
-          self.evaluate()
-        if self.due(c.checkpoint_every):
-          self.save()
-      if self.eval_batches and not self.due(c.eval_every):  # the budget ended between evals
-        self.evaluate()
-      self.save()
+      if self.due(c.checkpoint_every):
+        self.save()
+    if self.eval_batches and not self.due(c.eval_every):  # the budget ended between evals
+      self.evaluate()
+    self.save()
     return None
 
   def fields(self, tokens_per_step: int) -> dict:
@@ -274,67 +310,119 @@ class Session:
     return out
 
 
+def _lock(workdir: Path) -> workdir_lib.Lock | None:
+  """Process 0 locks the workdir for the run; every process learns whether it could, so a
+  refused multi-process run stops everywhere instead of waiting on process 0."""
+  lock, refused = None, ""
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lib.Lock(workdir)
+      lock.acquire()
+    except WorkdirInUse as e:
+      lock, refused = None, str(e)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if not int(multihost_utils.broadcast_one_to_all(np.int32(0 if refused else 1))):
+      refused = refused or f"{workdir} is in use by another run (process 0 names it)"
+  if refused:
+    raise WorkdirInUse(refused)
+  return lock
+
+
+def _budget_spent(c: ml_collections.ConfigDict, ckpt: Checkpointer) -> str | None:
+  """Why there is nothing left to train, when the newest checkpoint has spent the budget."""
+  latest = ckpt.latest_meta()
+  if latest is None:
+    return None
+  step, meta = latest
+  if c.train_steps and step >= c.train_steps:
+    spent = f"{step} steps (--config.train_steps={c.train_steps})"
+  elif c.dollar_budget and meta.get("dollars", 0.0) >= c.dollar_budget:
+    spent = f"${meta['dollars']:.4f} (--config.dollar_budget={c.dollar_budget})"
+  else:
+    return None
+  return (f"nothing to train: the run checkpointed in {ckpt.directory} has already trained "
+          f"{spent}; raise the budget to train on, or give another --workdir for a new run")
+
+
 def run(c: ml_collections.ConfigDict, *, workdir: Path,
         on_step: Callable[[int | None, int, float, float], None] = lambda *a: None,
         writer=None, out: dict | None = None) -> dict:
   """Trains `c` from its newest checkpoint (or from scratch) until a budget is spent.
 
   Fields go into `out` as they are known. Raises NonFinite, Preempted, train.OutOfMemory or
-  UserError; the first two leave a checkpoint behind.
+  UserError (the first two leave a checkpoint behind), or NothingToDo when the checkpoints
+  have already spent the budget. The workdir is locked for the run's length.
   """
   config_lib.validate(c)
-  out = {} if out is None else out
-  program = train.build(c)
-  devices = list(program.mesh.devices.flat)
-  local = train.local_devices(program)
-  out.update(train.placement_fields(c, program))
-  tokens_per_step = out["global_batch"] * c.seq_len
-  price, _ = pricing.price_per_device_hour(devices[0].device_kind, c.price_per_device_hour)
-  if c.dollar_budget and not price:
-    raise UserError(f"--config.dollar_budget needs a price for {devices[0].device_kind!r}; "
-                    "set --config.price_per_device_hour")
+  lock = _lock(Path(workdir))
+  try:
+    return _run(c, Path(workdir), on_step, writer, {} if out is None else out)
+  finally:
+    if lock:
+      lock.release()
 
-  tok, tok_path = load_tokenizer(c, workdir)
-  eos = tokenizer.eos_id(tok)
-  out.update(data_source=data.describe(c), tokenizer=tok_path)
-  encode = tokenizer.CachedEncoder(tok)  # shared by the held-out and training streams
-  rows = c.per_device_batch_size * len(local)  # this host's rows of each batch
-  batch_sh = program.abstract_batch["inputs"].sharding
 
-  def batches(which, start):
-    return text_batches(c, encode, eos, which, start, rows)
-
-  held_out = batches("eval", data.Position()) if c.eval_every else None
-  eval_batches = [data.to_device(next(held_out)[0], batch_sh)
-                  for _ in range(c.eval_batches if held_out else 0)]
-
-  fp8 = program.abstract_state.fp8  # delayed scaling's scales, which the held-out loss reads
-  with train.out_of_memory_is_a_result("compiling the step"):
-    t0 = time.perf_counter()
-    compiled = train.compile_with_options(c, guarded_step(c, program))
-    # Compiled now, so that no evaluation pays for it out of the budget; with the step's XLA
-    # options, which may be what lets this model compile at all.
-    eval_loss = train.compile_with_options(
-        c, program.loss.lower(program.abstract_state.params, program.abstract_batch,
-                              *(() if fp8 is None else (fp8,))))
-    out["compile_s"] = time.perf_counter() - t0
-  out["expected_memory_bytes"] = measure.expected_memory(compiled)
-
+def _run(c, workdir: Path, on_step, writer, out: dict) -> dict:
   ckpt = Checkpointer(Path(c.checkpoint_dir) if c.checkpoint_dir else workdir / "checkpoints",
                       c.keep_checkpoints)
-  out["checkpoint_dir"] = str(ckpt.directory)
   prefetcher = None
   try:
+    spent = _budget_spent(c, ckpt)
+    if spent:
+      raise NothingToDo(spent)
+    program = train.build(c)
+    devices = list(program.mesh.devices.flat)
+    local = train.local_devices(program)
+    out.update(train.placement_fields(c, program))
+    tokens_per_step = out["global_batch"] * c.seq_len
+    price, _ = pricing.price_per_device_hour(devices[0].device_kind, c.price_per_device_hour)
+    if c.dollar_budget and not price:
+      raise UserError(f"--config.dollar_budget needs a price for {devices[0].device_kind!r}; "
+                      "set --config.price_per_device_hour")
+
+    tok, tok_path = load_tokenizer(c, workdir)
+    eos = tokenizer.eos_id(tok)
+    out.update(data_source=data.describe(c), tokenizer=tok_path)
+    encode = tokenizer.CachedEncoder(tok)  # shared by the held-out and training streams
+    rows = c.per_device_batch_size * len(local)  # this host's rows of each batch
+    batch_sh = program.abstract_batch["inputs"].sharding
+
+    def batches(which, start):
+      return text_batches(c, encode, eos, which, start, rows)
+
+    held_out = batches("eval", data.Position()) if c.eval_every else None
+    eval_batches = [data.to_device(next(held_out)[0], batch_sh)
+                    for _ in range(c.eval_batches if held_out else 0)]
+
+    with train.out_of_memory_is_a_result("compiling the step"):
+      t0 = time.perf_counter()
+      compiled = train.compile_with_options(c, guarded_step(c, program))
+      # Compiled now, so that no evaluation pays for it out of the budget; with the step's XLA
+      # options, which may be what lets this model compile at all.
+      fp8 = program.abstract_state.fp8  # delayed scaling's scales, which the held-out loss reads
+      eval_loss = train.compile_with_options(
+          c, program.loss.lower(program.abstract_state.params, program.abstract_batch,
+                                *(() if fp8 is None else (fp8,))))
+      out["compile_s"] = time.perf_counter() - t0
+    out["expected_memory_bytes"] = measure.expected_memory(compiled)
+
+    out["checkpoint_dir"] = str(ckpt.directory)
     with train.out_of_memory_is_a_result("running the step"):
       session = Session(c, program, compiled, eval_loss, eval_batches, ckpt, price, writer,
                         on_step)
       out["resumed_from_step"] = session.resumed_from
+      if session.over_budget():  # the newest checkpoint's meta was unreadable, an older one not
+        raise NothingToDo(f"nothing to train: the run checkpointed in {ckpt.directory} has "
+                          f"already spent its budget ({session.step} steps); raise it to train "
+                          "on, or give another --workdir for a new run")
       prefetcher = data.Prefetcher(batches("train", session.pos), batch_sh, c.prefetch_batches)
       # The first batch waits for the corpus to open: start-up, like compiling.
       loader = itertools.chain([next(prefetcher)], prefetcher)
       session.start = time.perf_counter()
-      failure = session.train(loader)
-      ckpt.wait()
+      with session.signals:  # also over the last save's wait: Ctrl-C there is handled too
+        failure = session.train(loader)
+        ckpt.wait()
   finally:
     if prefetcher:
       prefetcher.close()

@@ -33,17 +33,43 @@ def test_tiny_run_writes_a_valid_record_and_tensorboard_events(tmp_path):
   assert record["compile_s"] > 0 and record["final_loss"] > 0
   assert record["versions"]["jax"] and record["config"]["steps"] == 3
 
-  [run_dir] = (tmp_path / "tensorboard").iterdir()
-  assert run_dir.name == record["run_id"]
+  # TensorBoard: tensorboard/<readable name>/<run_id>, warm-up apart from the timed steps.
+  [run_dir] = (tmp_path / "tensorboard").glob("*/*")
+  assert run_dir.name == record["run_id"] and run_dir.parent.name == "tiny_xla_single_b8"
   acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0})
   acc.Reload()
+  assert [e.step for e in acc.Scalars("warmup/step_time_ms")] == [1]
   losses = acc.Scalars("train/loss")
-  assert len(losses) == 1 + 6  # warm-up and timed steps
+  assert [e.step for e in losses] == [2, 3, 4, 5, 6, 7]  # the timed steps alone
+  assert [e.value for e in acc.Scalars("train/step_time_ms")] == pytest.approx(
+      [t * 1e3 for t in record["step_times_s"]])
+  assert [e.step for e in acc.Scalars("train/repeat_median_step_time_ms")] == [4, 7]
   assert losses[-1].value == pytest.approx(record["final_loss"], rel=1e-6)
-  assert "summary/tokens_per_s" in acc.Tags()["scalars"]
-  assert "summary" in acc.Tags()["tensors"]
-  assert b"tokens/s" in acc.Tensors("summary")[0].tensor_proto.string_val[0]
-  assert acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.plugin_name == "hparams"
+  # The record's headline numbers, once each, at the run's last step.
+  [median] = acc.Scalars("summary/step_time_ms_median")
+  assert median.step == 7 and median.value == pytest.approx(st["median"] * 1e3)
+  assert acc.Scalars("summary/tokens_per_s")[0].value == pytest.approx(record["tokens_per_s"])
+  assert "summary/token_per_dollar" not in acc.Tags()["scalars"]  # a CPU has no price
+  text = acc.Tensors("summary")[0].tensor_proto.string_val[0].decode()
+  assert text.startswith("**tiny_xla_single_b8**") and record["run_id"] in text
+  assert "| tokens/s | MFU % | tokens per USD | Token/Dollar (paper units) | median step ms" in text
+  # HParams: typed, the grid's axes marked as differing (shown first), headline metrics first.
+  from tensorboard.plugins.hparams import api_pb2, metadata
+  experiment = metadata.parse_experiment_plugin_data(
+      acc.SummaryMetadata(metadata.EXPERIMENT_TAG).plugin_data.content)
+  types = {h.name: h.type for h in experiment.hparam_infos}
+  assert types["per_device_batch_size"] == types["learning_rate"] == api_pb2.DATA_TYPE_FLOAT64
+  assert types["attention"] == types["run_id"] == api_pb2.DATA_TYPE_STRING
+  assert types["fuse_projections"] == api_pb2.DATA_TYPE_BOOL
+  assert sorted(h.name for h in experiment.hparam_infos if h.differs) == [
+      "attention", "model", "num_devices", "per_device_batch_size", "strategy"]
+  assert [m.name.tag for m in experiment.metric_infos][:6] == [
+      "summary/tokens_per_s", "summary/mfu_percent", "summary/token_per_dollar",
+      "summary/token_per_dollar_paper", "summary/step_time_ms_median", "summary/peak_memory_gib"]
+  start = metadata.parse_session_start_info_plugin_data(
+      acc.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content)
+  assert start.hparams["run_id"].string_value == record["run_id"]
+  assert start.hparams["per_device_batch_size"].number_value == 8
 
 
 def test_records_append_across_runs(tmp_path):
@@ -144,3 +170,67 @@ def test_xla_options_compile_the_step_and_a_wrong_one_is_one_clear_error(tmp_pat
                 f"--config.xla_options={wrong}")
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_an_append_after_a_line_cut_short_starts_a_new_line_and_readers_skip_it(tmp_path,
+                                                                                capsys):
+  path = tmp_path / "results.jsonl"
+  for i in range(2):
+    results.append_line(path, {"run_id": f"r{i}", "status": "ok", "tag": f"t{i}"})
+  path.write_bytes(path.read_bytes()[:-10])  # the last write was cut short
+  results.append_line(path, {"run_id": "r2", "status": "ok", "tag": "t2"})
+  lines = path.read_text().splitlines()
+  assert len(lines) == 3 and lines[0].startswith('{"run_id": "r0"')
+  assert lines[2] == '{"run_id": "r2", "status": "ok", "tag": "t2"}'  # nothing glued to it
+  assert [r["run_id"] for r in results.read(path)] == ["r0", "r2"]
+  assert [r["run_id"] for r in results.read(path)] == ["r0", "r2"]
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"warning: {path}: skipped unreadable line 2 (not a JSON record; a write cut "
+                 "short?)"]  # once, however often the file is read
+
+
+def test_the_results_table_names_a_missing_file_and_asks_for_one(tmp_path):
+  def table(*args):
+    return subprocess.run([sys.executable, "-m", "slm_jax.results", *args],
+                          capture_output=True, text=True, cwd=ROOT)
+  missing = table(str(tmp_path / "nope.jsonl"))
+  assert missing.returncode == 2 and "Traceback" not in missing.stderr
+  assert missing.stderr.strip() == f"error: no such results file: {tmp_path / 'nope.jsonl'}"
+  none = table()
+  assert none.returncode == 2 and "usage: python -m slm_jax.results" in none.stderr
+  path = tmp_path / "results.jsonl"
+  path.write_text('{"model": "tiny", "status": "ok"}\n{"model": "ti')
+  cut = table(str(path))
+  assert cut.returncode == 0 and "| tiny |" in cut.stdout
+  assert cut.stderr.strip() == (f"warning: {path}: skipped unreadable line 2 (not a JSON "
+                                "record; a write cut short?)")
+
+
+def test_a_workdir_that_cannot_be_written_is_one_error_line(tmp_path):
+  afile = tmp_path / "afile"
+  afile.write_text("x")
+  for workdir, says in ((afile, "is a file, not a folder"), (afile / "sub", "cannot write"),
+                        ("/proc/slm_jax_x", "cannot write")):
+    proc = main("--config=configs/tiny.py", f"--workdir={workdir}", "--dry_run")
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: --workdir={workdir}") and says in line
+  assert afile.read_text() == "x"
+
+
+def test_a_mistyped_override_keeps_its_quotes(tmp_path):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.steps=abc")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "invalid literal for int() with base 10: 'abc'" in proc.stderr
+
+
+def test_a_data_error_under_way_is_one_line_and_the_same_error_record(tmp_path):
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"text": "hello"}\n{bad json\n')
+  proc = main("--config=configs/tiny.py", "--config.mode=train", "--config.train_steps=2",
+              f"--config.data_files={bad}", f"--workdir={tmp_path}")
+  assert proc.returncode == 2
+  [line] = proc.stderr.strip().splitlines()  # not also datasets' own log line
+  assert line.startswith(f"error: cannot read files {bad}: ArrowInvalid")
+  [record] = results.read(tmp_path / "results.jsonl")  # the record says what the line says
+  assert record["status"] == "error" and line == f"error: {record['message']}"

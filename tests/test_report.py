@@ -388,3 +388,30 @@ def test_the_report_of_the_committed_benchmarks_runs(tmp_path):
   md = (tmp_path / "report.md").read_text()
   assert "Skipped rows that are not run records" in md
   assert not re.search(r"best DDP at 1 GPU", md)
+
+
+def test_the_cpu_demo_is_drawn_in_a_panel_of_its_own_and_answers_the_questions(tmp_path):
+  def cpu(batch, tps):
+    r = dict(record(model="tiny", attention="xla", strategy="single", batch=batch,
+                    tps_per_device=tps), config={"steps": 5, "repeats": 2})
+    r.update(device_kind="cpu", token_per_dollar=None, token_per_dollar_paper=None,
+             peak_memory_bytes=None)
+    return r
+  records = [cpu(2, 900.0), cpu(4, 1200.0), cpu(8, 1500.0)]
+  points = report.prepare(records)
+  assert [r["value"] for r in points] == [900.0, 1200.0, 1500.0]  # tokens/s: no CPU price
+  assert {r["value_unit"] for r in points} == {"tokens/s per device (no price)"}
+  fig1 = report.fig1_attention(points, report.read_paper())
+  assert report.sizes_of(fig1) == ["100m", "500m", "1b", "2b", "tiny"]
+  [curve] = fig1.curves
+  assert curve.model == "tiny" and [p.x for p in curve.points] == [2, 4, 8]
+  write(tmp_path / "results.jsonl", records)
+  out = tmp_path / "out"
+  proc = run_report(tmp_path / "results.jsonl", f"--out={out}")
+  assert proc.returncode == 0, proc.stderr
+  md = (out / "report.md").read_text()
+  assert "tiny only vanilla attention measured" in md
+  assert "tiny best at batch 8; largest that fit 8, 1.250x batch 4's" in md
+  assert matplotlib.image.imread(out / "fig1.png").shape[1] == 1800  # a fifth panel
+  findings = md.split("| 7 |")[1].splitlines()[0]
+  assert "| not measured |" in findings  # the paper's findings are about the paper's sizes

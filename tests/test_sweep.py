@@ -129,3 +129,44 @@ def test_device_counts_from_the_command_line():
   assert sweep.device_counts((1,), present=1) == [1]
   with pytest.raises(UserError, match="num_devices"):
     sweep.device_counts("two", present=4)
+
+
+def test_a_results_line_cut_short_does_not_stop_the_sweep_resuming(tmp_path, capsys):
+  path = tmp_path / "results.jsonl"
+  results.append_line(path, {"tag": "a=1", "status": "ok"})
+  results.append_line(path, {"tag": "a=2", "status": "error"})
+  path.write_bytes(path.read_bytes()[:-5])
+  assert sweep.done_keys(path, retry_failed=False) == {"a=1"}
+  assert f"{path}: skipped unreadable line 2" in capsys.readouterr().err
+
+
+def test_device_counts_the_machine_lacks_are_named():
+  assert sweep.dropped_counts((1, 2), present=1) == [2]
+  assert sweep.dropped_counts("1,2,8", present=4) == [8]
+  assert sweep.dropped_counts("present", present=1) == []
+
+
+def test_the_tiny_sweep_on_one_cpu_gives_a_report_with_points_and_answers(tmp_path):
+  # As on a fresh clone's CPU: one device (no fake ones), the sweep config as shipped, but
+  # only DDP, which the grid runs on 1 and 2 devices.
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  work = tmp_path / "tiny_grid"
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.sweep", "--config=configs/sweeps/tiny.py",
+                         "--config.grid.strategy=('ddp',)", f"--workdir={work}"], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "note: grid.num_devices 2 left out: this machine has 1 cpu device" in proc.stdout
+  records = results.read(work / "results.jsonl")
+  assert [r["status"] for r in records] == ["ok", "ok"]
+  assert all(len(r["step_times_s"]) >= 10 for r in records)  # the report's minimum
+  # Each point is a TensorBoard run named by its grid point.
+  names = sorted(p.parent.name for p in (work / "tensorboard").glob("*/*"))
+  assert names == sorted(r["tag"] for r in records)
+  out = tmp_path / "report"
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.report", str(work / "results.jsonl"),
+                         f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr
+  md = (out / "report.md").read_text()
+  (tmp_path / "report.md").write_text(md)
+  assert "tiny only vanilla attention measured" in md  # Q1
+  assert "Batch size on one GPU (cpu, " in md and "tiny best at batch" in md  # Q4

@@ -166,8 +166,8 @@ def test_tiny_torch_run_writes_a_valid_record(tmp_path):
   assert record["flops_per_token"] == model.flops_per_token(model.PRESETS["tiny"], 128)
   assert record["compile_s"] > 0 and record["final_loss"] > 0
   assert record["versions"]["torch"] and record["versions"]["transformers"]
-  [run_dir] = (tmp_path / "tensorboard").iterdir()
-  assert run_dir.name == record["run_id"]
+  [run_dir] = (tmp_path / "tensorboard").glob("*/*")
+  assert run_dir.name == record["run_id"] and run_dir.parent.name == "tiny_eager_single_b8"
 
 
 def test_ddp_over_two_gloo_processes(tmp_path):

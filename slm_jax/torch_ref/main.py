@@ -19,7 +19,6 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 from absl import app, flags
@@ -28,7 +27,9 @@ from slm_jax import config as config_lib
 from slm_jax import main as jax_main  # its flags, progress lines and TensorBoard summary
 from slm_jax import results, torch_ref
 from slm_jax import train as jax_train
+from slm_jax import workdir as workdir_lib
 from slm_jax.errors import UserError
+from slm_jax import tensorboard_writer as tb
 from slm_jax.tensorboard_writer import Writer
 
 FLAGS = flags.FLAGS
@@ -111,7 +112,9 @@ def execute(c, workdir: Path, *, setup, dry_run: bool,
   status, message, measured, code = "ok", "", {}, 0
   try:
     if c.tensorboard and not dry_run and writes:
-      writer = Writer(workdir / "tensorboard" / run_id)
+      logdir, tb_name = jax_main.tensorboard_dir(c, workdir, tag, run_id,
+                                                 torch_train.device_count(c))
+      writer = Writer(logdir)
       progress = jax_main.Progress(c, writer)
     torch_train.run(c, setup=setup, dry_run=dry_run, on_step=progress, out=measured)
     status = "dry_run" if dry_run else "ok"
@@ -121,11 +124,10 @@ def execute(c, workdir: Path, *, setup, dry_run: bool,
   except UserError as e:
     status, message, code = "error", str(e), 2
   except Exception as e:  # an internal failure: keep the record, point at the traceback
-    log = workdir / "errors" / f"{run_id}-torch-{os.getpid()}.txt"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(traceback.format_exc())
+    log = jax_main.error_log(workdir, f"{run_id}-torch-{os.getpid()}")
     status, code = "error", 1
-    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (traceback: {log})"
+    message = (f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+               + (f" (traceback: {log})" if log else ""))
   if hasattr(progress, "done"):
     progress.done()
   info = device_info()
@@ -135,7 +137,7 @@ def execute(c, workdir: Path, *, setup, dry_run: bool,
   if writes:
     results.append(workdir / "results.jsonl", record)
   if writer:
-    jax_main._write_tensorboard(writer, record)
+    tb.write_record(writer, record, tb_name)
   return record, code
 
 
@@ -155,6 +157,7 @@ def main(argv):
 
   workdir = Path(FLAGS.workdir)
   try:
+    workdir_lib.prepare(workdir)
     if FLAGS.coordinator_address:
       raise UserError("--coordinator_address is for JAX runs; start torch on several hosts "
                       "with torchrun (--nnodes, --rdzv-endpoint) around this module")
