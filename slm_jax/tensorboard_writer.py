@@ -46,9 +46,6 @@ HEADLINE = (
      "timed step", lambda r: r.get("tokens_per_s"), ",.0f"),
     ("summary/mfu_percent", "MFU %", "model FLOPs utilisation: achieved FLOP/s per device over "
      "the GPU's dense bf16 peak", lambda r: r.get("mfu") and r["mfu"] * 100, ".1f"),
-    ("summary/mfu_fp8_percent", "MFU % of FP8 peak", "with --config.fp8: achieved FLOP/s per "
-     "device over the GPU's dense FP8 peak", lambda r: r.get("mfu_fp8") and r["mfu_fp8"] * 100,
-     ".1f"),
     ("summary/token_per_dollar", "tokens per USD", "tokens per US dollar at the record's price "
      "per device-hour", lambda r: r.get("token_per_dollar"), ",.0f"),
     ("summary/token_per_dollar_paper", "Token/Dollar (paper units)", "tokens/s per GPU over "
@@ -67,6 +64,9 @@ HEADLINE = (
      lambda r: r.get("final_eval_loss"), ".4f"),
     ("summary/dollars_spent", "USD spent", "training: price x devices x loop seconds",
      lambda r: r.get("dollars_spent"), ",.4f"),
+    ("summary/mfu_fp8_percent", "MFU % of FP8 peak", "with --config.fp8: achieved FLOP/s per "
+     "device over the GPU's dense FP8 peak", lambda r: r.get("mfu_fp8") and r["mfu_fp8"] * 100,
+     ".1f"),
 )
 TABLE = 6  # the first HEADLINE entries, the table at the top of the text summary
 
