@@ -94,16 +94,46 @@ def text_batches(c: ml_collections.ConfigDict, encode, eos: int, which: str,
 class _Signals:
   """Notes SIGTERM (a preemption notice) and SIGINT (Ctrl-C at a terminal) for the loop to act
   on between steps: both checkpoint and end the run as `preempted`. A second Ctrl-C exits at
-  once, without waiting for the checkpoint (a save cut short never replaces the previous one)."""
+  once, without waiting for the checkpoint (a save cut short never replaces the previous one).
+
+  Over several processes every one must stop at the same step, or their checkpoint saves
+  disagree (orbax checks that they meet): a notice often reaches one host only, or reaches
+  them while they are at different steps. There JAX's preemption service (jax.distributed)
+  takes SIGTERM itself, spreads it to every process and names the one step all stop at;
+  Ctrl-C is passed to it as a SIGTERM."""
 
   def __init__(self):
-    self.received: str | None = None  # the first signal's name
+    self._local: str | None = None  # the first signal this process got
+    self._stopped = False
+    self._checked: tuple[int, bool] | None = None
     self._interrupts = 0
     self._old = {}
+    self.shared = jax.process_count() > 1 and _preemption_service() is not None
+
+  @property
+  def received(self) -> str | None:
+    """The signal that stops the run (over several processes: once all agreed to stop)."""
+    if self.shared:
+      return (self._local or "SIGTERM") if self._stopped else None
+    return self._local
+
+  def stop(self, step: int) -> bool:
+    """Whether to stop before dispatching step `step` (counted from the run's start). Over
+    several processes, called for every step in order, as JAX's preemption service needs."""
+    if not self.shared:
+      return self._local is not None
+    if self._checked is None or self._checked[0] != step:
+      from jax.experimental import multihost_utils
+
+      self._stopped = self._stopped or multihost_utils.reached_preemption_sync_point(step)
+      self._checked = (step, self._stopped)
+    return self._stopped
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+      # Over several processes SIGTERM stays with JAX's preemption service.
+      names = (signal.SIGINT,) if self.shared else (signal.SIGTERM, signal.SIGINT)
+      self._old = {s: signal.signal(s, self._handle) for s in names}
     return self
 
   def _handle(self, signum, _):
@@ -115,12 +145,21 @@ class _Signals:
         os._exit(130)  # at once: no waiting for threads or a save in progress
       print("\ninterrupted: checkpointing after this step (Ctrl-C again exits at once)",
             file=sys.stderr, flush=True)
-    self.received = self.received or signal.Signals(signum).name
+      if self.shared:  # the service listens for SIGTERM and tells every process
+        os.kill(os.getpid(), signal.SIGTERM)
+    self._local = self._local or signal.Signals(signum).name
 
   def __exit__(self, *_):
     for s, old in self._old.items():
       signal.signal(s, old)
     self._old = {}
+
+
+def _preemption_service():
+  """JAX's preemption sync manager, where jax.distributed started one; else None."""
+  from jax._src import distributed  # no public handle says whether it runs
+
+  return getattr(distributed.global_state, "preemption_sync_manager", None)
 
 
 # Fields that change what a run learns from where it is: a run resumed with another value goes
@@ -228,11 +267,11 @@ class Session:
     """Up to `n` steps, each queued before the previous one's loss is read (the device never
     waits for the host); stops early on a bad step, SIGTERM or the dollar budget. Returns
     (healthy, (step, loss, grad norm) of a bad step or None)."""
-    bad, pending, dispatched = None, None, 0
+    bad, pending, dispatched, first = None, None, 0, self.step
     last = time.perf_counter()
     while True:
-      go = (dispatched < n and not bad and not self.signals.received
-            and not self.over_budget())
+      go = (dispatched < n and not bad and not self.over_budget()
+            and not self.signals.stop(first + dispatched))
       if go:
         batch, batch_pos = next(loader)
         self.state, healthy, metrics = self.compiled(self.state, batch, healthy)
