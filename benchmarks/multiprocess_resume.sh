@@ -16,12 +16,12 @@ read -r -a launch <<<"${LAUNCH:-}"
 common=(--config="$CONFIG" --workdir="$W" --config.tensorboard=false
         --config.eval_every=0 --config.checkpoint_every=20 --config.per_device_batch_size=16)
 
-# First run: stopped by SIGTERM once step 25 of 60 is logged.
+# First run: stopped by SIGTERM once step 15 of 40 is logged.
 setsid "$PY" launch/local.py --num_processes=2 "${launch[@]}" -- "${common[@]}" --config.strategy=hsdp \
-    --config.train_steps=60 --tag=mp-resume/first >"$W/first.log" 2>&1 &
+    --config.train_steps=40 --tag=mp-resume/first >"$W/first.log" 2>&1 &
 leader=$!
 for _ in $(seq 600); do
-  grep -q "train step 25/" "$W/first.log" 2>/dev/null && break
+  grep -q "train step 15/" "$W/first.log" 2>/dev/null && break
   kill -0 "$leader" 2>/dev/null || break
   sleep 0.5
 done
@@ -31,9 +31,9 @@ for _ in $(seq 240); do pgrep -g "$leader" >/dev/null || break; sleep 0.5; done
 pgrep -g "$leader" >/dev/null && { echo "first run still running after SIGTERM: killed"; kill -KILL -- "-$leader"; }
 echo "first run stopped; its log ends:"; tail -n 5 "$W/first.log"
 
-# Second run: the same command on another strategy, to 60 steps.
+# Second run: the same command on another strategy, to 40 steps.
 "$PY" launch/local.py --num_processes=2 "${launch[@]}" -- "${common[@]}" --config.strategy=fsdp_full \
-    --config.train_steps=60 --tag=mp-resume/second >"$W/second.log" 2>&1
+    --config.train_steps=40 --tag=mp-resume/second >"$W/second.log" 2>&1
 echo "second run exit code $?; its log ends:"; tail -n 5 "$W/second.log"
 "$PY" - "$W/results.jsonl" <<'PY'
 import json, sys
