@@ -68,10 +68,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the r
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
 _TAG = flags.DEFINE_string("tag", None, "A label stored in the record's `tag` field (the sweep "
                            "marks its points with it).")
-_CAMPAIGN = flags.DEFINE_string(
-    "campaign", None, "Names the measurement campaign this record belongs to (its `campaign` "
-    "field; default: the commit). Figures and ratios compare records of one campaign only; "
-    "slm_jax.compare and slm_jax.sweep pass it on to every run they start.")
+_CAMPAIGN = results.campaign_flag()
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build and compile abstractly; record parameters, "
                              "FLOPs per token and XLA's expected memory, but do not train.")
 

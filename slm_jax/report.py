@@ -1236,10 +1236,7 @@ _REPRICE = flags.DEFINE_list("reprice", [], "Also draw each training run at thes
                              f"prices (of {_PRICED}), labelled re-priced.")
 _RUNS = flags.DEFINE_list("runs", [], "Training runs to draw and tabulate, by tag (shell "
                           "patterns, e.g. '*loss_dollar'); default: every one.")
-_CAMPAIGN = flags.DEFINE_list("campaign", [], "Draw the figures and answer the questions from "
-                              "these campaigns only (a record without a campaign is in the one "
-                              "named by its full git_commit); default: per figure, the "
-                              "campaign with the most points, ties to the newest.")
+_CAMPAIGN = results.campaign_flag()
 
 
 def main(argv):
@@ -1255,15 +1252,16 @@ def main(argv):
     print(f"error: --reprice: no price for {unknown}; choose from "
           f"{_PRICED}", file=sys.stderr)
     sys.exit(2)
-  if _CAMPAIGN.value:
+  campaigns = tuple(c.strip() for c in (_CAMPAIGN.value or "").split(",") if c.strip())
+  if campaigns:
     known = {campaign_of(r) for p in paths for r in load([p])[0]}
-    unknown = [c for c in _CAMPAIGN.value if not any(in_campaigns(k, (c,)) for k in known)]
+    unknown = [c for c in campaigns if not any(in_campaigns(k, (c,)) for k in known)]
     if unknown:
       print(f"error: --campaign: no records in {unknown}; the files hold "
             f"{sorted(campaign_label(k) for k in known)}", file=sys.stderr)
       sys.exit(2)
   index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
-                       tuple(_REPRICE.value), tuple(_RUNS.value), tuple(_CAMPAIGN.value))
+                       tuple(_REPRICE.value), tuple(_RUNS.value), campaigns)
   print(f"wrote {index}")
 
 

@@ -55,6 +55,22 @@ def git_commit() -> str:
 CAMPAIGN_ENV = "SLM_JAX_CAMPAIGN"
 
 
+def campaign_flag():
+  """--campaign, defined once for all of slm_jax's commands (several can share a process, as in
+  the tests). For a run, sweep or compare it names the campaign their records belong to; for
+  the report, the campaigns to draw (comma-separated)."""
+  from absl import flags
+
+  if "campaign" not in flags.FLAGS:
+    flags.DEFINE_string(
+        "campaign", None, "Runs, sweeps and compares: the measurement campaign their records "
+        "belong to (the record's `campaign`; default: the commit), passed on to every process "
+        "they start. The report: draw figures and answer questions from these campaigns only "
+        "(comma-separated; a commit's first 7+ hex digits name a record without one); default: "
+        "per figure, the campaign with the most points, ties to the newest.")
+  return flags.FLAGS["campaign"]
+
+
 def campaign() -> str:
   """The campaign a record belongs to: records compared in one figure or ratio must share it.
   `--campaign NAME` sets it for a command and the processes it starts; by default, the commit."""

@@ -40,8 +40,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config (configs
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.jsonl, logs and the compilation "
                                "cache go.", required=True)
-_CAMPAIGN = flags.DEFINE_string("campaign", None, "Campaign name stored in every point's record "
-                                "(default: the commit); see slm_jax.main --campaign.")
+_CAMPAIGN = results.campaign_flag()
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Run again the points recorded as "
                                   "'error' (crashes, time-outs); 'ok' and 'oom' points stay done.")
 
