@@ -264,7 +264,7 @@ def plan(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int) -> 
   nodes, _ = layout(num_devices, gpus_per_node)
   cc = cpu_config(c, num_devices)
   program = train.build(cc, hosts=nodes if c.strategy == "hsdp" else None)
-  params, opt_state = program.abstract_state
+  params, opt_state = program.abstract_state.params, program.abstract_state.opt_state
   out = {"num_devices": num_devices, "ops": [], "expected_memory_bytes": None,
          "state_bytes": (sharding.bytes_per_device(params, program.state_shardings.params)
                          + sharding.bytes_per_device(opt_state,
