@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -48,6 +49,18 @@ def _quiet_closed_loop_callbacks() -> None:
 
   hook._slm_jax_quiet = True
   sys.unraisablehook = hook
+  # The same reads' tasks, when garbage-collected first, are reported through asyncio's logger
+  # instead ("Task exception was never retrieved", with the reader's error and its spec).
+  logging.getLogger("asyncio").addFilter(_drop_unretrieved_read_errors)
+
+
+def _drop_unretrieved_read_errors(record: logging.LogRecord) -> bool:
+  message = record.getMessage()
+  if not message.startswith(("Task exception was never retrieved",
+                             "Future exception was never retrieved")):
+    return True
+  exc = record.exc_info[1] if record.exc_info else None
+  return "DATA_LOSS" not in message and "DATA_LOSS" not in str(exc or "")
 
 
 class Checkpointer:
