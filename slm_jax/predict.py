@@ -24,10 +24,13 @@ The model, per point of N devices on nodes of G GPUs:
   rank (reduce-scatter: (k-1)/k x S / B_intra + (m-1)/m x S/k / B_inter, plus a latency per ring
   step; all-gather the same; all-reduce twice that). On one node this is collectives'
   ring model.
-- overlap: step = compute + e x communication, where the exposed fraction e is calibrated on a
-  measured multi-GPU record (its profile's exposed collective time, else its step time less the
-  predicted compute, over the predicted communication); without one, e = 1 (nothing hidden:
-  the conservative bound).
+- overlap: step = compute + s x communication, where the step fraction s is calibrated on a
+  measured multi-GPU record: its step time less the predicted compute, over the predicted
+  communication. That growth is more than the collectives' exposed time (when no compute runs):
+  compute running beside a collective runs slower (NCCL's kernels take SMs and HBM bandwidth).
+  The exposed communication reported is e x communication, e from the record's profile (its
+  exposed collective time), else e = s (at most 1). Without a measured multi-GPU record,
+  s = e = 1 (nothing hidden: the conservative bound).
 - memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
   optimizer state laid out as the mesh shards them (exact, from the shardings) and its
   temporaries unchanged (activations are per device; XLA's CPU plans of 2 and 8 devices differ by
@@ -39,6 +42,8 @@ The model, per point of N devices on nodes of G GPUs:
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import functools
 import glob
 import json
 import math
@@ -64,6 +69,8 @@ REDUCE_SCATTER_MIN_BYTES = 64 * 1024
 OPTIMIZER_BYTES_PER_PARAM = 28
 PEAK_BOUND = ("matmul", "attention")
 DEFAULT_INTER_NODE = "ib400"
+# The checkout whose git history says how far apart two records' commits are.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------------- records
@@ -94,7 +101,8 @@ def _ok(record: dict) -> bool:
 def _same_work(record: dict, c: ml_collections.ConfigDict) -> bool:
   return (record.get("model") == config_lib.model_name(c) and record.get("attention") == c.attention
           and record.get("per_device_batch") == c.per_device_batch_size
-          and record.get("seq_len") == c.seq_len)
+          and record.get("seq_len") == c.seq_len
+          and bool((record.get("config") or {}).get("fp8")) == bool(c.get("fp8", False)))
 
 
 def one_gpu_records(records: list[dict], c: ml_collections.ConfigDict) -> list[dict]:
@@ -116,6 +124,70 @@ def _label(record: dict) -> str:
   return f"{record.get('run_id')} ({record.get('_file', '?')})"
 
 
+# ----------------------------------------------------------------------------- commits
+
+
+@functools.lru_cache(maxsize=None)
+def commit_gap(a: str, b: str, root: Path = ROOT) -> tuple[bool, int] | None:
+  """(whether slm_jax/ holds the same code at commits `a` and `b`, how many commits lie
+  between them) from the git history of `root`; None where git does not know both. A commit
+  marked -dirty ran uncommitted code: never the same code as another."""
+  if not a or not b:
+    return None
+  dirty = a.endswith("-dirty") or b.endswith("-dirty")
+  a, b = a.removesuffix("-dirty"), b.removesuffix("-dirty")
+  if a == b:
+    return not dirty, 0
+
+  def git(*args):
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          timeout=60)
+  try:
+    count = git("rev-list", "--count", f"{a}...{b}")
+    if count.returncode:
+      return None
+    same = not dirty and git("diff", "--quiet", a, b, "--", "slm_jax").returncode == 0
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return same, int(count.stdout.strip())
+
+
+def _seconds_apart(a: dict, b: dict) -> float:
+  try:
+    ta = datetime.datetime.fromisoformat(a.get("timestamp") or "")
+    tb = datetime.datetime.fromisoformat(b.get("timestamp") or "")
+    return abs((ta - tb).total_seconds())
+  except (TypeError, ValueError):
+    return math.inf
+
+
+def nearest(candidates: list[dict], near: dict) -> dict:
+  """The candidate whose code is closest to the code `near` ran: the same commit, else a commit
+  with the same slm_jax/ code, else the fewest commits away in git's history, else (commits this
+  checkout does not know) the nearest in time; the faster on a tie."""
+  def key(r):
+    gap = commit_gap(r.get("git_commit") or "", near.get("git_commit") or "")
+    return (not (gap and gap[0]), gap is None, gap[1] if gap else 0, _seconds_apart(r, near),
+            r["step_time_s"]["median"])
+  return min(candidates, key=key)
+
+
+def relation(record: dict, near: dict | None) -> str:
+  """How `record`'s code relates to `near`'s, in words."""
+  mine = (record.get("git_commit") or "?")[:7]
+  if near is None:
+    return f"commit {mine}"
+  theirs = (near.get("git_commit") or "?")[:7]
+  gap = commit_gap(record.get("git_commit") or "", near.get("git_commit") or "")
+  if gap is None:
+    return f"commit {mine}, not in this checkout's history beside {theirs}: nearest in time"
+  same, n = gap
+  if n == 0 and same:
+    return f"commit {mine}, the same commit"
+  return (f"commit {mine}, {n} commits from {theirs}, "
+          + ("the same slm_jax/ code" if same else "slm_jax/ differs"))
+
+
 # ----------------------------------------------------------------------------- compute
 
 
@@ -127,6 +199,7 @@ class Compute:
   record: dict         # the record the step time is from
   source_gpu: str      # its GPU type
   notes: list[str]
+  relation: str = ""   # how the record's code relates to the run predicted (check mode)
 
 
 def category_factors(attention: str, src: hardware.GPU, dst: hardware.GPU) -> dict[str, float]:
@@ -164,30 +237,39 @@ def _fastest(records: list[dict]) -> dict:
   return min(records, key=lambda r: r["step_time_s"]["median"])
 
 
+def _pick(records: list[dict], near: dict | None) -> dict:
+  """The fastest record, or, to predict the measured run `near`, the one nearest its code."""
+  return _fastest(records) if near is None else nearest(records, near)
+
+
 def _profiled(records: list[dict]) -> list[dict]:
   return [r for r in records if (r.get("breakdown") or {}).get("ms")]
 
 
 def compute_time(c: ml_collections.ConfigDict, records: list[dict],
-                 target: hardware.GPU) -> Compute:
-  """The target GPU's one-device step for `c`, from the records (UserError if none serves)."""
+                 target: hardware.GPU, near: dict | None = None) -> Compute:
+  """The target GPU's one-device step for `c`, from the records (UserError if none serves): the
+  fastest matching record, or with `near` (a measured run to predict) the matching record
+  nearest its code (same commit, same slm_jax/ code, fewest commits away)."""
   matches = one_gpu_records(records, c)
   same = [r for r in matches if gpu_of(r) is target]
   what = (f"{config_lib.model_name(c)}, attention {c.attention}, batch "
           f"{c.per_device_batch_size}/device, seq {c.seq_len}")
   if same:
-    best = _fastest(same)
+    best = _pick(same, near)
     step = best["step_time_s"]["median"]
     profiled = _profiled(same)
     if profiled:
-      opt = step * shares(_fastest(profiled)["breakdown"]).get("optimizer", 0.0)
-      how = f"its profile ({_fastest(profiled)['run_id']})"
+      prof = _pick(profiled, near)
+      opt = step * shares(prof["breakdown"]).get("optimizer", 0.0)
+      how = f"its profile ({prof['run_id']})"
     else:
       opt = OPTIMIZER_BYTES_PER_PARAM * best["params"] / (target.hbm_gbytes_per_s * 1e9)
       how = f"{OPTIMIZER_BYTES_PER_PARAM} bytes/parameter at HBM speed"
+    rel = relation(best, near)
     return Compute(step, opt, best, target.name,
-                   [f"compute: measured on one {target.name}, record {_label(best)}; optimizer "
-                    f"update {opt * 1e3:.1f} ms from {how}"])
+                   [f"compute: measured on one {target.name}, record {_label(best)} ({rel}); "
+                    f"optimizer update {opt * 1e3:.1f} ms from {how}"], rel)
   profiled = _profiled(matches)
   if not profiled:
     have = sorted({gpu_of(r).name for r in matches})
@@ -199,20 +281,21 @@ def compute_time(c: ml_collections.ConfigDict, records: list[dict],
            if have else ""))
   # The config's own GPU type first, else the type with the fastest profiled record.
   own = [r for r in profiled if gpu_of(r).key == c.gpu]
-  prof = _fastest(own or profiled)
+  prof = _pick(own or profiled, near)
   src = gpu_of(prof)
-  best = _fastest([r for r in matches if gpu_of(r) is src])
+  best = _pick([r for r in matches if gpu_of(r) is src], near)
   step, opt = project(best["step_time_s"]["median"], prof["breakdown"], c.attention, src, target)
   f = category_factors(c.attention, src, target)
+  rel = relation(best, near)
   return Compute(step, opt, best, src.name, [
-      f"compute: projected from one {src.name} (record {_label(best)}, "
+      f"compute: projected from one {src.name} (record {_label(best)}, {rel}, "
       f"{best['step_time_s']['median'] * 1e3:.1f} ms) "
       f"by the category shares of profile {prof['run_id']}: matmuls"
       f"{' and attention' if c.attention != 'xla' else ''} x{f['matmul']:.3f} (dense bf16 peaks "
       f"{src.peak_bf16_tflops:g} / {target.peak_bf16_tflops:g} TFLOP/s, the same fraction of "
       f"peak assumed), memory-bound ops{' and vanilla attention' if c.attention == 'xla' else ''} "
       f"x{f['loss']:.3f} (HBM {src.hbm_gbytes_per_s:g} / {target.hbm_gbytes_per_s:g} GB/s), "
-      "host/idle time unchanged"])
+      "host/idle time unchanged"], rel)
 
 
 def optimizer_shards(strategy: str, num_devices: int, per_node: int) -> int:
@@ -359,9 +442,18 @@ def comm_seconds(ops: list[dict], per_node: int, intra, inter) -> float:
 
 @dataclasses.dataclass
 class Calibration:
+  """How much of the predicted communication the step pays: `exposed_fraction` of it runs with
+  no compute beside it; the step grows by `step_fraction` of it (the exposed part and the
+  slowdown of the compute it overlaps; the exposed fraction where not given)."""
   exposed_fraction: float
   note: str
   record: dict | None = None
+  compute: Compute | None = None  # the one-GPU step the record's was compared with
+  step_fraction: float | None = None
+
+  @property
+  def step(self) -> float:
+    return self.exposed_fraction if self.step_fraction is None else self.step_fraction
 
 
 NO_OVERLAP = Calibration(1.0, "overlap: none assumed (exposed fraction 1: every collective "
@@ -399,15 +491,17 @@ def _links(gpu: hardware.GPU, interconnects: list[str]) -> tuple:
 
 def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
                  interconnects: list[str], plan_fn=None) -> Calibration:
-  """The exposed fraction of `record` (a measured multi-GPU run): its exposed communication
-  over the communication this model predicts for its config."""
+  """The calibration of `record` (a measured multi-GPU run) over the communication this model
+  predicts for its config: the step fraction (its step less the predicted compute, from the
+  one-GPU record nearest its code) and the exposed fraction (its profile's exposed collective
+  time; without a profile, the step fraction up to 1)."""
   rc = record_config(record)
   gpu = gpu_of(record)
   if gpu is None:
     raise UserError(f"record {_label(record)} ran on {record.get('device_kind')!r}, not a GPU "
                     "type in slm_jax.hardware")
   n = record["num_devices"]
-  compute = compute_time(rc, records, gpu)
+  compute = compute_time(rc, records, gpu, near=record)
   nodes, per_node = layout(n, gpus_per_node)
   p = (plan_fn or plans)(rc, [n], gpus_per_node)[n]
   intra, inter = _links(gpu, interconnects)
@@ -415,16 +509,20 @@ def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
   comm = comm_seconds(ops, per_node, intra, inter)
   compute_n = compute.seconds - compute.optimizer_s * (
       1 - 1 / optimizer_shards(rc.strategy, n, per_node))
+  growth = record["step_time_s"]["median"] - compute_n
+  s = max(0.0, growth / comm) if comm > 0 else 1.0
   exposed = measured_exposed_s(record)
-  how = "its profile's exposed collective time"
   if exposed is None:
-    exposed = record["step_time_s"]["median"] - compute_n
-    how = "its step time less the predicted compute"
-  e = min(1.0, max(0.0, exposed / comm)) if comm > 0 else 1.0
-  return Calibration(e, f"overlap: exposed fraction {e:.2f} calibrated on record "
-                     f"{_label(record)} ({record['model']}, {rc.strategy}, {n} x {gpu.name}: "
-                     f"{exposed * 1e3:.2f} ms exposed from {how}, over {comm * 1e3:.2f} ms "
-                     "predicted communication)", record)
+    e, how = min(1.0, s), "none profiled: the step's growth"
+  else:
+    e = min(1.0, max(0.0, exposed / comm)) if comm > 0 else 1.0
+    how = f"{exposed * 1e3:.2f} ms in its profile"
+  return Calibration(e, f"overlap: calibrated on record {_label(record)} ({record['model']}, "
+                     f"{rc.strategy}, {n} x {gpu.name}): its step is "
+                     f"{growth * 1e3:.2f} ms longer than the predicted compute (one GPU: record "
+                     f"{compute.record.get('run_id')}, {compute.relation}), step fraction "
+                     f"{s:.2f} of the {comm * 1e3:.2f} ms predicted communication; exposed "
+                     f"collectives ({how}) fraction {e:.2f}", record, compute, s)
 
 
 def multi_gpu_records(records: list[dict]) -> list[dict]:
@@ -433,13 +531,16 @@ def multi_gpu_records(records: list[dict]) -> list[dict]:
 
 def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                      exclude_model: str | None = None) -> dict | None:
-  """The measured multi-GPU record to calibrate on: the same strategy first, then the same
-  model, then the most devices; none of model `exclude_model`."""
+  """The measured multi-GPU record to calibrate on: the same strategy first (the overlap is a
+  property of the scheme's schedule), then one whose profile measured the exposed collective
+  time (else it is inferred from the step time, which carries every other difference from one
+  GPU), then the same model, then the most devices; none of model `exclude_model`."""
   multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
   if not multi:
     return None
   model = config_lib.model_name(c)
-  return max(multi, key=lambda r: (r.get("strategy") == c.strategy, r.get("model") == model,
+  return max(multi, key=lambda r: (r.get("strategy") == c.strategy,
+                                   measured_exposed_s(r) is not None, r.get("model") == model,
                                    r["num_devices"], r.get("timestamp") or ""))
 
 
@@ -454,9 +555,10 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
   ops = gpu_ops(plan_n["ops"], c.strategy, num_devices, gpus_per_node)
   comm = comm_seconds(ops, per_node, intra, inter)
   exposed = calibration.exposed_fraction * comm
+  cost = calibration.step * comm
   compute_s = compute.seconds - compute.optimizer_s * (
       1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))
-  step = compute_s + exposed
+  step = compute_s + cost
   tps = num_devices * c.per_device_batch_size * c.seq_len / step
   price = c.price_per_device_hour if c.price_per_device_hour > 0 else target.usd_per_hour
   base = compute.record.get("expected_memory_bytes")
@@ -476,11 +578,13 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
       "token_per_dollar_paper": (tps / num_devices / target.paper_price_ratio
                                  if target.paper_price_ratio else None),
       "step_s": step, "compute_s": compute_s, "comm_s": comm, "exposed_comm_s": exposed,
-      "exposed_fraction": calibration.exposed_fraction,
+      "exposed_fraction": calibration.exposed_fraction, "comm_cost_s": cost,
+      "step_fraction": calibration.step,
       "fits": None if memory is None else memory <= budget, "expected_memory_bytes": memory,
       "memory_budget_bytes": budget, "price_per_device_hour": price,
       "collectives": summary(ops),
       "record": compute.record.get("run_id"), "record_file": compute.record.get("_file"),
+      "record_commit": compute.record.get("git_commit"), "record_relation": compute.relation,
       "compute_from": compute.source_gpu,
       "calibration_record": (calibration.record or {}).get("run_id"),
   }
@@ -488,8 +592,10 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
 
 def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[dict],
             gpu: str = "", gpus_per_node: int = 8, interconnects: list[str] = (),
-            calibration: Calibration | None = None, plan_fn=None) -> tuple[list[dict], list[str]]:
-  """(points, assumptions) for `c` on each device count of `counts`."""
+            calibration: Calibration | None = None, plan_fn=None,
+            near: dict | None = None) -> tuple[list[dict], list[str]]:
+  """(points, assumptions) for `c` on each device count of `counts`; `near`: the measured run
+  being predicted (check mode), whose code the one-GPU record is chosen nearest to."""
   config_lib.validate(c)
   target = hardware.gpu(gpu or c.gpu) if (gpu or c.gpu != "cpu") else None
   if target is None:
@@ -502,7 +608,7 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
   intra, inter = _links(target, list(interconnects))
   for n in counts:
     check_count(c.strategy, n, gpus_per_node)
-  compute = compute_time(c, records, target)
+  compute = compute_time(c, records, target, near=near)
   if calibration is None:
     chosen = pick_calibration(c, records)
     calibration = (calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
@@ -526,15 +632,41 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
 # ----------------------------------------------------------------------------- checking
 
 
+def _memo(plan_fn):
+  """plan_fn, remembering each config's plans: check compiles a calibration record's mesh
+  once, not once per record it calibrates."""
+  seen = {}
+
+  def cached(c, counts, gpus_per_node):
+    key = (json.dumps(c.to_dict(), sort_keys=True, default=str), tuple(sorted(set(counts))),
+           gpus_per_node)
+    if key not in seen:
+      seen[key] = (plan_fn or plans)(c, counts, gpus_per_node)
+    return seen[key]
+  return cached
+
+
+def _percent(predicted, measured):
+  return None if predicted is None or not measured else 100 * (predicted / measured - 1)
+
+
 def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] = (),
           plan_fn=None) -> list[dict]:
   """Predicts every measured multi-GPU record, calibrated on a record of another model (the
-  same strategy first), and says how far each prediction is from the measurement."""
+  same strategy first), each from the one-GPU record nearest its code, and says how far each
+  prediction is from the measurement: tokens/s and, where the record was profiled, the exposed
+  collective time."""
+  plan_fn = _memo(plan_fn)
   rows = []
   for r in multi_gpu_records(records):
     rc = record_config(r)
-    row = {"run_id": r.get("run_id"), "model": r.get("model"), "strategy": r.get("strategy"),
-           "num_devices": r["num_devices"], "measured_tokens_per_s": r["tokens_per_s"]}
+    row = {"run_id": r.get("run_id"), "record_file": r.get("_file"), "model": r.get("model"),
+           "strategy": r.get("strategy"), "attention": r.get("attention"),
+           "per_device_batch": r.get("per_device_batch"), "num_devices": r["num_devices"],
+           "device_kind": r.get("device_kind"), "record_commit": r.get("git_commit"),
+           "record_timestamp": r.get("timestamp"), "measured_tokens_per_s": r["tokens_per_s"],
+           "measured_step_s": r["step_time_s"]["median"],
+           "measured_exposed_comm_s": measured_exposed_s(r)}
     chosen = pick_calibration(rc, records, exclude_model=r.get("model"))
     if gpu_of(r) is None:
       rows.append(dict(row, error=f"ran on {r.get('device_kind')!r}, not a known GPU type"))
@@ -546,19 +678,39 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
       cal = calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
       [p], _ = predict(rc, [r["num_devices"]], records=records, gpu=gpu_of(r).key,
                        gpus_per_node=gpus_per_node, interconnects=interconnects,
-                       calibration=cal, plan_fn=plan_fn)
+                       calibration=cal, plan_fn=plan_fn, near=r)
     except UserError as e:
       rows.append(dict(row, error=str(e)))
       continue
     measured_comm = (r.get("collectives") or {}).get("per_step")
-    rows.append(dict(row, predicted_tokens_per_s=p["tokens_per_s"],
-                     error_percent=100 * (p["tokens_per_s"] / r["tokens_per_s"] - 1),
-                     calibrated_on=chosen.get("run_id"), calibrated_model=chosen.get("model"),
-                     exposed_fraction=cal.exposed_fraction,
-                     predicted_collectives=p["collectives"],
-                     measured_collectives={k: {"count": v["count"], "bytes": v["bytes"]}
-                                           for k, v in (measured_comm or {}).items()}))
+    rows.append(dict(
+        row, predicted_tokens_per_s=p["tokens_per_s"],
+        error_percent=_percent(p["tokens_per_s"], r["tokens_per_s"]),
+        predicted_step_s=p["step_s"], predicted_compute_s=p["compute_s"],
+        predicted_comm_s=p["comm_s"], predicted_exposed_comm_s=p["exposed_comm_s"],
+        exposed_error_percent=_percent(p["exposed_comm_s"], row["measured_exposed_comm_s"]),
+        compute_record=p["record"], compute_record_file=p["record_file"],
+        compute_record_commit=p["record_commit"], compute_relation=p["record_relation"],
+        calibrated_on=chosen.get("run_id"), calibrated_model=chosen.get("model"),
+        calibrated_strategy=chosen.get("strategy"), calibration_file=chosen.get("_file"),
+        calibration_commit=chosen.get("git_commit"),
+        calibration_compute_record=cal.compute.record.get("run_id"),
+        calibration_compute_relation=cal.compute.relation,
+        exposed_fraction=cal.exposed_fraction, step_fraction=cal.step,
+        calibration_note=cal.note,
+        predicted_collectives=p["collectives"],
+        measured_collectives={k: {"count": v["count"], "bytes": v["bytes"]}
+                              for k, v in (measured_comm or {}).items()}))
   return rows
+
+
+def stamped(rows: list[dict]) -> list[dict]:
+  """Check rows as committed files keep them: with the date, commit and versions they were
+  computed at."""
+  import jax  # noqa: F401  (versions reads the device)
+  made = {"timestamp": results.utc_now(), "git_commit": results.git_commit(),
+          "versions": results.versions()}
+  return [dict(made, **row) for row in rows]
 
 
 # ----------------------------------------------------------------------------- output
@@ -576,7 +728,12 @@ CHECK_COLUMNS = (
     ("run_id", "record", "{}"), ("model", "model", "{}"), ("strategy", "strategy", "{}"),
     ("num_devices", "GPUs", "{}"), ("measured_tokens_per_s", "measured tokens/s", "{:,.0f}"),
     ("predicted_tokens_per_s", "predicted tokens/s", "{:,.0f}"),
-    ("error_percent", "error %", "{:+.1f}"), ("calibrated_model", "calibrated on", "{}"),
+    ("error_percent", "error %", "{:+.1f}"),
+    ("measured_exposed_comm_s", "measured exposed ms", "{:.2f}", 1e3),
+    ("predicted_exposed_comm_s", "predicted exposed ms", "{:.2f}", 1e3),
+    ("exposed_error_percent", "exposed error %", "{:+.1f}"),
+    ("calibrated_on", "calibrated on", "{}"), ("calibrated_model", "its model", "{}"),
+    ("compute_record", "one-GPU record", "{}"), ("compute_relation", "its code", "{}"),
     ("error", "not checked because", "{}"))
 
 
@@ -639,7 +796,7 @@ def main(argv, flag) -> int:
     _use_fake_devices(max([r["num_devices"] for r in multi] or [1]))
     rows = check(records, per_node, links)
     if flag["json"].value:
-      for row in rows:
+      for row in stamped(rows):
         print(json.dumps(row))
     else:
       print(results.markdown_table(rows, CHECK_COLUMNS))
