@@ -127,11 +127,15 @@ def _label(record: dict) -> str:
 # ----------------------------------------------------------------------------- commits
 
 
-@functools.lru_cache(maxsize=None)
-def commit_gap(a: str, b: str, root: Path = ROOT) -> tuple[bool, int] | None:
+def commit_gap(a: str, b: str) -> tuple[bool, int] | None:
   """(whether slm_jax/ holds the same code at commits `a` and `b`, how many commits lie
-  between them) from the git history of `root`; None where git does not know both. A commit
+  between them) from the git history of ROOT; None where git does not know both. A commit
   marked -dirty ran uncommitted code: never the same code as another."""
+  return _commit_gap(a, b, ROOT)
+
+
+@functools.lru_cache(maxsize=None)
+def _commit_gap(a: str, b: str, root: Path) -> tuple[bool, int] | None:
   if not a or not b:
     return None
   dirty = a.endswith("-dirty") or b.endswith("-dirty")
@@ -184,7 +188,7 @@ def relation(record: dict, near: dict | None) -> str:
   same, n = gap
   if n == 0 and same:
     return f"commit {mine}, the same commit"
-  return (f"commit {mine}, {n} commits from {theirs}, "
+  return (f"commit {mine}, {n} commit{'s' * (n != 1)} from {theirs}, "
           + ("the same slm_jax/ code" if same else "slm_jax/ differs"))
 
 
@@ -842,8 +846,48 @@ if __name__ == "__main__":
 
 # ----------------------------------------------------------------------------- the report's figure
 
-PAPER_SERIES = {"A100-40GB": "A100-40GB", "A100-80GB": "A100-80GB", "H100": "H100-80GB"}
 _STRATEGY_SERIES = {"ddp": "DDP", "fsdp_full": "FSDP-Full", "fsdp_grad_op": "FSDP-Grad+Optimizer"}
+# The paper's Figure 3 counts nodes of 8 GPUs; a prediction is on it where it fills its nodes.
+PAPER_GPUS_PER_NODE = 8
+
+
+def calibration_label(p: dict) -> str:
+  """How a predicted point's overlap was set, in a legend's words."""
+  if p.get("calibration_record"):
+    return f"calibrated on run {p['calibration_record']}"
+  e = p.get("exposed_fraction")
+  return {1.0: "nothing hidden", 0.0: "all hidden"}.get(e, f"exposed fraction {e:g}")
+
+
+def predicted_curves(predicted: list[dict], fig_id: str) -> list[dict]:
+  """Predicted points (slm_jax.predict --json lines) as curves on one of the paper's figures, in
+  Token/Dollar of the paper's unit: "Fig2" by GPU count, one series per GPU type (the paper's
+  label); "Fig3" by node count for full nodes of 8, one series per scheme. Each point is the
+  best prediction at its x over everything not on the figure (as the paper's are), one curve per
+  size, series, GPU type and calibration; points that do not fit are left out. Each curve:
+  {model, series, gpu, calibration, label, points: [(x, value)]}, its label naming it a
+  prediction."""
+  best = {}
+  for p in predicted:
+    if not p.get("prediction") or p.get("fits") is False or not p.get("token_per_dollar_paper"):
+      continue
+    gpu = hardware.gpu(p["gpu"])
+    if fig_id == "Fig2":
+      x, series = p["num_devices"], gpu.paper_label
+    elif fig_id == "Fig3":
+      if (p["num_devices"] < PAPER_GPUS_PER_NODE or p.get("gpus_per_node") != PAPER_GPUS_PER_NODE
+          or p.get("strategy") not in _STRATEGY_SERIES):
+        continue
+      x, series = p["num_nodes"], _STRATEGY_SERIES[p["strategy"]]
+    else:
+      raise ValueError(f"predictions are drawn on Fig2 and Fig3, not {fig_id}")
+    points = best.setdefault((p["model"], series, gpu.name, calibration_label(p)), {})
+    if x not in points or p["token_per_dollar_paper"] > points[x]:
+      points[x] = p["token_per_dollar_paper"]
+  return [{"model": model, "series": series, "gpu": gpu, "calibration": cal,
+           "label": f"predicted ({gpu}, {cal})" + (f": {series}" if series != gpu else ""),
+           "points": sorted(points.items())}
+          for (model, series, gpu, cal), points in sorted(best.items())]
 
 
 def plot_predictions(predicted: list[dict], paper: list[dict], out_dir: Path) -> Path | None:
@@ -855,40 +899,36 @@ def plot_predictions(predicted: list[dict], paper: list[dict], out_dir: Path) ->
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  rows = [p for p in predicted if p.get("prediction") and p.get("fits") is not False
-          and p.get("token_per_dollar_paper")]
-  if not rows:
+  figs = {f: predicted_curves(predicted, f) for f in ("Fig2", "Fig3")}
+  if not figs["Fig2"] and not figs["Fig3"]:
     return None
-  models = [m for m in ("100m", "500m", "1b", "2b") if any(p["model"] == m for p in rows)]
+  models = [m for m in ("100m", "500m", "1b", "2b")
+            if any(c["model"] == m for cs in figs.values() for c in cs)]
   fig, axes = plt.subplots(2, len(models), figsize=(4.5 * len(models), 8), squeeze=False)
   for col, model in enumerate(models):
     name = model.upper()
-    for row, (fig_id, xfield, key, series) in enumerate((
-        ("Fig2", "num_devices", "gpu", PAPER_SERIES),
-        ("Fig3", "num_nodes", "strategy", _STRATEGY_SERIES))):
+    for row, (fig_id, xfield) in enumerate((("Fig2", "num_devices"), ("Fig3", "num_nodes"))):
       ax = axes[row][col]
-      mine = [p for p in rows if p["model"] == model and p[key] in series
-              and (fig_id == "Fig2" or p["gpu"] == "A100-80GB")]
-      for i, s in enumerate(sorted({p[key] for p in mine})):
+      # The paper's Figure 3 is of the A100-80GB: its predictions only.
+      mine = [c for c in figs[fig_id] if c["model"] == model
+              and (fig_id == "Fig2" or c["gpu"] == "A100-80GB")]
+      for i, s in enumerate(sorted({c["series"] for c in mine})):
         color = plt.cm.tab10(i)
         ps = sorted((q for q in paper if q["figure"] == fig_id and q["model"] == name
-                     and q["series"] == series[s] and not q.get("oom")), key=lambda q: q["x"])
+                     and q["series"] == s and not q.get("oom")), key=lambda q: q["x"])
         if ps:
           ax.plot([q["x"] for q in ps], [q["token_per_dollar"] for q in ps], "-o", color=color,
-                  label=f"paper (PyTorch, measured): {series[s]}")
-        # The best prediction at each x over everything else (as the paper's points are), at
-        # each overlap bound.
-        bound = {}
-        for p in mine:
-          if p[key] != s or (fig_id == "Fig3" and p["num_devices"] < 8):
-            continue
-          k = (p[xfield], p["exposed_fraction"])
-          bound[k] = max(bound.get(k, 0.0), p["token_per_dollar_paper"])
-        xs = sorted({x for x, _ in bound})
-        hi = [max(v for (x2, _), v in bound.items() if x2 == x) for x in xs]
-        lo = [min(v for (x2, _), v in bound.items() if x2 == x) for x in xs]
+                  label=f"paper (PyTorch, measured): {s}")
+        # The band between the calibrations (the overlap bounds) at each x.
+        values = {}
+        for c in mine:
+          if c["series"] == s:
+            for x, v in c["points"]:
+              values.setdefault(x, []).append(v)
+        xs = sorted(values)
         if xs:
-          ax.plot(xs, hi, ":", color=color, label=f"predicted (slm_jax): {series[s]}")
+          hi, lo = [max(values[x]) for x in xs], [min(values[x]) for x in xs]
+          ax.plot(xs, hi, ":", color=color, label=f"predicted (slm_jax): {s}")
           ax.fill_between(xs, lo, hi, color=color, alpha=0.15)
       ax.set_xscale("log", base=2)
       ax.set_title(f"{fig_id} {name}" + (" (A100-80GB)" if fig_id == "Fig3" else ""))

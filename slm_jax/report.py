@@ -38,7 +38,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from slm_jax import hardware, pricing, results  # noqa: E402
+from slm_jax import hardware, predict, pricing, results  # noqa: E402
+from slm_jax.errors import UserError  # noqa: E402
 from slm_jax.results import fmt  # noqa: E402
 from slm_jax.report_doc import Heading, Image, Items, Para, Table  # noqa: E402
 from slm_jax import report_doc  # noqa: E402
@@ -323,6 +324,8 @@ class Figure:
   paper: list[dict]                        # the paper's points of this figure
   empty: str = "slm_jax: not measured"     # written on a panel without a point of ours
   missing: list[str] = dataclasses.field(default_factory=list)  # curves not measured, why
+  # Predicted curves (slm_jax.predict.predicted_curves), drawn apart and never in a ratio.
+  predicted: list[dict] = dataclasses.field(default_factory=list)
 
   def runs_note(self) -> str:
     counts = [p.runs for c in self.curves for p in c.points]
@@ -423,7 +426,8 @@ def draw(figure: Figure, out_dir: Path) -> Path:
       ax.set_visible(False)
     # The paper's series first, in its order, so a scheme keeps its colour from figure to figure.
     series = list(dict.fromkeys([p["series"] for p in figure.paper]
-                                + sorted({c.series for c in figure.curves}, key=str)))
+                                + sorted({c.series for c in figure.curves}, key=str)
+                                + sorted({c["series"] for c in figure.predicted})))
     colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series)}
     for ax, model in zip(axes.flat, panels):
       xs = set()
@@ -451,6 +455,13 @@ def draw(figure: Figure, out_dir: Path) -> Path:
                       label=f"slm_jax: {_label(c.series)}")
         _oom(ax, c.oom, colors[c.series], "X")
         xs |= {p.x for p in c.points} | set(c.oom)
+      for c in figure.predicted:
+        if c["model"] == model:  # dotted and hollow: a prediction, not a measurement
+          ax.plot([x for x, _ in c["points"]], [v for _, v in c["points"]], ":D",
+                  color=colors[c["series"]], mfc="none", markersize=7,
+                  alpha=0.4 if c["calibration"] == "all hidden" else 0.9,
+                  label=c["label"])
+          xs |= {x for x, _ in c["points"]}
       if model in unmeasured_panels(figure):
         ax.text(0.5, 0.5, figure.empty, transform=ax.transAxes, ha="center", va="center",
                 color="dimgray", fontsize=14, bbox=dict(fc="white", ec="lightgray"))
@@ -474,11 +485,15 @@ def draw(figure: Figure, out_dir: Path) -> Path:
                for h in ax.get_legend_handles_labels()[0]}
     handles.update({"out of memory (paper: thin x)": plt.Line2D(
         [], [], ls="", marker="X", color="gray", markersize=9)})
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3,
-               frameon=False)
+    # Predictions' labels are long (GPU type, calibration, scheme): two columns keep them on
+    # the page.
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+               ncol=2 if figure.predicted else 3, frameon=False)
     sources = [f"slm_jax{' ' + what if what else ''}: {s.label()}" for what, s in figure.selections]
     sources = "; ".join(filter(None, sources + figure.missing + [figure.runs_note()]) if sources
                         else figure.missing or ["slm_jax: not measured"])
+    if figure.predicted:
+      sources += "; dotted, hollow diamonds: predicted by slm_jax.predict, not measured"
     fig.suptitle(f"{figure.id}: {figure.title}\n" + textwrap.fill(sources, 100))
     path = out_dir / f"{figure.id.lower()}.png"
     fig.savefig(path, dpi=100)
@@ -1130,9 +1145,37 @@ def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str,
 
 # ---- the report ---------------------------------------------------------------------------
 
+# The paper's figures that predictions are drawn on (by GPU count; by node count).
+PREDICTED_FIGURES = ("Fig2", "Fig3")
+
+
+def load_predictions(paths: tuple[str, ...]) -> list[dict]:
+  """The predicted points of slm_jax.predict --json files (UserError: a missing file, or one
+  without a prediction)."""
+  out = []
+  for path in paths:
+    if not Path(path).is_file():
+      raise UserError(f"--predictions: no such file {path!r}")
+    rows = [r for r in results.read(path) if isinstance(r, dict) and r.get("prediction")]
+    if not rows:
+      raise UserError(f"--predictions: {path} holds no predicted points (the lines "
+                      "`python -m slm_jax.predict --json` prints)")
+    out += rows
+  return out
+
+
+def predicted_note(figure: Figure, paths: tuple[str, ...]) -> str:
+  calibrations = sorted({f"{c['gpu']}, {c['calibration']}" for c in figure.predicted})
+  return (f"Dotted lines with hollow diamonds are predictions (`slm_jax.predict`, from "
+          f"{', '.join(Path(p).name for p in paths)}: {'; '.join(calibrations)}), not "
+          "measurements; no ratio, table or verdict above uses them.")
+
+
 def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
                  target_loss: float | None = None, reprice: tuple[str, ...] = (),
-                 runs: tuple[str, ...] = (), campaigns: tuple[str, ...] = ()) -> Path:
+                 runs: tuple[str, ...] = (), campaigns: tuple[str, ...] = (),
+                 predictions: tuple[str, ...] = ()) -> Path:
+  predicted = load_predictions(predictions)  # first: a bad file costs no drawing
   out_dir.mkdir(parents=True, exist_ok=True)
   records, skipped = load(paths)
   ours = prepare(records, oom=True)
@@ -1142,6 +1185,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
   old = sum(old_torch(r) for r in records)
   paper = read_paper(paper_csv)
   figs = {f.id: f for f in (make(ours, paper, campaigns) for make in FIGURES)}
+  for fig_id in PREDICTED_FIGURES:
+    figs[fig_id].predicted = [c for c in predict.predicted_curves(predicted, fig_id)
+                              if c["model"] in SIZES]
   for f in figs.values():
     draw(f, out_dir)
   breakdown = plot_breakdown(ours_ok, out_dir, campaigns)
@@ -1204,6 +1250,8 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
     doc += [Heading(q), Items([("Paper", paper_answer), ("slm_jax", text)])]
     if table is not None and table.rows:
       doc.append(table)
+    if figs[fig_id].predicted:
+      doc.append(Para(predicted_note(figs[fig_id], predictions)))
     doc.append(Image(f"{fig_id.lower()}.png", fig_id))
   if breakdown:
     doc += [Heading("Step-time breakdown"),
@@ -1236,6 +1284,9 @@ _REPRICE = flags.DEFINE_list("reprice", [], "Also draw each training run at thes
                              f"prices (of {_PRICED}), labelled re-priced.")
 _RUNS = flags.DEFINE_list("runs", [], "Training runs to draw and tabulate, by tag (shell "
                           "patterns, e.g. '*loss_dollar'); default: every one.")
+_PREDICTIONS = flags.DEFINE_list(
+    "predictions", [], "slm_jax.predict --json files (e.g. benchmarks/predict_paper_a100_80gb."
+    "jsonl) to draw beside Figures 2 and 3, dotted and labelled predicted; never in a ratio.")
 _CAMPAIGN = results.campaign_flag()
 
 
@@ -1260,8 +1311,13 @@ def main(argv):
       print(f"error: --campaign: no records in {unknown}; the files hold "
             f"{sorted(campaign_label(k) for k in known)}", file=sys.stderr)
       sys.exit(2)
-  index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
-                       tuple(_REPRICE.value), tuple(_RUNS.value), campaigns)
+  try:
+    index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
+                         tuple(_REPRICE.value), tuple(_RUNS.value), campaigns,
+                         tuple(_PREDICTIONS.value))
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   print(f"wrote {index}")
 
 

@@ -1,0 +1,141 @@
+"""slm_jax.predict --check: each measured run is predicted from the one-GPU record nearest its
+code, the step's growth from communication is calibrated apart from the exposed collectives,
+and the rows name what they came from."""
+
+import subprocess
+
+import pytest
+
+from slm_jax import predict
+from test_predict import fake_plans, op, record, tiny
+
+
+def _git(root, *args) -> str:
+  return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                        text=True).stdout.strip()
+
+
+@pytest.fixture
+def history(tmp_path, monkeypatch):
+  """A checkout of four commits: c2 changes only benchmarks/, c3 and c4 change slm_jax/."""
+  root = tmp_path / "repo"
+  (root / "slm_jax").mkdir(parents=True)
+  (root / "benchmarks").mkdir()
+  _git(root, "init", "-q")
+  _git(root, "config", "user.email", "t@example.com")
+  _git(root, "config", "user.name", "t")
+  commits = []
+  for i, (path, text) in enumerate((("slm_jax/a.py", "1"), ("benchmarks/b.jsonl", "1"),
+                                    ("slm_jax/a.py", "2"), ("slm_jax/a.py", "3"))):
+    (root / path).write_text(text)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", f"c{i + 1}")
+    commits.append(_git(root, "rev-parse", "HEAD"))
+  monkeypatch.setattr(predict, "ROOT", root)
+  return commits
+
+
+def _one(c, commit, step_s, run_id, timestamp="2026-11-29T12:00:00+00:00"):
+  return record(c, step_s=step_s, run_id=run_id, git_commit=commit, timestamp=timestamp)
+
+
+def test_the_one_gpu_record_is_the_one_nearest_the_checked_runs_code(history):
+  c1, c2, c3, c4 = history
+  c = tiny(strategy="ddp")
+  ones = [_one(c, c1, 0.110, "at-c1"), _one(c, c3, 0.100, "at-c3"),
+          _one(c, "f" * 40, 0.090, "unknown", "2026-11-29T13:00:00+00:00")]
+  target = predict.hardware.GPUS["h100"]
+
+  def used(near):
+    compute = predict.compute_time(c, ones, target, near=near)
+    return compute.record["run_id"], compute.relation
+
+  # c2 changed only benchmarks/: the slower record at c1 ran the same code, and wins.
+  run, rel = used({"git_commit": c2})
+  assert run == "at-c1" and "the same slm_jax/ code" in rel and c1[:7] in rel
+  # c4 is one commit from c3 and three from c1; neither ran its code.
+  run, rel = used({"git_commit": c4})
+  assert run == "at-c3" and "1 commit from" in rel and "slm_jax/ differs" in rel
+  assert used({"git_commit": c3}) == ("at-c3", f"commit {c3[:7]}, the same commit")
+  # A commit git does not know: the record nearest in time.
+  run, rel = used({"git_commit": "e" * 40, "timestamp": "2026-11-29T13:05:00+00:00"})
+  assert run == "unknown" and "nearest in time" in rel
+  # Without a run to predict, the fastest, as before.
+  assert predict.compute_time(c, ones, target).record["run_id"] == "unknown"
+
+
+def test_the_step_grows_by_more_than_the_exposed_collectives_and_both_are_predicted():
+  c = tiny(strategy="ddp")
+  ops = {2: [op("all-reduce", 900_000_000, range(2))],
+         4: [op("all-reduce", 900_000_000, range(4))]}
+  comm2 = 2 * (1 / 2 * 9e8 / 450e9 + 3e-6)
+  comm4 = 2 * (3 / 4 * 9e8 / 450e9 + 3 * 3e-6)
+  one = record(c, step_s=0.050)
+  # The step grows by 0.8 of the predicted communication; the profile sees 0.3 of it exposed
+  # (compute beside the collectives ran slower by the rest).
+  step = 0.050 + 0.8 * comm2
+  two = record(c, step_s=step, num_devices=2, run_id="two",
+               breakdown={"step_ms": step * 1e3, "collectives_exposed_ms": 0.3 * comm2 * 1e3})
+  plan_fn = fake_plans(ops, {1: 1, 2: 1, 4: 1})
+  cal = predict.calibrate_on(two, [one, two], 8, [], plan_fn)
+  assert cal.exposed_fraction == pytest.approx(0.3) and cal.step == pytest.approx(0.8)
+  [p], _ = predict.predict(c, [4], records=[one, two], plan_fn=plan_fn)
+  assert p["step_s"] == pytest.approx(0.050 + 0.8 * comm4)
+  assert p["exposed_comm_s"] == pytest.approx(0.3 * comm4)
+  assert p["comm_cost_s"] == pytest.approx(0.8 * comm4) and p["step_fraction"] == \
+      pytest.approx(0.8)
+  # Without a profile, the exposed part is the step's growth (at most all of it).
+  unprofiled = dict(two, breakdown=None)
+  cal = predict.calibrate_on(unprofiled, [one], 8, [], plan_fn)
+  assert cal.exposed_fraction == pytest.approx(0.8) == pytest.approx(cal.step)
+  # A bound given by hand (the paper's predictions) is both.
+  assert predict.Calibration(0.25, "by hand").step == 0.25
+
+
+def test_a_check_row_says_which_records_it_came_from_and_the_exposed_error(history):
+  c1, c2, c3, _ = history
+  everyone = range(2)
+  records = []
+  for model, layers, commit in (("tiny", 2, c2), ("custom", 3, c3)):
+    c = tiny(strategy="ddp", num_layers=layers)
+    comm = 2 * (1 / 2 * 4e8 * layers / 450e9 + 3e-6)
+    records += [_one(c, c1, 0.03 * layers, f"{model}-1@c1"),
+                _one(c, c3, 0.02 * layers, f"{model}-1@c3")]
+    step = (0.02 if commit == c3 else 0.03) * layers + 0.5 * comm
+    records.append(record(c, step_s=step, num_devices=2, run_id=f"{model}-2", git_commit=commit,
+                          breakdown={"step_ms": step * 1e3,
+                                     "collectives_exposed_ms": 0.25 * comm * 1e3}))
+
+  def plans(c, counts, gpus_per_node):
+    return {n: {"num_devices": n, "expected_memory_bytes": None, "state_bytes": 0,
+                "ops": [op("all-reduce", int(4e8) * c.num_layers, everyone)] if n > 1 else []}
+            for n in set(counts) | {1}}
+  rows = {r["run_id"]: r for r in predict.check(records, plan_fn=plans)}
+  tiny_row, custom_row = rows["tiny-2"], rows["custom-2"]
+  # tiny-2 ran at c2, the same slm_jax/ code as c1: its compute is c1's record, not c3's
+  # faster one; custom-2 ran at c3.
+  assert tiny_row["compute_record"] == "tiny-1@c1" and "same slm_jax/ code" in \
+      tiny_row["compute_relation"]
+  assert custom_row["compute_record"] == "custom-1@c3" and custom_row["calibrated_on"] == "tiny-2"
+  assert custom_row["calibration_compute_record"] == "tiny-1@c1"
+  # Both measured at step fraction 0.5 and exposed fraction 0.25, on their own code's records.
+  for row in rows.values():
+    assert row["error_percent"] == pytest.approx(0.0, abs=1e-9)
+    assert row["exposed_error_percent"] == pytest.approx(0.0, abs=1e-9)
+    assert row["measured_exposed_comm_s"] == pytest.approx(row["predicted_exposed_comm_s"])
+  [stamped] = predict.stamped([tiny_row])
+  assert stamped["git_commit"] and stamped["timestamp"] and stamped["versions"]["jax"]
+  assert stamped["run_id"] == "tiny-2"
+
+
+def test_a_profiled_record_of_the_same_strategy_is_calibrated_on_first():
+  c = tiny(strategy="fsdp_full")
+  other = dict(c.to_dict(), num_layers=3)
+  base = {"status": "ok", "stack": "jax", "mode": "benchmark", "step_time_s": {"median": 1.0},
+          "num_devices": 2, "model": "custom", "config": other, "tokens_per_s": 1.0}
+  rows = [dict(base, run_id="ddp-profiled", strategy="ddp",
+               breakdown={"step_ms": 1.0, "collectives_exposed_ms": 0.1}),
+          dict(base, run_id="fsdp-more-devices", strategy="fsdp_full", num_devices=4),
+          dict(base, run_id="fsdp-profiled", strategy="fsdp_full",
+               breakdown={"step_ms": 1.0, "collectives_exposed_ms": 0.1})]
+  assert predict.pick_calibration(c, rows)["run_id"] == "fsdp-profiled"
