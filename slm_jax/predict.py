@@ -708,12 +708,16 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
   return rows
 
 
-def stamped(rows: list[dict]) -> list[dict]:
+def provenance() -> dict:
+  """The date, commit and versions a check runs at (taken as it starts: the code it runs)."""
+  return {"timestamp": results.utc_now(), "git_commit": results.git_commit(),
+          "versions": results.versions()}
+
+
+def stamped(rows: list[dict], made: dict | None = None) -> list[dict]:
   """Check rows as committed files keep them: with the date, commit and versions they were
   computed at."""
-  import jax  # noqa: F401  (versions reads the device)
-  made = {"timestamp": results.utc_now(), "git_commit": results.git_commit(),
-          "versions": results.versions()}
+  made = made or provenance()
   return [dict(made, **row) for row in rows]
 
 
@@ -798,9 +802,10 @@ def main(argv, flag) -> int:
   if flag["check"].value:
     multi = multi_gpu_records(records)
     _use_fake_devices(max([r["num_devices"] for r in multi] or [1]))
+    made = provenance()
     rows = check(records, per_node, links)
     if flag["json"].value:
-      for row in stamped(rows):
+      for row in stamped(rows, made):
         print(json.dumps(row))
     else:
       print(results.markdown_table(rows, CHECK_COLUMNS))
