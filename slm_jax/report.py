@@ -1149,19 +1149,53 @@ def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str,
 PREDICTED_FIGURES = ("Fig2", "Fig3")
 
 
-def load_predictions(paths: tuple[str, ...]) -> list[dict]:
-  """The predicted points of slm_jax.predict --json files (UserError: a missing file, or one
-  without a prediction)."""
-  out = []
+def _check_row(row) -> bool:
+  """A line of `slm_jax.predict --check --json`: one measured record and its prediction."""
+  return isinstance(row, dict) and "measured_tokens_per_s" in row and "error_percent" in row
+
+
+def load_predictions(paths: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+  """(predicted points, check rows) of slm_jax.predict --json and --check --json files
+  (UserError: a missing file, or one with neither)."""
+  points, checks = [], []
   for path in paths:
     if not Path(path).is_file():
       raise UserError(f"--predictions: no such file {path!r}")
-    rows = [r for r in results.read(path) if isinstance(r, dict) and r.get("prediction")]
-    if not rows:
-      raise UserError(f"--predictions: {path} holds no predicted points (the lines "
-                      "`python -m slm_jax.predict --json` prints)")
-    out += rows
-  return out
+    rows = results.read(path)
+    new_points = [r for r in rows if isinstance(r, dict) and r.get("prediction")]
+    new_checks = [dict(r, check_file=Path(path).name) for r in rows if _check_row(r)]
+    if not new_points and not new_checks:
+      raise UserError(f"--predictions: {path} holds no predicted points or checks (the lines "
+                      "`python -m slm_jax.predict --json` or `--check --json` prints)")
+    points += new_points
+    checks += new_checks
+  return points, checks
+
+
+def check_table(checks: list[dict]) -> Table:
+  """Each measured multi-GPU record beside the prediction made for it from another record."""
+  def ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+  def pct(value):
+    return "-" if value is None else f"{value:+.1f}%"
+
+  rows = []
+  for c in sorted(checks, key=lambda c: (SIZES.index(c["model"]) if c.get("model") in SIZES
+                                         else len(SIZES), c.get("strategy") or "")):
+    rows.append([
+        PAPER_MODEL.get(c.get("model"), str(c.get("model"))), str(c.get("strategy")),
+        str(c.get("num_devices")), str(c.get("per_device_batch")),
+        f"{c['measured_tokens_per_s']:,.0f}",
+        "-" if c.get("predicted_tokens_per_s") is None else f"{c['predicted_tokens_per_s']:,.0f}",
+        pct(c.get("error_percent")), ms(c.get("measured_exposed_comm_s")),
+        ms(c.get("predicted_exposed_comm_s")), pct(c.get("exposed_error_percent")),
+        f"{c.get('calibrated_model', '-')} {c.get('calibrated_strategy', '')}".strip(),
+        str(c.get("compute_relation") or c.get("compute_record_commit") or "-"),
+        str(c.get("record_commit") or "")[:8]])
+  return Table(["model", "strategy", "GPUs", "batch/GPU", "tokens/s measured", "predicted",
+                "error", "exposed ms measured", "predicted", "error", "calibrated on",
+                "one-GPU record used", "commit"], rows)
 
 
 def predicted_note(figure: Figure, paths: tuple[str, ...]) -> str:
@@ -1175,7 +1209,7 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
                  target_loss: float | None = None, reprice: tuple[str, ...] = (),
                  runs: tuple[str, ...] = (), campaigns: tuple[str, ...] = (),
                  predictions: tuple[str, ...] = ()) -> Path:
-  predicted = load_predictions(predictions)  # first: a bad file costs no drawing
+  predicted, checks = load_predictions(predictions)  # first: a bad file costs no drawing
   out_dir.mkdir(parents=True, exist_ok=True)
   records, skipped = load(paths)
   ours = prepare(records, oom=True)
@@ -1253,6 +1287,14 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
     if figs[fig_id].predicted:
       doc.append(Para(predicted_note(figs[fig_id], predictions)))
     doc.append(Image(f"{fig_id.lower()}.png", fig_id))
+  if checks:
+    doc += [Heading("The predictor against measured multi-GPU runs"),
+            Para("`slm_jax.predict --check`: each measured run on several GPUs predicted from "
+                 "its one-GPU record and an overlap calibrated on a run of another model (never "
+                 "itself), from " + ", ".join(sorted({c["check_file"] for c in checks}))
+                 + ". Each row pairs one prediction with one measurement; nothing here enters a "
+                 "figure."),
+            check_table(checks)]
   if breakdown:
     doc += [Heading("Step-time breakdown"),
             Para(f"From {breakdown[1].label()}."), Image("breakdown.png", "breakdown")]

@@ -98,7 +98,7 @@ def test_a_bad_predictions_file_is_one_error_line(tmp_path):
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
       f"error: --predictions: no such file {str(tmp_path / 'nope')!r}"]
   proc = run_report(path, f"--out={tmp_path / 'out'}", f"--predictions={path}")
-  assert proc.returncode == 2 and "holds no predicted points" in proc.stderr
+  assert proc.returncode == 2 and "holds no predicted points or checks" in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -109,3 +109,33 @@ def test_the_committed_paper_predictions_are_drawn_beside_the_benchmarks(tmp_pat
   assert proc.returncode == 0, proc.stderr
   md = (tmp_path / "report.md").read_text()
   assert md.count("predict_paper_a100_80gb.jsonl") == 2
+
+
+def check_row(model, strategy, measured, predicted_tps, exposed=(0.005, 0.009)):
+  """A line of `python -m slm_jax.predict --check --json` (the fields the report reads)."""
+  return {"model": model, "strategy": strategy, "num_devices": 2, "per_device_batch": 8,
+          "measured_tokens_per_s": measured, "predicted_tokens_per_s": predicted_tps,
+          "error_percent": (predicted_tps / measured - 1) * 100,
+          "measured_exposed_comm_s": exposed[0], "predicted_exposed_comm_s": exposed[1],
+          "exposed_error_percent": (exposed[1] / exposed[0] - 1) * 100,
+          "calibrated_model": "1b", "calibrated_strategy": "fsdp_full",
+          "compute_relation": "the same commit", "record_commit": "c5d918eccace"}
+
+
+def test_check_rows_are_a_table_of_prediction_beside_measurement_and_draw_nothing(tmp_path):
+  path = write(tmp_path / "results.jsonl", measured())
+  checks = write(tmp_path / "check.jsonl", [check_row("2b", "fsdp_full", 79_146, 76_470),
+                                            check_row("1b", "ddp", 174_359, 176_781)])
+  plain = report.write_report([str(path)], tmp_path / "plain")
+  drawn = report.write_report([str(path)], tmp_path / "with", predictions=(str(checks),))
+  md = (drawn.parent / "report.md").read_text()
+  section = md.split("## The predictor against measured multi-GPU runs", 1)[1].split("\n## ")[0]
+  lines = [line for line in section.splitlines() if line.startswith("| 1B") or
+           line.startswith("| 2B")]
+  # Smallest model first; each row's two numbers and its error, from the check itself.
+  assert lines[0].startswith("| 1B | ddp | 2 | 8 | 174,359 | 176,781 | +1.4% | 5.0 | 9.0 | +80.0%")
+  assert lines[1].startswith("| 2B | fsdp_full | 2 | 8 | 79,146 | 76,470 | -3.4% |")
+  # Checks draw no predicted curve and change no other line of the report.
+  outside = md.replace(section, "").replace("## The predictor against measured multi-GPU runs", "")
+  assert [line for line in outside.splitlines() if line] == \
+      [line for line in (plain.parent / "report.md").read_text().splitlines() if line]
