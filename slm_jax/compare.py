@@ -52,7 +52,8 @@ _SDPA_BACKEND = flags.DEFINE_string(
     "torch_sdpa_backend", "auto", "Passed to the torch runs: auto (the fastest fused SDPA "
     "kernel, measured), flash, cudnn, efficient or math.")
 _COMPILE_SCOPE = flags.DEFINE_string(
-    "torch_compile_scope", "model+loss", "Passed to the torch runs: model+loss or model.")
+    "torch_compile_scope", "model+loss", "Passed to the torch runs: model+loss, model or "
+    "layers+loss (FSDP strategies run layers+loss for model+loss).")
 _COMPILE_MODE = flags.DEFINE_string(
     "torch_compile_mode", "default", "Passed to the torch runs: torch.compile's mode.")
 

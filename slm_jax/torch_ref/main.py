@@ -41,7 +41,8 @@ _COMPILE = flags.DEFINE_bool("torch_compile", False, "Run the step through torch
 _COMPILE_SCOPE = flags.DEFINE_string(
     "torch_compile_scope", "model+loss", "What torch.compile compiles: model+loss (one "
     "function from tokens to the loss: LM head, upcast and cross-entropy fused, their backward "
-    "compiled) or model (the module alone, the loss eager).")
+    "compiled), model (the module alone, the loss eager) or layers+loss (each decoder layer, "
+    "and the upcast and cross-entropy apart: what the FSDP strategies run, as torchtitan).")
 _COMPILE_MODE = flags.DEFINE_string(
     "torch_compile_mode", "default", "torch.compile's mode: default, max-autotune-no-cudagraphs, "
     "max-autotune or reduce-overhead.")
@@ -163,15 +164,10 @@ def main(argv):
                       "with torchrun (--nnodes, --rdzv-endpoint) around this module")
     config_lib.validate(c)
     attention = torch_ref.attention_for(c.attention, _ATTENTION.value)
-    if c.strategy != "single" and "RANK" not in os.environ and not FLAGS.dry_run:
-      try:
-        torch_train.check_devices(c)
-      except UserError:
-        pass  # execute() below records it, as slm_jax.main records what a device cannot run
-      else:
-        sys.exit(launch(torch_train.device_count(c)))
     setup = setup_from_flags(attention)
-    setup.check()
+    setup.check()  # here, not once in each process torchrun would start
+    if c.strategy != "single" and "RANK" not in os.environ and not FLAGS.dry_run:
+      sys.exit(launch(torch_train.device_count(c)))
     record, code = execute(c, workdir, setup=setup, dry_run=FLAGS.dry_run, tag=FLAGS.tag,
                            fp8=_FP8.value)
   except UserError as e:  # the config itself is wrong: nothing was run or written

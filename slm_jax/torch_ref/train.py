@@ -30,7 +30,6 @@ each wraps the decoder layers as FSDP units. Several devices need one process ea
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import time
@@ -48,13 +47,14 @@ from slm_jax import train as jax_train
 from slm_jax.errors import UserError
 from slm_jax.torch_ref import model as model_lib
 
-FSDP_SHARDING = {"fsdp_full": "FULL_SHARD", "fsdp_grad_op": "SHARD_GRAD_OP",
-                 "hsdp": "HYBRID_SHARD"}
+# The strategies torch runs with FSDP2 (`fully_shard`), and whether the decoder layers free
+# their gathered weights after forward (ZeRO-3) or keep them for backward (ZeRO-2).
+FSDP_RESHARD = {"fsdp_full": True, "fsdp_grad_op": False, "hsdp": True}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math")
 # What `auto` chooses among: math materialises the scores, as `eager` attention does.
 FUSED_SDPA_BACKENDS = ("flash", "cudnn", "efficient")
-COMPILE_SCOPES = ("model+loss", "model")
+COMPILE_SCOPES = ("model+loss", "model", "layers+loss")
 
 
 class TorchSetup(NamedTuple):
@@ -126,16 +126,8 @@ class Placement(NamedTuple):
   device: torch.device
 
 
-def check_devices(c: ml_collections.ConfigDict) -> None:
-  """Raises UserError for a strategy this machine's devices cannot serve."""
-  if c.strategy in FSDP_SHARDING and not torch.cuda.is_available():
-    raise UserError(f"--config.strategy={c.strategy} on the torch stack needs GPUs (PyTorch's "
-                    "FSDP does not run on a CPU); use ddp here")
-
-
 def place(c: ml_collections.ConfigDict) -> Placement:
   """This process's rank and device; joins the process group when there are several."""
-  check_devices(c)
   world = int(os.environ.get("WORLD_SIZE", "1"))
   if c.strategy == "single" and world > 1:
     raise UserError(f"--config.strategy=single runs one process, but {world} were started; "
@@ -262,8 +254,58 @@ def choose_sdpa_backend(setup: TorchSetup, c: ml_collections.ConfigDict, mcfg,
   return name
 
 
-def _wrap(model: torch.nn.Module, c: ml_collections.ConfigDict, where: Placement):
-  """The module to train under `c.strategy`, and the function that clips its gradients."""
+def compile_scope(c: ml_collections.ConfigDict, setup: TorchSetup) -> str:
+  """What torch.compile compiles in this run: `none` without it; under an FSDP strategy
+  layers+loss whatever was asked (FSDP2's hooks on the root and on every layer run outside
+  compiled code, as torchtitan runs them); else the scope asked for."""
+  if not setup.compile:
+    return "none"
+  if c.strategy in FSDP_RESHARD:
+    return "layers+loss"
+  return setup.compile_scope
+
+
+def _fully_shard(model: torch.nn.Module, c: ml_collections.ConfigDict, where: Placement,
+                 out: dict) -> None:
+  """FSDP2 as torchtitan applies it: each decoder layer one unit, then the root (embedding,
+  final norm, LM head); weights gathered in the compute dtype, gradients reduced in fp32."""
+  from torch.distributed.device_mesh import init_device_mesh
+  from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+  if c.strategy == "hsdp":
+    # Sharded over a host's processes, replicated across hosts: the JAX side's hsdp.
+    shard = int(os.environ.get("LOCAL_WORLD_SIZE", where.world))
+    mesh = init_device_mesh(where.device.type, (where.world // shard, shard),
+                            mesh_dim_names=("replicate", "shard"))
+  else:
+    mesh = init_device_mesh(where.device.type, (where.world,), mesh_dim_names=("shard",))
+  # The bytes slm_jax's fsdp steps move: bf16 weights gathered, fp32 gradients reduced. The
+  # fp32 sharded weights stay the optimizer's master copy; autocast still runs the ops.
+  policy = MixedPrecisionPolicy(param_dtype=_DTYPES[c.compute_dtype],
+                                reduce_dtype=torch.float32)
+  reshard = FSDP_RESHARD[c.strategy]
+  layers = model.model.layers
+  for i, layer in enumerate(layers):
+    # Backward starts with the last layer: resharding it would only gather it again at once
+    # (torchtitan's default).
+    fully_shard(layer, mesh=mesh, mp_policy=policy,
+                reshard_after_forward=reshard and i < len(layers) - 1)
+  # The root under the same policy, as torchtitan: its embedding and LM head are the largest
+  # weights of a small model, and gathering them in fp32 would move twice the bytes. It changes
+  # no number the step computes beyond bf16 rounding: autocast already runs the LM head in
+  # bf16, and the layers' policy casts the embedding's output to bf16 on entry
+  # (tests/test_torch_parity.py holds the losses to ddp's). Its reshard_after_forward is left
+  # to FSDP2, which keeps the root gathered for backward, where it is needed first.
+  fully_shard(model, mesh=mesh, mp_policy=policy)
+  out["torch_fsdp"] = {
+      "api": "fully_shard", "param_dtype": c.compute_dtype, "reduce_dtype": "float32",
+      "reshard_after_forward": reshard, "mesh": dict(zip(mesh.mesh_dim_names, mesh.shape))}
+
+
+def _wrap(model: torch.nn.Module, c: ml_collections.ConfigDict, where: Placement, out: dict):
+  """The module to train under `c.strategy`, and the function that clips its gradients (and
+  returns their global norm)."""
+  out["torch_fsdp"] = None
   if c.strategy == "single":
     params = list(model.parameters())
     return model, lambda: torch.nn.utils.clip_grad_norm_(params, c.grad_clip_norm)
@@ -273,19 +315,15 @@ def _wrap(model: torch.nn.Module, c: ml_collections.ConfigDict, where: Placement
     ddp = DDP(model, device_ids=[where.device] if where.device.type == "cuda" else None)
     # DDP all-reduces the gradients: every rank's local norm is the global one.
     return ddp, lambda: torch.nn.utils.clip_grad_norm_(ddp.parameters(), c.grad_clip_norm)
-  from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-  from torch.distributed.fsdp import ShardingStrategy
-  from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
-  from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+  _fully_shard(model, c, where, out)
+  params = list(model.parameters())
+  # Sharded DTensor gradients: clip_grad_norm_ sums the squared shard norms over the mesh (a
+  # DTensor reduction), so the norm and the clipping factor are global, the same on all ranks.
+  return model, lambda: torch.nn.utils.clip_grad_norm_(params, c.grad_clip_norm)
 
-  fsdp = FSDP(model, sharding_strategy=ShardingStrategy[FSDP_SHARDING[c.strategy]],
-              auto_wrap_policy=functools.partial(transformer_auto_wrap_policy,
-                                                 transformer_layer_cls={LlamaDecoderLayer}),
-              device_id=where.device if where.device.type == "cuda" else None,
-              # Original parameters, not flat ones: the decay mask and torch.compile see names.
-              use_orig_params=True)
-  # Sharded gradients: only FSDP's own clip knows the global norm.
-  return fsdp, lambda: fsdp.clip_grad_norm_(c.grad_clip_norm)
+
+def _upcast_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+  return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
 def _optimizer(c: ml_collections.ConfigDict, module: torch.nn.Module, no_decay: set[str]):
@@ -353,27 +391,36 @@ def _train(c, mcfg, where: Placement, setup: TorchSetup, on_step, out: dict):
   if c.fp8:  # before the strategy's wrapper and torch.compile, as torchao asks
     out["torch_fp8_linears"] = convert_to_fp8(model, where.device)
   no_decay = {n for n, p in model.named_parameters() if p.ndim < 2}
-  module, clip = _wrap(model, c, where)
+  scope = compile_scope(c, setup)
+  cross_entropy = _upcast_cross_entropy
+  if scope == "layers+loss":
+    # torchtitan's: each decoder layer one graph, compiled in place (its parameter names stay)
+    # before FSDP2 wraps it, so FSDP2's hooks run around the compiled code, not inside it; the
+    # fp32 upcast and the cross-entropy are one more graph, fused.
+    for layer in model.model.layers:
+      layer.compile(mode=setup.compile_mode, fullgraph=True)
+    cross_entropy = torch.compile(_upcast_cross_entropy, mode=setup.compile_mode)
+  module, clip = _wrap(model, c, where, out)
   optimizer = _optimizer(c, module, no_decay)
   data = batch(c, where)
   # The learning rate of every update this run makes, from the JAX side's own schedule.
   total = max(c.warmup_steps, 1) + c.repeats * c.steps
   lrs = np.asarray(jax_train.make_schedule(c)(np.arange(total))).tolist()
   net = module
-  if setup.compile and setup.compile_scope == "model":
+  if scope == "model":
     net = torch.compile(module, mode=setup.compile_mode)
 
   def loss_of(inputs, targets):
     with torch.autocast(where.device.type, dtype=compute_dtype,
                         enabled=compute_dtype != torch.float32):
       logits = net(input_ids=inputs).logits
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    return cross_entropy(logits, targets)
 
-  if setup.compile and setup.compile_scope == "model+loss":
+  if scope == "model+loss":
     # One graph from tokens to loss: the LM head's fp32 upcast and the cross-entropy fuse with
     # it, and AOTAutograd compiles their backward too.
     loss_of = torch.compile(loss_of, mode=setup.compile_mode)
-  out["torch_compile_scope"] = setup.compile_scope if setup.compile else "none"
+  out["torch_compile_scope"] = scope
   out["torch_compile_mode"] = setup.compile_mode if setup.compile else None
 
   def step(n: int, data):
