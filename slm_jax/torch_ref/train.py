@@ -23,9 +23,21 @@ compiled (model, LM head, fp32 upcast and cross-entropy, and so their backward),
 model (`compile_scope`). Records say what ran: `torch_sdpa_backend`, `torch_compile_scope`,
 `torch_compile_mode`.
 
-Strategies map to what the paper used: ddp -> DistributedDataParallel, fsdp_full -> FSDP
-FULL_SHARD (ZeRO-3), fsdp_grad_op -> FSDP SHARD_GRAD_OP (ZeRO-2), hsdp -> FSDP HYBRID_SHARD;
-each wraps the decoder layers as FSDP units. Several devices need one process each (torchrun).
+Strategies: ddp -> DistributedDataParallel; the FSDP strategies -> FSDP2 (`fully_shard`) as
+torchtitan applies it: each decoder layer one unit, then the root (embedding, final norm, LM
+head), with MixedPrecisionPolicy(param_dtype=compute dtype, reduce_dtype=float32), so weights
+are gathered in bf16 and gradients reduced in fp32, the bytes slm_jax's fsdp steps move, under
+the same bf16 autocast. fsdp_full (ZeRO-3) reshards each layer after forward (but the last,
+which backward needs first); fsdp_grad_op (ZeRO-2) keeps the gathered weights until backward;
+hsdp shards over a host's processes (LOCAL_WORLD_SIZE) and replicates across hosts, a 2-D
+("replicate", "shard") mesh. The clip is torch's own on FSDP2's DTensor gradients, a global norm.
+Records carry `torch_fsdp` (the API, dtypes, resharding and mesh; null for single and ddp).
+With torch.compile the FSDP strategies compile each decoder layer (fullgraph) before it is
+sharded, and the fp32 upcast and cross-entropy apart (`layers+loss`, torchtitan's): compiling
+the whole loss function around FSDP2's hooks breaks its graph at every hook (5 breaks, 7 graphs
+for two layers on a CPU), so `model+loss` or `model` asked for under FSDP runs `layers+loss`,
+and the record says so. `layers+loss` can be asked for under any strategy. FSDP2 runs on a CPU
+too (gloo). Several devices need one process each (torchrun).
 """
 
 from __future__ import annotations
