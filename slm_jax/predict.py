@@ -28,9 +28,15 @@ The model, per point of N devices on nodes of G GPUs:
   measured multi-GPU record: its step time less the predicted compute, over the predicted
   communication. That growth is more than the collectives' exposed time (when no compute runs):
   compute running beside a collective runs slower (NCCL's kernels take SMs and HBM bandwidth).
-  The exposed communication reported is e x communication, e from the record's profile (its
-  exposed collective time), else e = s (at most 1). Without a measured multi-GPU record,
-  s = e = 1 (nothing hidden: the conservative bound).
+  The exposed communication reported is not proportional to the communication: part of it is
+  fixed (the first gathers before any compute can start, the last gradient reduction after the
+  backward pass, each collective's latency), so where two or more profiled records of the same
+  strategy, GPU type and device count are given it is a + b x communication (at most all of
+  it), a and b >= 0 fitted by least squares on their exposed collective time. With one such
+  record it is e x communication, e from the record's profile (its exposed collective time),
+  else e = s (at most 1). Without a measured multi-GPU record, s = e = 1 (nothing hidden: the
+  conservative bound). --check never calibrates a run on its own model's records (leave one
+  model out).
 - memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
   optimizer state laid out as the mesh shards them (exact, from the shardings) and its
   temporaries unchanged (activations are per device; XLA's CPU plans of 2 and 8 devices differ by
@@ -445,19 +451,45 @@ def comm_seconds(ops: list[dict], per_node: int, intra, inter) -> float:
 
 
 @dataclasses.dataclass
+class ExposedModel:
+  """The exposed (un-overlapped) collective seconds of a step as a + b x its predicted
+  communication, at most all of it: "affine" where fitted on several profiled records,
+  "fraction" (a = 0) where one record or a bound given by hand sets it."""
+  form: str
+  a_s: float
+  b: float
+  records: list[str]   # the run_ids it was calibrated on
+
+  def seconds(self, comm: float) -> float:
+    return min(comm, self.a_s + self.b * comm) if comm > 0 else 0.0
+
+  def as_dict(self) -> dict:
+    return {"form": self.form, "a_s": self.a_s, "b": self.b, "records": list(self.records)}
+
+
+@dataclasses.dataclass
 class Calibration:
   """How much of the predicted communication the step pays: `exposed_fraction` of it runs with
-  no compute beside it; the step grows by `step_fraction` of it (the exposed part and the
-  slowdown of the compute it overlaps; the exposed fraction where not given)."""
+  no compute beside it (or `exposed_model`'s a + b x it, where several records were fitted); the
+  step grows by `step_fraction` of it (the exposed part and the slowdown of the compute it
+  overlaps; the exposed fraction where not given)."""
   exposed_fraction: float
   note: str
   record: dict | None = None
   compute: Compute | None = None  # the one-GPU step the record's was compared with
   step_fraction: float | None = None
+  exposed_model: ExposedModel | None = None
 
   @property
   def step(self) -> float:
     return self.exposed_fraction if self.step_fraction is None else self.step_fraction
+
+  @property
+  def exposed(self) -> ExposedModel:
+    """The exposed-communication model: the fitted one, else the fraction."""
+    return self.exposed_model or ExposedModel(
+        "fraction", 0.0, self.exposed_fraction,
+        [self.record.get("run_id")] if self.record else [])
 
 
 NO_OVERLAP = Calibration(1.0, "overlap: none assumed (exposed fraction 1: every collective "
@@ -493,24 +525,31 @@ def _links(gpu: hardware.GPU, interconnects: list[str]) -> tuple:
   return intra, inter
 
 
-def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
-                 interconnects: list[str], plan_fn=None) -> Calibration:
-  """The calibration of `record` (a measured multi-GPU run) over the communication this model
-  predicts for its config: the step fraction (its step less the predicted compute, from the
-  one-GPU record nearest its code) and the exposed fraction (its profile's exposed collective
-  time; without a profile, the step fraction up to 1)."""
+def _record_comm(record: dict, gpus_per_node: int, interconnects: list[str], plan_fn=None):
+  """(its config, GPU type, per-node GPUs, predicted communication seconds) of a measured
+  multi-GPU record."""
   rc = record_config(record)
   gpu = gpu_of(record)
   if gpu is None:
     raise UserError(f"record {_label(record)} ran on {record.get('device_kind')!r}, not a GPU "
                     "type in slm_jax.hardware")
   n = record["num_devices"]
-  compute = compute_time(rc, records, gpu, near=record)
-  nodes, per_node = layout(n, gpus_per_node)
+  _, per_node = layout(n, gpus_per_node)
   p = (plan_fn or plans)(rc, [n], gpus_per_node)[n]
   intra, inter = _links(gpu, interconnects)
   ops = gpu_ops(p["ops"], rc.strategy, n, gpus_per_node)
-  comm = comm_seconds(ops, per_node, intra, inter)
+  return rc, gpu, per_node, comm_seconds(ops, per_node, intra, inter)
+
+
+def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
+                 interconnects: list[str], plan_fn=None) -> Calibration:
+  """The calibration of `record` (a measured multi-GPU run) over the communication this model
+  predicts for its config: the step fraction (its step less the predicted compute, from the
+  one-GPU record nearest its code) and the exposed fraction (its profile's exposed collective
+  time; without a profile, the step fraction up to 1)."""
+  rc, gpu, per_node, comm = _record_comm(record, gpus_per_node, list(interconnects), plan_fn)
+  n = record["num_devices"]
+  compute = compute_time(rc, records, gpu, near=record)
   compute_n = compute.seconds - compute.optimizer_s * (
       1 - 1 / optimizer_shards(rc.strategy, n, per_node))
   growth = record["step_time_s"]["median"] - compute_n
@@ -527,6 +566,74 @@ def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
                      f"{compute.record.get('run_id')}, {compute.relation}), step fraction "
                      f"{s:.2f} of the {comm * 1e3:.2f} ms predicted communication; exposed "
                      f"collectives ({how}) fraction {e:.2f}", record, compute, s)
+
+
+def fit_affine(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+  """(a, b), both >= 0, of the least-squares line y = a + b x through (x, y) points; None where
+  the points do not determine a line (fewer than two distinct x)."""
+  if len({x for x, _ in points}) < 2:
+    return None
+  import numpy as np
+  from scipy.optimize import nnls
+  # Columns of similar size (x is seconds, ~1e-2) keep the solver's tolerances meaningful.
+  scale = max(abs(x) for x, _ in points)
+  (a, b), _ = nnls(np.array([[1.0, x / scale] for x, _ in points]),
+                   np.array([y for _, y in points]))
+  return float(a), float(b) / scale
+
+
+def exposed_records(strategy: str, gpu: hardware.GPU, num_devices: int, records: list[dict],
+                    exclude_model: str | None = None) -> list[dict]:
+  """The profiled multi-GPU records an exposed-communication line is fitted on: `strategy` on
+  `num_devices` GPUs of type `gpu`, none of model `exclude_model`."""
+  return [r for r in multi_gpu_records(records)
+          if r.get("strategy") == strategy and gpu_of(r) is gpu
+          and r["num_devices"] == num_devices and r.get("model") != exclude_model
+          and measured_exposed_s(r) is not None]
+
+
+def fit_exposed(cal: Calibration, c: ml_collections.ConfigDict, target: hardware.GPU,
+                records: list[dict], gpus_per_node: int, interconnects: list[str],
+                plan_fn=None, exclude_model: str | None = None) -> Calibration:
+  """`cal` with its exposed communication fitted as a + b x the predicted communication (a, b
+  >= 0, least squares) over every profiled record of `c`'s strategy on as many `target` GPUs as
+  `cal`'s record ran on (none of `exclude_model`), where two or more at different predicted
+  communication are given; else `cal`'s fraction, and the note says why."""
+  if cal.record is None:
+    return cal
+  n = cal.record["num_devices"]
+  group = exposed_records(c.strategy, target, n, records, exclude_model)
+  where = (f"profiled {c.strategy} record{'s' * (len(group) != 1)} on {n} x {target.name}"
+           + (f" of a model other than {exclude_model}" if exclude_model else ""))
+  fit = None
+  if len(group) >= 2:
+    points = [(_record_comm(r, gpus_per_node, list(interconnects), plan_fn)[3],
+               measured_exposed_s(r)) for r in group]
+    fit = fit_affine(points)
+  if fit is None:
+    return dataclasses.replace(cal, note=(
+        f"{cal.note}; exposed collectives: that record's fraction ({len(group)} {where}; a line "
+        "a + b x communication needs two at different communication)"))
+  a, b = fit
+  ids = [r.get("run_id") for r in group]
+  return dataclasses.replace(
+      cal, exposed_model=ExposedModel("affine", a, b, ids),
+      note=(f"{cal.note}; exposed collectives: {a * 1e3:.2f} ms + {b:.3f} x the predicted "
+            f"communication (at most all of it), least squares with both >= 0 over the "
+            f"{len(group)} {where} ({', '.join(ids)}); fitted at {n} devices"))
+
+
+def calibrate(c: ml_collections.ConfigDict, target: hardware.GPU, records: list[dict],
+              gpus_per_node: int, interconnects: list[str], plan_fn=None,
+              exclude_model: str | None = None) -> Calibration | None:
+  """The calibration for `c` on `target`: the step fraction from pick_calibration's record, the
+  exposed communication fitted by fit_exposed; None without a multi-GPU record to use."""
+  chosen = pick_calibration(c, records, exclude_model=exclude_model)
+  if chosen is None:
+    return None
+  cal = calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
+  return fit_exposed(cal, c, target, records, gpus_per_node, interconnects, plan_fn,
+                     exclude_model)
 
 
 def multi_gpu_records(records: list[dict]) -> list[dict]:
@@ -558,7 +665,7 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
   nodes, per_node = layout(num_devices, gpus_per_node)
   ops = gpu_ops(plan_n["ops"], c.strategy, num_devices, gpus_per_node)
   comm = comm_seconds(ops, per_node, intra, inter)
-  exposed = calibration.exposed_fraction * comm
+  exposed = calibration.exposed.seconds(comm)
   cost = calibration.step * comm
   compute_s = compute.seconds - compute.optimizer_s * (
       1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))
@@ -582,7 +689,8 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
       "token_per_dollar_paper": (tps / num_devices / target.paper_price_ratio
                                  if target.paper_price_ratio else None),
       "step_s": step, "compute_s": compute_s, "comm_s": comm, "exposed_comm_s": exposed,
-      "exposed_fraction": calibration.exposed_fraction, "comm_cost_s": cost,
+      "exposed_fraction": exposed / comm if comm > 0 else calibration.exposed_fraction,
+      "comm_cost_s": cost, "exposed_model": calibration.exposed.as_dict(),
       "step_fraction": calibration.step,
       "fits": None if memory is None else memory <= budget, "expected_memory_bytes": memory,
       "memory_budget_bytes": budget, "price_per_device_hour": price,
@@ -613,11 +721,11 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
   for n in counts:
     check_count(c.strategy, n, gpus_per_node)
   compute = compute_time(c, records, target, near=near)
+  plan_fn = _memo(plan_fn)
   if calibration is None:
-    chosen = pick_calibration(c, records)
-    calibration = (calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
-                   if chosen else NO_OVERLAP)
-  p = (plan_fn or plans)(c, list(counts), gpus_per_node)
+    calibration = (calibrate(c, target, records, gpus_per_node, list(interconnects), plan_fn)
+                   or NO_OVERLAP)
+  p = plan_fn(c, list(counts), gpus_per_node)
   points = [point(c, n, gpus_per_node, target, compute, p[n], p[1], calibration, intra, inter)
             for n in counts]
   notes = compute.notes + [
@@ -671,15 +779,16 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
            "record_timestamp": r.get("timestamp"), "measured_tokens_per_s": r["tokens_per_s"],
            "measured_step_s": r["step_time_s"]["median"],
            "measured_exposed_comm_s": measured_exposed_s(r)}
-    chosen = pick_calibration(rc, records, exclude_model=r.get("model"))
     if gpu_of(r) is None:
       rows.append(dict(row, error=f"ran on {r.get('device_kind')!r}, not a known GPU type"))
       continue
-    if chosen is None:
-      rows.append(dict(row, error="no multi-GPU record of another model to calibrate on"))
-      continue
     try:
-      cal = calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
+      # Leave one model out: nothing of the checked run's model calibrates its prediction.
+      cal = calibrate(rc, gpu_of(r), records, gpus_per_node, list(interconnects), plan_fn,
+                      exclude_model=r.get("model"))
+      if cal is None:
+        rows.append(dict(row, error="no multi-GPU record of another model to calibrate on"))
+        continue
       [p], _ = predict(rc, [r["num_devices"]], records=records, gpu=gpu_of(r).key,
                        gpus_per_node=gpus_per_node, interconnects=interconnects,
                        calibration=cal, plan_fn=plan_fn, near=r)
@@ -695,13 +804,13 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
         exposed_error_percent=_percent(p["exposed_comm_s"], row["measured_exposed_comm_s"]),
         compute_record=p["record"], compute_record_file=p["record_file"],
         compute_record_commit=p["record_commit"], compute_relation=p["record_relation"],
-        calibrated_on=chosen.get("run_id"), calibrated_model=chosen.get("model"),
-        calibrated_strategy=chosen.get("strategy"), calibration_file=chosen.get("_file"),
-        calibration_commit=chosen.get("git_commit"),
+        calibrated_on=cal.record.get("run_id"), calibrated_model=cal.record.get("model"),
+        calibrated_strategy=cal.record.get("strategy"), calibration_file=cal.record.get("_file"),
+        calibration_commit=cal.record.get("git_commit"),
         calibration_compute_record=cal.compute.record.get("run_id"),
         calibration_compute_relation=cal.compute.relation,
-        exposed_fraction=cal.exposed_fraction, step_fraction=cal.step,
-        calibration_note=cal.note,
+        exposed_fraction=p["exposed_fraction"], step_fraction=cal.step,
+        exposed_model=p["exposed_model"], calibration_note=cal.note,
         predicted_collectives=p["collectives"],
         measured_collectives={k: {"count": v["count"], "bytes": v["bytes"]}
                               for k, v in (measured_comm or {}).items()}))

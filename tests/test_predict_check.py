@@ -2,6 +2,7 @@
 code, the step's growth from communication is calibrated apart from the exposed collectives,
 and the rows name what they came from."""
 
+import json
 import subprocess
 
 import pytest
@@ -139,3 +140,106 @@ def test_a_profiled_record_of_the_same_strategy_is_calibrated_on_first():
           dict(base, run_id="fsdp-profiled", strategy="fsdp_full",
                breakdown={"step_ms": 1.0, "collectives_exposed_ms": 0.1})]
   assert predict.pick_calibration(c, rows)["run_id"] == "fsdp-profiled"
+
+
+def _line_records(exposed_ms, a=0.0004, b=0.1, strategy="fsdp_full"):
+  """One- and two-GPU records of three models whose profiles expose a + b x the predicted
+  communication (plus `exposed_ms[model]` off the line), and a plan_fn that sends 4e8 bytes a
+  layer."""
+  everyone = range(2)
+  records = []
+  m = predict.config_lib.model_lib.PRESETS["100m"]
+  preset = {"model": "100m", "num_layers": m.num_layers, "num_heads": m.num_heads,
+            "num_kv_heads": m.num_heads, "head_dim": m.head_dim, "ffn_dim": m.ffn_dim,
+            "vocab_size": m.vocab_size}
+  for model, over in (("tiny", {}), ("custom", {"num_layers": 3}), ("100m", preset)):
+    c = tiny(strategy=strategy, **over)
+    assert predict.config_lib.model_name(c) == model
+    size = 4e8 * c.num_layers
+    comm = 1 / 2 * size / 450e9 + 3e-6
+    step = 0.02 * c.num_layers + 1.5 * comm
+    exposed = a + b * comm + exposed_ms.get(model, 0.0) * 1e-3
+    records += [record(c, step_s=step - 1.5 * comm, run_id=f"{model}-1"),
+                record(c, step_s=step, num_devices=2, run_id=f"{model}-2",
+                       breakdown={"step_ms": step * 1e3, "collectives_exposed_ms": exposed * 1e3})]
+
+  def plans(c, counts, gpus_per_node):
+    return {n: {"num_devices": n, "expected_memory_bytes": None, "state_bytes": 0,
+                "ops": ([op("reduce-scatter", int(4e8) * c.num_layers, everyone)]
+                        if n > 1 else [])}
+            for n in set(counts) | {1}}
+  return records, plans
+
+
+def test_the_affine_fit_recovers_a_known_fixed_part_and_slope():
+  assert predict.fit_affine([(1.0, 3.5), (2.0, 4.0), (4.0, 5.0)]) == \
+      pytest.approx((3.0, 0.5))
+  # Both are at least 0: exposed time falling with communication is a constant.
+  assert predict.fit_affine([(1.0, 5.0), (2.0, 4.0)]) == pytest.approx((4.5, 0.0))
+  assert predict.fit_affine([(1.0, 5.0), (1.0, 4.0)]) is None
+  # Records built on 0.4 ms + 0.1 x communication give it back; a fourth config is on it.
+  records, plans = _line_records({})
+  c = tiny(strategy="fsdp_full", num_layers=4)
+  records.append(record(c, step_s=0.08, run_id="four-1"))
+  [p], notes = predict.predict(c, [2], records=records, plan_fn=plans)
+  model = p["exposed_model"]
+  assert model["form"] == "affine" and model["a_s"] == pytest.approx(0.0004)
+  assert model["b"] == pytest.approx(0.1)
+  assert sorted(model["records"]) == ["100m-2", "custom-2", "tiny-2"]
+  assert p["exposed_comm_s"] == pytest.approx(0.0004 + 0.1 * p["comm_s"])
+  assert p["exposed_fraction"] == pytest.approx(p["exposed_comm_s"] / p["comm_s"])
+  assert any("least squares" in n for n in notes)
+  # Never more than all of the communication (a small model's is under the fixed part).
+  assert predict.ExposedModel("affine", 0.004, 0.1, []).seconds(0.002) == 0.002
+  assert predict.ExposedModel("affine", 0.004, 0.1, []).seconds(0.0) == 0.0
+
+
+def test_a_check_fits_the_line_on_the_other_models_only():
+  # tiny-2's profile is 0.2 ms above the line the other two are on.
+  records, plans = _line_records({"tiny": 0.2})
+  rows = {r["run_id"]: r for r in predict.check(records, plan_fn=plans)}
+  for run_id, row in rows.items():
+    assert row["exposed_model"]["form"] == "affine"
+    assert run_id not in row["exposed_model"]["records"]
+    assert len(row["exposed_model"]["records"]) == 2
+  # Fitted on custom and 100m alone, tiny-2 is predicted on their line: 0.2 ms short.
+  tiny_row = rows["tiny-2"]
+  assert tiny_row["measured_exposed_comm_s"] - tiny_row["predicted_exposed_comm_s"] == \
+      pytest.approx(0.0002)
+  assert tiny_row["exposed_model"]["a_s"] == pytest.approx(0.0004)
+  # Had it calibrated on itself, the line would lean towards it and the others would be exact.
+  assert rows["custom-2"]["exposed_error_percent"] != pytest.approx(0.0, abs=1e-6)
+
+
+def test_with_one_record_left_the_exposed_part_is_that_records_fraction():
+  records, plans = _line_records({})
+  two_models = [r for r in records if not r["run_id"].startswith("100m")]
+  rows = {r["run_id"]: r for r in predict.check(two_models, plan_fn=plans)}
+  for row in rows.values():
+    assert row["exposed_model"]["form"] == "fraction"
+    assert row["exposed_model"]["a_s"] == 0.0
+    assert row["exposed_model"]["records"] == [row["calibrated_on"]]
+    assert row["exposed_fraction"] == pytest.approx(row["exposed_model"]["b"])
+    assert "needs two" in row["calibration_note"]
+  # Unprofiled records do not count towards the line.
+  unprofiled = [dict(r, breakdown=None) if r["run_id"] == "100m-2" else r for r in records]
+  c = tiny(strategy="fsdp_full")
+  [p], _ = predict.predict(c, [2], records=[r for r in unprofiled if r["run_id"] != "tiny-2"],
+                           plan_fn=plans)
+  assert p["exposed_model"]["form"] == "fraction"
+  [p], _ = predict.predict(c, [2], records=records[:1], plan_fn=plans)
+  assert p["exposed_model"] == {"form": "fraction", "a_s": 0.0, "b": 1.0, "records": []}
+
+
+def test_the_exposed_model_is_in_the_prediction_and_check_json():
+  records, plans = _line_records({})
+  points, _ = predict.predict(tiny(strategy="fsdp_full"), [1, 2], records=records,
+                              plan_fn=plans)
+  for p in points:
+    line = json.loads(json.dumps(p))
+    assert set(line["exposed_model"]) == {"form", "a_s", "b", "records"}
+    assert line["exposed_model"]["form"] == "affine"
+  # One device sends nothing: nothing exposed.
+  assert points[0]["exposed_comm_s"] == 0.0
+  for row in predict.stamped(predict.check(records, plan_fn=plans)):
+    assert set(json.loads(json.dumps(row))["exposed_model"]) == {"form", "a_s", "b", "records"}
