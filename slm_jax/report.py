@@ -1172,6 +1172,14 @@ def load_predictions(paths: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
   return points, checks
 
 
+def _exposed_line(model: dict | None) -> str:
+  """Where a check's exposed time came from a line fitted on several runs, a + b x comm."""
+  if not model or model.get("form") != "affine":
+    return ""
+  return (f"; exposed {model['a_s'] * 1e3:.2f} ms + {model['b']:.3f} x comm, fitted on "
+          f"{len(model.get('records') or [])} runs")
+
+
 def check_table(checks: list[dict]) -> Table:
   """Each measured multi-GPU record beside the prediction made for it from another record."""
   def ms(seconds):
@@ -1190,7 +1198,8 @@ def check_table(checks: list[dict]) -> Table:
         "-" if c.get("predicted_tokens_per_s") is None else f"{c['predicted_tokens_per_s']:,.0f}",
         pct(c.get("error_percent")), ms(c.get("measured_exposed_comm_s")),
         ms(c.get("predicted_exposed_comm_s")), pct(c.get("exposed_error_percent")),
-        f"{c.get('calibrated_model', '-')} {c.get('calibrated_strategy', '')}".strip(),
+        f"{c.get('calibrated_model', '-')} {c.get('calibrated_strategy', '')}".strip()
+        + _exposed_line(c.get("exposed_model")),
         str(c.get("compute_relation") or c.get("compute_record_commit") or "-"),
         str(c.get("record_commit") or "")[:8]])
   return Table(["model", "strategy", "GPUs", "batch/GPU", "tokens/s measured", "predicted",

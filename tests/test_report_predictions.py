@@ -124,8 +124,10 @@ def check_row(model, strategy, measured, predicted_tps, exposed=(0.005, 0.009)):
 
 def test_check_rows_are_a_table_of_prediction_beside_measurement_and_draw_nothing(tmp_path):
   path = write(tmp_path / "results.jsonl", measured())
-  checks = write(tmp_path / "check.jsonl", [check_row("2b", "fsdp_full", 79_146, 76_470),
-                                            check_row("1b", "ddp", 174_359, 176_781)])
+  affine = {"form": "affine", "a_s": 0.0025, "b": 0.125, "records": ["r1", "r2"]}
+  checks = write(tmp_path / "check.jsonl", [
+      dict(check_row("2b", "fsdp_full", 79_146, 76_470), exposed_model=affine),
+      check_row("1b", "ddp", 174_359, 176_781)])
   plain = report.write_report([str(path)], tmp_path / "plain")
   drawn = report.write_report([str(path)], tmp_path / "with", predictions=(str(checks),))
   md = (drawn.parent / "report.md").read_text()
@@ -135,6 +137,9 @@ def test_check_rows_are_a_table_of_prediction_beside_measurement_and_draw_nothin
   # Smallest model first; each row's two numbers and its error, from the check itself.
   assert lines[0].startswith("| 1B | ddp | 2 | 8 | 174,359 | 176,781 | +1.4% | 5.0 | 9.0 | +80.0%")
   assert lines[1].startswith("| 2B | fsdp_full | 2 | 8 | 79,146 | 76,470 | -3.4% |")
+  # An exposed time from a line over several runs says so; a fraction adds nothing.
+  assert "1b fsdp_full; exposed 2.50 ms + 0.125 x comm, fitted on 2 runs |" in lines[1]
+  assert "| 1b fsdp_full |" in lines[0]
   # Checks draw no predicted curve and change no other line of the report.
   outside = md.replace(section, "").replace("## The predictor against measured multi-GPU runs", "")
   assert [line for line in outside.splitlines() if line] == \
