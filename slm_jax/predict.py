@@ -28,13 +28,12 @@ The model, per point of N devices on nodes of G GPUs:
   measured multi-GPU record: its step time less the predicted compute, over the predicted
   communication. That growth is more than the collectives' exposed time (when no compute runs):
   compute running beside a collective runs slower (NCCL's kernels take SMs and HBM bandwidth).
-  The exposed communication reported is not proportional to the communication: part of it is
-  fixed (the first gathers before any compute can start, the last gradient reduction after the
-  backward pass, each collective's latency), so where two or more profiled records of the same
-  strategy, GPU type and device count are given it is a + b x communication (at most all of
-  it), a and b >= 0 fitted by least squares on their exposed collective time. With one such
-  record it is e x communication, e from the record's profile (its exposed collective time),
-  else e = s (at most 1). Without a measured multi-GPU record, s = e = 1 (nothing hidden: the
+  The exposed communication reported is not proportional to the communication (the schedule
+  hides short steps' collectives whole and longer ones' in part), so where two or more profiled
+  records of the same strategy, per-device batch, GPU type, device count and XLA schedule
+  options are given it is a + b x communication (clipped to [0, all of it]), b >= 0 fitted by
+  least squares on their exposed collective time. With fewer it is e x communication, e from
+  one record's profile (its exposed collective time), else e = s (at most 1). Without a measured multi-GPU record, s = e = 1 (nothing hidden: the
   conservative bound). --check never calibrates a run on its own model's records (leave one
   model out).
 - memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
@@ -461,7 +460,7 @@ class ExposedModel:
   records: list[str]   # the run_ids it was calibrated on
 
   def seconds(self, comm: float) -> float:
-    return min(comm, self.a_s + self.b * comm) if comm > 0 else 0.0
+    return min(comm, max(0.0, self.a_s + self.b * comm)) if comm > 0 else 0.0
 
   def as_dict(self) -> dict:
     return {"form": self.form, "a_s": self.a_s, "b": self.b, "records": list(self.records)}
@@ -569,41 +568,62 @@ def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
 
 
 def fit_affine(points: list[tuple[float, float]]) -> tuple[float, float] | None:
-  """(a, b), both >= 0, of the least-squares line y = a + b x through (x, y) points; None where
-  the points do not determine a line (fewer than two distinct x)."""
+  """(a, b), b >= 0, of the least-squares line y = a + b x through (x, y) points; None where
+  the points do not determine a line (fewer than two distinct x). `a` may be negative: on two
+  H200s a schedule hides the first ~0.8 ms of a step's collectives whole (100M-1B fsdp_full at
+  batch 16), so the line crosses zero above zero communication; ExposedModel clips at 0."""
   if len({x for x, _ in points}) < 2:
     return None
   import numpy as np
-  from scipy.optimize import nnls
-  # Columns of similar size (x is seconds, ~1e-2) keep the solver's tolerances meaningful.
-  scale = max(abs(x) for x, _ in points)
-  (a, b), _ = nnls(np.array([[1.0, x / scale] for x, _ in points]),
-                   np.array([y for _, y in points]))
-  return float(a), float(b) / scale
+  xs = np.array([x for x, _ in points])
+  ys = np.array([y for _, y in points])
+  b, a = np.polyfit(xs, ys, 1)
+  if b < 0:  # more bytes never hide better: the flat line through the mean instead
+    return float(ys.mean()), 0.0
+  return float(a), float(b)
 
 
-def exposed_records(strategy: str, gpu: hardware.GPU, num_devices: int, records: list[dict],
-                    exclude_model: str | None = None) -> list[dict]:
-  """The profiled multi-GPU records an exposed-communication line is fitted on: `strategy` on
-  `num_devices` GPUs of type `gpu`, none of model `exclude_model`."""
+def _schedule(xla_options: str, gpu: hardware.GPU | None) -> str:
+  """Which collective schedule a step compiles to, as far as options tell: the GPU type's own
+  preset options (whatever they are) or, for any other options, those options."""
+  return "preset" if gpu is not None and xla_options == gpu.xla_options else xla_options
+
+
+def _config_gpu(c: ml_collections.ConfigDict) -> hardware.GPU | None:
+  try:
+    return hardware.gpu(c.gpu) if c.get("gpu") else None
+  except UserError:  # a config naming no GPU type the table knows
+    return None
+
+
+def exposed_records(c: ml_collections.ConfigDict, gpu: hardware.GPU, num_devices: int,
+                    records: list[dict], exclude_model: str | None = None) -> list[dict]:
+  """The profiled multi-GPU records an exposed-communication line is fitted on: `c`'s strategy
+  and per-device batch (the compute there is to hide collectives behind) on `num_devices` GPUs
+  of type `gpu`, compiled with the same schedule options (a preset's, or `c`'s own), none of
+  model `exclude_model`."""
+  want = _schedule(c.xla_options, gpu)
   return [r for r in multi_gpu_records(records)
-          if r.get("strategy") == strategy and gpu_of(r) is gpu
+          if r.get("strategy") == c.strategy and gpu_of(r) is gpu
           and r["num_devices"] == num_devices and r.get("model") != exclude_model
+          and r.get("per_device_batch") == c.per_device_batch_size
+          and _schedule((r.get("config") or {}).get("xla_options", ""), gpu) == want
           and measured_exposed_s(r) is not None]
 
 
 def fit_exposed(cal: Calibration, c: ml_collections.ConfigDict, target: hardware.GPU,
                 records: list[dict], gpus_per_node: int, interconnects: list[str],
                 plan_fn=None, exclude_model: str | None = None) -> Calibration:
-  """`cal` with its exposed communication fitted as a + b x the predicted communication (a, b
-  >= 0, least squares) over every profiled record of `c`'s strategy on as many `target` GPUs as
-  `cal`'s record ran on (none of `exclude_model`), where two or more at different predicted
-  communication are given; else `cal`'s fraction, and the note says why."""
+  """`cal` with its exposed communication fitted as a + b x the predicted communication (b >= 0,
+  least squares) over exposed_records (none of `exclude_model`) on as many `target` GPUs as
+  `cal`'s record ran on, where two or more at different predicted communication are given;
+  else `cal`'s fraction, and the note says why."""
   if cal.record is None:
     return cal
   n = cal.record["num_devices"]
-  group = exposed_records(c.strategy, target, n, records, exclude_model)
-  where = (f"profiled {c.strategy} record{'s' * (len(group) != 1)} on {n} x {target.name}"
+  group = exposed_records(c, target, n, records, exclude_model)
+  where = (f"profiled {c.strategy} record{'s' * (len(group) != 1)} at per-device batch "
+           f"{c.per_device_batch_size} on {n} x {target.name} with the same XLA options"
            + (f" of a model other than {exclude_model}" if exclude_model else ""))
   fit = None
   if len(group) >= 2:
@@ -619,7 +639,7 @@ def fit_exposed(cal: Calibration, c: ml_collections.ConfigDict, target: hardware
   return dataclasses.replace(
       cal, exposed_model=ExposedModel("affine", a, b, ids),
       note=(f"{cal.note}; exposed collectives: {a * 1e3:.2f} ms + {b:.3f} x the predicted "
-            f"communication (at most all of it), least squares with both >= 0 over the "
+            f"communication (at most all of it), least squares with b >= 0, clipped at 0, over the "
             f"{len(group)} {where} ({', '.join(ids)}); fitted at {n} devices"))
 
 
@@ -643,14 +663,20 @@ def multi_gpu_records(records: list[dict]) -> list[dict]:
 def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                      exclude_model: str | None = None) -> dict | None:
   """The measured multi-GPU record to calibrate on: the same strategy first (the overlap is a
-  property of the scheme's schedule), then one whose profile measured the exposed collective
+  property of the scheme's schedule), then one compiled with the same schedule options (each
+  GPU type's preset, or the same `xla_options`), then one whose profile measured the exposed collective
   time (else it is inferred from the step time, which carries every other difference from one
   GPU), then the same model, then the most devices; none of model `exclude_model`."""
   multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
   if not multi:
     return None
   model = config_lib.model_name(c)
-  return max(multi, key=lambda r: (r.get("strategy") == c.strategy,
+  want = _schedule(c.xla_options, _config_gpu(c))
+
+  def same_schedule(r):
+    return _schedule((r.get("config") or {}).get("xla_options", ""), gpu_of(r)) == want
+
+  return max(multi, key=lambda r: (r.get("strategy") == c.strategy, same_schedule(r),
                                    measured_exposed_s(r) is not None, r.get("model") == model,
                                    r["num_devices"], r.get("timestamp") or ""))
 

@@ -174,9 +174,13 @@ def _line_records(exposed_ms, a=0.0004, b=0.1, strategy="fsdp_full"):
 def test_the_affine_fit_recovers_a_known_fixed_part_and_slope():
   assert predict.fit_affine([(1.0, 3.5), (2.0, 4.0), (4.0, 5.0)]) == \
       pytest.approx((3.0, 0.5))
-  # Both are at least 0: exposed time falling with communication is a constant.
+  # The slope is at least 0: exposed time falling with communication is a constant.
   assert predict.fit_affine([(1.0, 5.0), (2.0, 4.0)]) == pytest.approx((4.5, 0.0))
   assert predict.fit_affine([(1.0, 5.0), (1.0, 4.0)]) is None
+  # The fixed part may be negative (short steps' collectives hidden whole), clipped at 0.
+  assert predict.fit_affine([(1.0, 0.0), (3.0, 1.0)]) == pytest.approx((-0.5, 0.5))
+  assert predict.ExposedModel("affine", -0.5, 0.5, []).seconds(0.5) == 0.0
+  assert predict.ExposedModel("affine", -0.5, 0.5, []).seconds(2.0) == pytest.approx(0.5)
   # Records built on 0.4 ms + 0.1 x communication give it back; a fourth config is on it.
   records, plans = _line_records({})
   c = tiny(strategy="fsdp_full", num_layers=4)
@@ -192,6 +196,25 @@ def test_the_affine_fit_recovers_a_known_fixed_part_and_slope():
   # Never more than all of the communication (a small model's is under the fixed part).
   assert predict.ExposedModel("affine", 0.004, 0.1, []).seconds(0.002) == 0.002
   assert predict.ExposedModel("affine", 0.004, 0.1, []).seconds(0.0) == 0.0
+
+
+def test_the_line_is_fitted_on_runs_of_the_same_batch_and_schedule_options_only():
+  records, plans = _line_records({})
+  c = tiny(strategy="fsdp_full", num_layers=4)
+  records.append(record(c, step_s=0.08, run_id="four-1"))
+  # Far off the line: another per-device batch, and another schedule (XLA options).
+  other_batch = tiny(strategy="fsdp_full", num_layers=2, per_device_batch_size=16)
+  other_options = tiny(strategy="fsdp_full", num_layers=2,
+                       xla_options="xla_gpu_enable_latency_hiding_scheduler=true")
+  for i, oc in enumerate((other_batch, other_options)):
+    records.append(record(oc, step_s=0.05, num_devices=2, run_id=f"off-{i}",
+                          breakdown={"step_ms": 50.0, "collectives_exposed_ms": 40.0}))
+  [p], _ = predict.predict(c, [2], records=records, plan_fn=plans)
+  assert sorted(p["exposed_model"]["records"]) == ["100m-2", "custom-2", "tiny-2"]
+  assert p["exposed_comm_s"] == pytest.approx(0.0004 + 0.1 * p["comm_s"])
+  # The same options as the variant's select it (and its neighbour on the line, none here).
+  assert [r["run_id"] for r in predict.exposed_records(
+      other_options, predict.hardware.gpu("h100"), 2, records)] == ["off-1"]
 
 
 def test_a_check_fits_the_line_on_the_other_models_only():
