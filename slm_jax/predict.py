@@ -570,8 +570,9 @@ def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
 def fit_affine(points: list[tuple[float, float]]) -> tuple[float, float] | None:
   """(a, b), b >= 0, of the least-squares line y = a + b x through (x, y) points; None where
   the points do not determine a line (fewer than two distinct x). `a` may be negative: on two
-  H200s a schedule hides the first ~0.8 ms of a step's collectives whole (100M-1B fsdp_full at
-  batch 16), so the line crosses zero above zero communication; ExposedModel clips at 0."""
+  H200s, 100M-1B fsdp_full at batch 16 expose 0.58 x communication - 0.5 ms (the schedule hides
+  short steps' collectives whole), a line that crosses zero above zero communication;
+  ExposedModel clips at 0."""
   if len({x for x, _ in points}) < 2:
     return None
   import numpy as np
