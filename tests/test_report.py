@@ -69,6 +69,16 @@ def test_a_run_of_few_timed_steps_is_not_a_point():
   assert report.best(points, ("model",))[("100m",)]["tokens_per_s_per_device"] == 500
 
 
+def test_a_run_with_an_xla_option_beyond_its_preset_is_not_a_point():
+  h200 = "NVIDIA H200"
+  preset, fewer, extra = (record(kind=h200, devices=2, tag=t) for t in ("p", "f", "x"))
+  preset["config"] = {"xla_options": "xla_gpu_enable_triton_gemm=false"}
+  fewer["config"] = {"xla_options": ""}  # before the preset gained its option
+  extra["config"] = {"xla_options": "xla_gpu_enable_triton_gemm=false "
+                                    "xla_gpu_enable_latency_hiding_scheduler=true"}
+  assert [r["tag"] for r in report.prepare([preset, fewer, extra])] == ["p", "f"]
+
+
 def test_a_one_gpu_run_has_no_scheme_and_no_node_count():
   multi, single, ddp_on_one = report.prepare([
       record(strategy="fsdp_grad_op", devices=16, kind=H100), record(strategy="single"),
