@@ -33,9 +33,9 @@ The model, per point of N devices on nodes of G GPUs:
   records of the same strategy, per-device batch, GPU type, device count and XLA schedule
   options are given it is a + b x communication (clipped to [0, all of it]), b >= 0 fitted by
   least squares on their exposed collective time. With fewer it is e x communication, e from
-  one record's profile (its exposed collective time), else e = s (at most 1). Without a measured multi-GPU record, s = e = 1 (nothing hidden: the
-  conservative bound). --check never calibrates a run on its own model's records (leave one
-  model out).
+  one record's profile (its exposed collective time), else e = s (at most 1). Without a
+  measured multi-GPU record, s = e = 1 (nothing hidden: the conservative bound). --check never
+  calibrates a run on its own model's records (leave one model out).
 - memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
   optimizer state laid out as the mesh shards them (exact, from the shardings) and its
   temporaries unchanged (activations are per device; XLA's CPU plans of 2 and 8 devices differ by
@@ -665,9 +665,10 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                      exclude_model: str | None = None) -> dict | None:
   """The measured multi-GPU record to calibrate on: the same strategy first (the overlap is a
   property of the scheme's schedule), then one compiled with the same schedule options (each
-  GPU type's preset, or the same `xla_options`), then one whose profile measured the exposed collective
-  time (else it is inferred from the step time, which carries every other difference from one
-  GPU), then the same model, then the most devices; none of model `exclude_model`."""
+  GPU type's preset, or the same `xla_options`), then one whose profile measured the exposed
+  collective time (else it is inferred from the step time, which carries every other
+  difference from one GPU), then the same model, then the most devices; none of model
+  `exclude_model`."""
   multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
   if not multi:
     return None
