@@ -753,29 +753,35 @@ def _torch_label(record: dict) -> str:
 
 
 def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Table:
-  """slm_jax against PyTorch: each stack's best of one size, GPU type and campaign (a
-  slm_jax.compare command's records share one), beside the paper's best on any GPU."""
-  key = ("model", "gpu_series", "campaign")
+  """slm_jax against PyTorch: each stack's best of one size, GPU type, campaign (a
+  slm_jax.compare command's records share one) and GPU count, beside the paper's best on any
+  GPU. On several GPUs each stack's best is over its schemes, and the row names the winners."""
+  key = ("model", "gpu_series", "campaign", "num_devices")
   jb, tb = best(ours, key), best(torch, key)
   count = defaultdict(int)
   for r in ours + torch:
     count[(r.get("stack") or "jax",) + tuple(r[k] for k in key)] += 1
+
+  def scheme(r):
+    return f"{r['strategy']}, " if (r.get("num_devices") or 1) > 1 else ""
+
   rows = []
   pairs = sorted(set(jb) & set(tb), reverse=True,  # newest campaign first, within a size
                  key=lambda k: max(jb[k].get("timestamp") or "", tb[k].get("timestamp") or ""))
-  for k in sorted(pairs, key=lambda k: (SIZES.index(k[0]), k[1])):
+  for k in sorted(pairs, key=lambda k: (SIZES.index(k[0]), k[1], k[3])):
     j, t = jb[k], tb[k]
-    rows.append([PAPER_MODEL[k[0]], k[1], campaign_label(k[2]),
+    rows.append([PAPER_MODEL[k[0]], k[1], str(k[3]), campaign_label(k[2]),
                  fmt(paper_best(paper, "Fig1", k[0]) if paper else None),
-                 f"{fmt(t['value'])} ({_torch_label(t)}, b{t['per_device_batch']})",
-                 f"{fmt(j['value'])} ({j['attention']}, b{j['per_device_batch']})",
+                 f"{fmt(t['value'])} ({scheme(t)}{_torch_label(t)}, b{t['per_device_batch']})",
+                 f"{fmt(j['value'])} ({scheme(j)}{j['attention']}, b{j['per_device_batch']})",
                  fmt(j["value"] / t["value"], ".2f"),
                  f"{count[('jax',) + k]} / {count[('torch',) + k]}",
                  " / ".join(sorted({short_commit(j.get("git_commit")),
                                     short_commit(t.get("git_commit"))})),
                  f"{j.get('tag') or '-'} / {t.get('tag') or '-'}"])
-  return Table(["model", "GPU", "campaign", "paper best (any GPU)", "PyTorch", "slm_jax",
-                "slm_jax / PyTorch", "best of (runs: slm_jax / PyTorch)", "commit", "tags"], rows)
+  return Table(["model", "GPU", "GPUs", "campaign", "paper best (any GPU)", "PyTorch",
+                "slm_jax", "slm_jax / PyTorch", "best of (runs: slm_jax / PyTorch)", "commit",
+                "tags"], rows)
 
 
 def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> Table:
@@ -1287,8 +1293,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
            "row; no ratio is taken across rows)."),
       best_table(ours_ok) if ours_ok else Para("not measured: no slm_jax benchmark records."),
       Heading("slm_jax against PyTorch, same GPU type and campaign"),
-      Para("Each stack's best run of one size in one campaign on one GPU type (a "
-           "`slm_jax.compare` command's records share a campaign); Token/Dollar in paper units."),
+      Para("Each stack's best run of one size in one campaign on one GPU type and GPU count (a "
+           "`slm_jax.compare` command's records share a campaign); on several GPUs the best "
+           "over each stack's schemes, named; Token/Dollar in paper units."),
   ]
   stacks = stacks_table(ours_ok, torch, paper)
   doc.append(stacks if stacks.rows else

@@ -157,7 +157,19 @@ def test_no_ratio_mixes_gpu_types_or_campaigns(tmp_path):
   [row] = table.rows
   jax_best = max(r["tokens_per_s_per_device"] for r in records
                  if r.get("campaign") == "H200-late" and r["model"] == "100m")
-  assert row[2] == "H200-late" and row[6] == f"{jax_best / 500:.2f}"
+  assert row[3] == "H200-late" and row[7] == f"{jax_best / 500:.2f}"
+  # On two GPUs each stack's best is over its schemes, in a row of its own, named.
+  two = [dict(record("100m", "cudnn", s, 16, 2, H200, v, campaign="H200-late"))
+         for s, v in (("ddp", 900.0), ("fsdp_full", 950.0))]
+  torch_two = [dict(torch_new, strategy=s, num_devices=2, tokens_per_s_per_device=v)
+               for s, v in (("ddp", 700.0), ("fsdp_grad_op", 760.0))]
+  table = report.stacks_table(report.prepare(records + two), report.prepare(
+      [torch_new, *torch_two], stack="torch"), [])
+  one, pair = table.rows
+  assert one[2] == "1" and pair[2] == "2"
+  assert pair[7] == f"{950 / 760:.2f}"
+  assert "fsdp_grad_op, sdpa" in pair[5] and "fsdp_full, cudnn" in pair[6]
+  assert "ddp" not in one[5] + one[6]
   # Q2 compares GPU types only within one campaign: these campaigns each hold one.
   text, _ = report.q2(report.fig2_gpu_types(ours, []))
   assert text.startswith("not measured: no campaign measured two GPU types")
@@ -282,7 +294,7 @@ def test_old_torch_records_are_left_out_and_counted(tmp_path):
   assert run_report(path, f"--out={tmp_path / 'out'}").returncode == 0
   md = (tmp_path / "out/report.md").read_text()
   assert md.count("1 PyTorch records from before `torch_compile_scope`") == 1
-  [row] = [l for l in md.splitlines() if l.startswith("| 1B | H200 | commit aaaaaaaa |")]
+  [row] = [l for l in md.splitlines() if l.startswith("| 1B | H200 | 1 | commit aaaaaaaa |")]
   assert "sdpa (flash), compiled model+loss, b32" in row and "| 1.20 |" in row
 
 
