@@ -115,6 +115,14 @@ def gpu(key_or_name: str) -> GPU:
   raise UserError(f"unknown GPU type {key_or_name!r}; known: {known}")
 
 
+def options_beyond_preset(xla_options: str, gpu: GPU | None) -> frozenset[str]:
+  """The XLA options a step was compiled with that `gpu`'s preset does not set: empty for a
+  preset run (or one from before its preset gained an option), else what makes it another
+  schedule (an A/B such as the latency-hiding scheduler, command buffers off for a profile)."""
+  preset = set(gpu.xla_options.split()) if gpu else set()
+  return frozenset(set((xla_options or "").split()) - preset)
+
+
 def from_device_kind(device_kind: str) -> GPU | None:
   """The type of a device by the name it reports ('NVIDIA H100 80GB HBM3' -> H100); None for a
   CPU or a GPU the table does not know."""

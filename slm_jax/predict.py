@@ -584,12 +584,6 @@ def fit_affine(points: list[tuple[float, float]]) -> tuple[float, float] | None:
   return float(a), float(b)
 
 
-def _schedule(xla_options: str, gpu: hardware.GPU | None) -> str:
-  """Which collective schedule a step compiles to, as far as options tell: the GPU type's own
-  preset options (whatever they are) or, for any other options, those options."""
-  return "preset" if gpu is not None and xla_options == gpu.xla_options else xla_options
-
-
 def _config_gpu(c: ml_collections.ConfigDict) -> hardware.GPU | None:
   try:
     return hardware.gpu(c.gpu) if c.get("gpu") else None
@@ -603,12 +597,13 @@ def exposed_records(c: ml_collections.ConfigDict, gpu: hardware.GPU, num_devices
   and per-device batch (the compute there is to hide collectives behind) on `num_devices` GPUs
   of type `gpu`, compiled with the same schedule options (a preset's, or `c`'s own), none of
   model `exclude_model`."""
-  want = _schedule(c.xla_options, gpu)
+  want = hardware.options_beyond_preset(c.xla_options, gpu)
   return [r for r in multi_gpu_records(records)
           if r.get("strategy") == c.strategy and gpu_of(r) is gpu
           and r["num_devices"] == num_devices and r.get("model") != exclude_model
           and r.get("per_device_batch") == c.per_device_batch_size
-          and _schedule((r.get("config") or {}).get("xla_options", ""), gpu) == want
+          and hardware.options_beyond_preset((r.get("config") or {}).get("xla_options", ""),
+                                             gpu) == want
           and measured_exposed_s(r) is not None]
 
 
@@ -673,10 +668,11 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   if not multi:
     return None
   model = config_lib.model_name(c)
-  want = _schedule(c.xla_options, _config_gpu(c))
+  want = hardware.options_beyond_preset(c.xla_options, _config_gpu(c))
 
   def same_schedule(r):
-    return _schedule((r.get("config") or {}).get("xla_options", ""), gpu_of(r)) == want
+    return hardware.options_beyond_preset((r.get("config") or {}).get("xla_options", ""),
+                                          gpu_of(r)) == want
 
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, same_schedule(r),
                                    measured_exposed_s(r) is not None, r.get("model") == model,

@@ -130,12 +130,11 @@ def old_torch(record: dict) -> bool:
 
 
 def schedule_variant(record: dict) -> bool:
-  """A run compiled with an XLA option its GPU type's preset does not set (the latency-hiding
-  scheduler, command buffers off for a profile): same model, another schedule. Options the
-  preset sets, or fewer (records from before a preset gained one), are not a variant."""
+  """A run compiled with an XLA option its GPU type's preset does not set: same model, another
+  schedule (hardware.options_beyond_preset)."""
   gpu = hardware.from_device_kind(record.get("device_kind") or "")
-  preset = set((gpu.xla_options if gpu else "").split())
-  return bool(set(((record.get("config") or {}).get("xla_options") or "").split()) - preset)
+  return bool(hardware.options_beyond_preset(
+      (record.get("config") or {}).get("xla_options") or "", gpu))
 
 
 def variant_of(model: str) -> str | None:

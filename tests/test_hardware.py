@@ -70,3 +70,12 @@ def test_h100_and_h200_share_kernel_tiles_and_a100s_share_a_table_name():
   assert pallas_tuning.lookup("NVIDIA H100 80GB HBM3", 64, 1024, table).fwd.block_q == 32
   assert pallas_tuning.lookup("NVIDIA A100-SXM4-40GB", 64, 1024, table).fwd.block_q == 64
   assert pallas_tuning.lookup("NVIDIA L40S", 64, 1024, table).fwd.block_q == 16
+
+
+def test_options_beyond_a_preset_are_what_makes_a_run_another_schedule():
+  h200 = hardware.gpu("h200")
+  assert hardware.options_beyond_preset(h200.xla_options, h200) == frozenset()
+  assert hardware.options_beyond_preset("", h200) == frozenset()  # before the preset's option
+  lhs = "xla_gpu_enable_latency_hiding_scheduler=true"
+  assert hardware.options_beyond_preset(f"{h200.xla_options} {lhs}", h200) == {lhs}
+  assert hardware.options_beyond_preset(lhs, None) == {lhs}
