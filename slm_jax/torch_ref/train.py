@@ -339,10 +339,8 @@ def _upcast_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.
 
 
 def _optimizer(c: ml_collections.ConfigDict, module: torch.nn.Module, no_decay: set[str]):
-  def clean(name):  # the name the unwrapped model gave the parameter
-    for wrapper in ("_fsdp_wrapped_module.", "_orig_mod.", "_checkpoint_wrapped_module."):
-      name = name.replace(wrapper, "")
-    return name.removeprefix("module.")
+  def clean(name):  # the name the model gave the parameter: DDP prefixes "module."; FSDP2
+    return name.removeprefix("module.")  # shards in place, and compiling comes after this
 
   named = list(module.named_parameters())
   groups = [
