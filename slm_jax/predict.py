@@ -97,6 +97,13 @@ def gpu_of(record: dict) -> hardware.GPU | None:
   return hardware.from_device_kind(record.get("device_kind") or "")
 
 
+def schedule_of(record: dict) -> frozenset[str]:
+  """The XLA options a record's step ran with beyond its GPU type's preset (empty: the
+  preset's schedule)."""
+  return hardware.options_beyond_preset((record.get("config") or {}).get("xla_options") or "",
+                                        gpu_of(record))
+
+
 def _ok(record: dict) -> bool:
   return (record.get("status") == "ok" and record.get("stack", "jax") == "jax"
           and record.get("mode", "benchmark") == "benchmark"
@@ -602,8 +609,7 @@ def exposed_records(c: ml_collections.ConfigDict, gpu: hardware.GPU, num_devices
           if r.get("strategy") == c.strategy and gpu_of(r) is gpu
           and r["num_devices"] == num_devices and r.get("model") != exclude_model
           and r.get("per_device_batch") == c.per_device_batch_size
-          and hardware.options_beyond_preset((r.get("config") or {}).get("xla_options", ""),
-                                             gpu) == want
+          and schedule_of(r) == want
           and measured_exposed_s(r) is not None]
 
 
@@ -670,11 +676,7 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   model = config_lib.model_name(c)
   want = hardware.options_beyond_preset(c.xla_options, _config_gpu(c))
 
-  def same_schedule(r):
-    return hardware.options_beyond_preset((r.get("config") or {}).get("xla_options", ""),
-                                          gpu_of(r)) == want
-
-  return max(multi, key=lambda r: (r.get("strategy") == c.strategy, same_schedule(r),
+  return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
                                    measured_exposed_s(r) is not None, r.get("model") == model,
                                    r["num_devices"], r.get("timestamp") or ""))
 

@@ -131,10 +131,8 @@ def old_torch(record: dict) -> bool:
 
 def schedule_variant(record: dict) -> bool:
   """A run compiled with an XLA option its GPU type's preset does not set: same model, another
-  schedule (hardware.options_beyond_preset)."""
-  gpu = hardware.from_device_kind(record.get("device_kind") or "")
-  return bool(hardware.options_beyond_preset(
-      (record.get("config") or {}).get("xla_options") or "", gpu))
+  schedule."""
+  return bool(predict.schedule_of(record))
 
 
 def variant_of(model: str) -> str | None:
