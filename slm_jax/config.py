@@ -7,6 +7,7 @@ recorded in results); add fields, do not rename them.
 from __future__ import annotations
 
 import math
+import os
 
 import ml_collections
 
@@ -101,6 +102,11 @@ def base_config() -> ml_collections.ConfigDict:
   # recorded with it (a sweep can grid them): "xla_gpu_enable_triton_gemm=false ...",
   # space-separated. true/false, numbers and text (lists: "a,b") are converted for XLA.
   c.xla_options = ""
+  # NCCL settings for this run's collectives, "NCCL_NAME=VALUE ...", set in the environment of
+  # the process before its first collective (NCCL reads them when it builds a communicator) and
+  # recorded with the run, so a sweep can grid them like `xla_options`. For example
+  # "NCCL_MAX_CTAS=4": NCCL's kernels take SMs from the compute they overlap.
+  c.nccl_options = ""
   # Steps to trace with jax.profiler after timing (0 = none); the trace lands in
   # <workdir>/profile/<run_id> and its breakdown in the record.
   c.profile_steps = 0
@@ -159,6 +165,7 @@ def paper_config(size: str, gpu: str) -> ml_collections.ConfigDict:
   c.seq_len = 1024
   c.device_memory_gb = g.memory_gb
   c.xla_options = g.xla_options
+  c.nccl_options = g.nccl_options
   return c
 
 
@@ -216,6 +223,24 @@ def xla_options(c: ml_collections.ConfigDict) -> dict:
                       "name, e.g. 'xla_gpu_enable_triton_gemm=false'")
     out[name] = _option_value(value)
   return out
+
+
+def nccl_options(c: ml_collections.ConfigDict) -> dict[str, str]:
+  """`nccl_options` as environment variables, {NCCL_NAME: value}."""
+  out = {}
+  for item in c.get("nccl_options", "").split():
+    name, sep, value = item.partition("=")
+    if not sep or not value or not name.startswith("NCCL_"):
+      raise UserError(f"--config.nccl_options: {item!r} is not NAME=VALUE with an NCCL "
+                      "variable's name, e.g. 'NCCL_MAX_CTAS=4'")
+    out[name] = value
+  return out
+
+
+def apply_nccl_options(c: ml_collections.ConfigDict) -> None:
+  """Puts `nccl_options` in this process's environment; a run's own setting wins over one
+  the shell exported, and the record's `nccl_env` shows what NCCL saw."""
+  os.environ.update(nccl_options(c))
 
 
 def _option_value(text: str):
@@ -285,6 +310,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.mode == "train":
     _validate_training(c)
   xla_options(c)
+  nccl_options(c)
   if c.gpu not in GPU_KEYS:
     raise UserError(f"--config.gpu={c.gpu!r} is not one of {sorted(GPU_KEYS)}")
 

@@ -37,6 +37,7 @@ class GPU:
   paper_price_ratio: float | None
   paper_label: str         # the GPU's series label in the paper's figures
   xla_options: str         # XLA options the type's presets compile with (--config.xla_options)
+  nccl_options: str        # NCCL settings the type's presets run with (--config.nccl_options)
   default_batch: dict[str, int]  # per-device batch of the presets, by model size
   tuning_key: str          # the Pallas tuning table's name for the type (slm_jax.attention)
   chip: str                # types on one chip (SMs, shared memory, registers) share kernel tiles
@@ -52,16 +53,18 @@ _BATCH = {"100m": 16, "500m": 16, "1b": 16, "2b": 8}
 # Hopper: XLA's Triton GEMM fusions off, so cuBLAS runs those GEMMs: 1.009-1.027x tokens/s at
 # every paper size on an H200 (benchmarks/PERF_NOTES.md section 5). Unmeasured on the A100.
 _HOPPER_XLA_OPTIONS = "xla_gpu_enable_triton_gemm=false"
+_HOPPER_NCCL_OPTIONS = ""
 
 _A100_80 = GPU(
     key="a100", name="A100-80GB", memory_gb=80.0, peak_bf16_tflops=312.0, peak_fp8_tflops=None,
     hbm_gbytes_per_s=2039.0, intra_node="nvlink3", usd_per_hour=1.30, paper_price_ratio=1.46,
-    paper_label="A100-80GB", xla_options="", default_batch=_BATCH, tuning_key="a100",
-    chip="GA100")
+    paper_label="A100-80GB", xla_options="", nccl_options="", default_batch=_BATCH,
+    tuning_key="a100", chip="GA100")
 _H100 = GPU(
     key="h100", name="H100", memory_gb=80.0, peak_bf16_tflops=989.0, peak_fp8_tflops=1979.0,
     hbm_gbytes_per_s=3350.0, intra_node="nvlink4", usd_per_hour=3.00, paper_price_ratio=2.53,
-    paper_label="H100-80GB", xla_options=_HOPPER_XLA_OPTIONS, default_batch=_BATCH,
+    paper_label="H100-80GB", xla_options=_HOPPER_XLA_OPTIONS,
+    nccl_options=_HOPPER_NCCL_OPTIONS, default_batch=_BATCH,
     tuning_key="h100", chip="GH100")
 GPUS: dict[str, GPU] = {g.key: g for g in (
     dataclasses.replace(
@@ -115,12 +118,14 @@ def gpu(key_or_name: str) -> GPU:
   raise UserError(f"unknown GPU type {key_or_name!r}; known: {known}")
 
 
-def options_beyond_preset(xla_options: str, gpu: GPU | None) -> frozenset[str]:
-  """The XLA options a step was compiled with that `gpu`'s preset does not set: empty for a
-  preset run (or one from before its preset gained an option), else what makes it another
-  schedule (an A/B such as the latency-hiding scheduler, command buffers off for a profile)."""
-  preset = set(gpu.xla_options.split()) if gpu else set()
-  return frozenset(set((xla_options or "").split()) - preset)
+def options_beyond_preset(xla_options: str, gpu: GPU | None,
+                          nccl_options: str = "") -> frozenset[str]:
+  """The XLA options a step was compiled with and the NCCL settings it ran with that `gpu`'s
+  preset does not set: empty for a preset run (or one from before its preset gained an
+  option), else what makes it another schedule (an A/B such as the latency-hiding scheduler,
+  command buffers off for a profile, NCCL on fewer SMs)."""
+  preset = set(gpu.xla_options.split()) | set(gpu.nccl_options.split()) if gpu else set()
+  return frozenset(set((xla_options or "").split()) | set((nccl_options or "").split())) - preset
 
 
 def from_device_kind(device_kind: str) -> GPU | None:

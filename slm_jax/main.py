@@ -148,6 +148,7 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict | None, int]:
   """Runs `c` and writes its record (process 0 only); returns (record, exit code), or
   (None, 0) when a training run has nothing left to do (NothingToDo, printed here)."""
   config_lib.validate(c)
+  config_lib.apply_nccl_options(c)
   writes = jax.process_index() == 0
   writer = None
   progress = Progress(c, None)

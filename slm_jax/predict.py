@@ -98,10 +98,11 @@ def gpu_of(record: dict) -> hardware.GPU | None:
 
 
 def schedule_of(record: dict) -> frozenset[str]:
-  """The XLA options a record's step ran with beyond its GPU type's preset (empty: the
-  preset's schedule)."""
-  return hardware.options_beyond_preset((record.get("config") or {}).get("xla_options") or "",
-                                        gpu_of(record))
+  """The XLA options and NCCL settings a record's step ran with beyond its GPU type's preset
+  (empty: the preset's schedule)."""
+  config = record.get("config") or {}
+  return hardware.options_beyond_preset(config.get("xla_options") or "", gpu_of(record),
+                                        config.get("nccl_options") or "")
 
 
 def _ok(record: dict) -> bool:
@@ -604,7 +605,7 @@ def exposed_records(c: ml_collections.ConfigDict, gpu: hardware.GPU, num_devices
   and per-device batch (the compute there is to hide collectives behind) on `num_devices` GPUs
   of type `gpu`, compiled with the same schedule options (a preset's, or `c`'s own), none of
   model `exclude_model`."""
-  want = hardware.options_beyond_preset(c.xla_options, gpu)
+  want = hardware.options_beyond_preset(c.xla_options, gpu, c.get("nccl_options", ""))
   return [r for r in multi_gpu_records(records)
           if r.get("strategy") == c.strategy and gpu_of(r) is gpu
           and r["num_devices"] == num_devices and r.get("model") != exclude_model
@@ -674,7 +675,8 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   if not multi:
     return None
   model = config_lib.model_name(c)
-  want = hardware.options_beyond_preset(c.xla_options, _config_gpu(c))
+  want = hardware.options_beyond_preset(c.xla_options, _config_gpu(c),
+                                        c.get("nccl_options", ""))
 
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
                                    measured_exposed_s(r) is not None, r.get("model") == model,

@@ -136,6 +136,8 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "hostname": socket.gethostname(),
       # Process-wide XLA flags change what is measured as much as the config does.
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      # and the NCCL settings of the process (--config.nccl_options or the shell's)
+      "nccl_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")},
       "device_kind": device_kind,
       "platform": devices[0].platform,
       "num_devices": num_devices,

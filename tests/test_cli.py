@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--config.steps=3", "--config.repeats=2", "--config.warmup_steps=1"]
 
 
-def main(*args, cwd=ROOT):
+def main(*args, cwd=ROOT, env=None):
+  environ = {k: v for k, v in os.environ.items() if not k.startswith("NCCL_")}
   return subprocess.run([sys.executable, "-m", "slm_jax.main", *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=300,
+                        env={**environ, **(env or {})})
 
 
 def test_tiny_run_writes_a_valid_record_and_tensorboard_events(tmp_path):
@@ -170,6 +173,24 @@ def test_xla_options_compile_the_step_and_a_wrong_one_is_one_clear_error(tmp_pat
                 f"--config.xla_options={wrong}")
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_nccl_options_reach_the_run_s_environment_and_record_and_a_wrong_one_is_one_error(
+    tmp_path):
+  ok = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--dry_run",
+            "--config.nccl_options=NCCL_MAX_CTAS=4 NCCL_MIN_CTAS=2",
+            env={"NCCL_MAX_CTAS": "16", "NCCL_DEBUG": "WARN"})
+  assert ok.returncode == 0, ok.stderr
+  [record] = results.read(tmp_path / "results.jsonl")
+  assert record["config"]["nccl_options"] == "NCCL_MAX_CTAS=4 NCCL_MIN_CTAS=2"
+  # the run's own setting wins over the shell's; the shell's others are recorded too
+  assert record["nccl_env"] == {"NCCL_DEBUG": "WARN", "NCCL_MAX_CTAS": "4", "NCCL_MIN_CTAS": "2"}
+  for wrong in ("MAX_CTAS=4", "NCCL_MAX_CTAS", "NCCL_MAX_CTAS="):
+    proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--dry_run",
+                f"--config.nccl_options={wrong}")
+    assert proc.returncode == 2 and "--config.nccl_options" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+  assert len(results.read(tmp_path / "results.jsonl")) == 1
 
 
 def test_an_append_after_a_line_cut_short_starts_a_new_line_and_readers_skip_it(tmp_path,

@@ -79,3 +79,6 @@ def test_options_beyond_a_preset_are_what_makes_a_run_another_schedule():
   lhs = "xla_gpu_enable_latency_hiding_scheduler=true"
   assert hardware.options_beyond_preset(f"{h200.xla_options} {lhs}", h200) == {lhs}
   assert hardware.options_beyond_preset(lhs, None) == {lhs}
+  ctas = "NCCL_MAX_CTAS=4"  # NCCL settings make another schedule too, unless the preset's
+  assert hardware.options_beyond_preset(h200.xla_options, h200, ctas) == {ctas}
+  assert hardware.options_beyond_preset(h200.xla_options, h200, h200.nccl_options) == frozenset()

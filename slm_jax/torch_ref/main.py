@@ -163,6 +163,7 @@ def main(argv):
       raise UserError("--coordinator_address is for JAX runs; start torch on several hosts "
                       "with torchrun (--nnodes, --rdzv-endpoint) around this module")
     config_lib.validate(c)
+    config_lib.apply_nccl_options(c)  # torchrun's processes inherit them
     attention = torch_ref.attention_for(c.attention, _ATTENTION.value)
     setup = setup_from_flags(attention)
     setup.check()  # here, not once in each process torchrun would start
