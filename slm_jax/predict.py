@@ -667,10 +667,12 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                      exclude_model: str | None = None) -> dict | None:
   """The measured multi-GPU record to calibrate on: the same strategy first (the overlap is a
   property of the scheme's schedule), then one compiled with the same schedule options (each
-  GPU type's preset, or the same `xla_options`), then one whose profile measured the exposed
-  collective time (else it is inferred from the step time, which carries every other
-  difference from one GPU), then the same model, then the most devices; none of model
-  `exclude_model`."""
+  GPU type's preset, or the same `xla_options` and `nccl_options`), failing that the preset's
+  rather than another variant's (an A/B arm is further from any run than the preset is), then
+  one whose profile measured the exposed collective time (else it is inferred from the step
+  time, which carries every other difference from one GPU), then the same per-device batch
+  (the compute there is to hide collectives behind), then the same model, then the most
+  devices, then the newest; none of model `exclude_model`."""
   multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
   if not multi:
     return None
@@ -679,8 +681,10 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                                         c.get("nccl_options", ""))
 
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
-                                   measured_exposed_s(r) is not None, r.get("model") == model,
-                                   r["num_devices"], r.get("timestamp") or ""))
+                                   not schedule_of(r), measured_exposed_s(r) is not None,
+                                   r.get("per_device_batch") == c.per_device_batch_size,
+                                   r.get("model") == model, r["num_devices"],
+                                   r.get("timestamp") or ""))
 
 
 # ----------------------------------------------------------------------------- prediction

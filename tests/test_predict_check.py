@@ -142,6 +142,26 @@ def test_a_profiled_record_of_the_same_strategy_is_calibrated_on_first():
   assert predict.pick_calibration(c, rows)["run_id"] == "fsdp-profiled"
 
 
+def test_without_a_run_of_its_own_schedule_a_variant_calibrates_on_the_preset_s_run():
+  lhs = "xla_gpu_enable_latency_hiding_scheduler=true"
+  c = tiny(strategy="fsdp_full", xla_options=lhs)
+  base = {"status": "ok", "stack": "jax", "mode": "benchmark", "step_time_s": {"median": 1.0},
+          "num_devices": 2, "model": "custom", "tokens_per_s": 1.0, "strategy": "fsdp_full",
+          "breakdown": {"step_ms": 1.0, "collectives_exposed_ms": 0.1}}
+  preset = dict(c.to_dict(), num_layers=3, xla_options="")
+  rows = [dict(base, run_id="preset", config=preset, timestamp="2026-01-01"),
+          dict(base, run_id="other-variant", timestamp="2026-01-02",
+               config=dict(preset, nccl_options="NCCL_MAX_CTAS=4"))]
+  assert predict.pick_calibration(c, rows)["run_id"] == "preset"
+  rows.append(dict(base, run_id="same-variant", config=dict(preset, xla_options=lhs)))
+  assert predict.pick_calibration(c, rows)["run_id"] == "same-variant"
+  # between preset runs, the one at the checked run's per-device batch
+  c = tiny(strategy="fsdp_full", per_device_batch_size=16)
+  rows = [dict(base, run_id="b16", config=preset, per_device_batch=16, timestamp="2026-01-01"),
+          dict(base, run_id="b8", config=preset, per_device_batch=8, timestamp="2026-01-02")]
+  assert predict.pick_calibration(c, rows)["run_id"] == "b16"
+
+
 def _line_records(exposed_ms, a=0.0004, b=0.1, strategy="fsdp_full"):
   """One- and two-GPU records of three models whose profiles expose a + b x the predicted
   communication (plus `exposed_ms[model]` off the line), and a plan_fn that sends 4e8 bytes a
