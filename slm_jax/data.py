@@ -50,12 +50,13 @@ def stdlib_files() -> tuple[Path, ...]:
 
 
 def data_files(c: ml_collections.ConfigDict) -> list[str]:
-  """--config.data_files expanded (comma-separated paths or globs, each sorted)."""
+  """--config.data_files expanded (comma-separated paths or globs, each sorted; `**` matches
+  any depth of folders, as in a shell with globstar)."""
   out = []
   for pattern in (p.strip() for p in c.data_files.split(",")):
     if not pattern:
       continue
-    matches = sorted(glob.glob(pattern))
+    matches = sorted(f for f in glob.glob(pattern, recursive=True) if not Path(f).is_dir())
     if not matches:
       raise UserError(f"--config.data_files: no file matches {pattern!r}")
     out += matches

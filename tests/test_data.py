@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +139,15 @@ def test_local_text_and_json_files_are_read_in_order(tmp_path):
   assert list(data.documents(cfg(data_files=str(tmp_path / "c.parquet")))) == ["pq one", "pq two"]
   with pytest.raises(UserError, match="'text' is not a column"):
     list(data.documents(cfg(data_files=str(tmp_path / "b.jsonl"))))
+
+
+def test_a_double_star_glob_reaches_files_at_any_depth_and_skips_folders(tmp_path):
+  for rel in ("top.txt", "a/mid.txt", "a/b/deep.txt", "a/b/other.md", "a/dir.txt/inner.txt"):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text(rel)
+  found = data.data_files(cfg(data_files=str(tmp_path / "**" / "*.txt")))
+  assert [Path(f).relative_to(tmp_path).as_posix() for f in found] == [
+      "a/b/deep.txt", "a/dir.txt/inner.txt", "a/mid.txt", "top.txt"]
 
 
 def test_missing_files_and_empty_corpora_are_user_errors(tmp_path):
