@@ -334,6 +334,9 @@ class Figure:
   missing: list[str] = dataclasses.field(default_factory=list)  # curves not measured, why
   # Predicted curves (slm_jax.predict.predicted_curves), drawn apart and never in a ratio.
   predicted: list[dict] = dataclasses.field(default_factory=list)
+  # The other campaigns on the drawn GPU type, with their curves: named in the text, each on
+  # its own (a ratio stays within one campaign); never drawn, never in a verdict.
+  others: list[tuple[Selection, list[Curve]]] = dataclasses.field(default_factory=list)
 
   def runs_note(self) -> str:
     counts = [p.runs for c in self.curves for p in c.points]
@@ -400,15 +403,26 @@ def fig3_nodes(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
 def fig4_schemes(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
   """By global batch, one curve per scheme (runs on 2 or more GPUs), and the one-GPU runs as
   a curve of their own (no scheme)."""
-  multi = choose([r for r in ours if r["scheme"]], ("model", "scheme", "global_batch"),
-                 campaigns)
+  schemes = [r for r in ours if r["scheme"]]
+  multi = choose(schemes, ("model", "scheme", "global_batch"), campaigns)
   one = choose([r for r in ours if not r["scheme"]], ("model", "global_batch"), campaigns,
                prefer=lambda g, c: multi is not None and g == multi.gpu)
   sels = [(what, s) for what, s in (("schemes", multi), (ONE_GPU, one)) if s]
+  others = []
+  if multi is not None:
+    rest = defaultdict(list)
+    for r in schemes:
+      if (r["gpu_series"] == multi.gpu and r["campaign"] != multi.campaign
+          and in_campaigns(r["campaign"], campaigns)):
+        rest[r["campaign"]].append(r)
+    for campaign, rs in sorted(rest.items()):
+      sel = Selection(multi.gpu, campaign, rs)
+      others.append((sel, curves_of(sel, "global_batch", "scheme")))
   return Figure("Fig4", "by global batch, per scheme", "global batch",
                 curves_of(multi, "global_batch", "scheme")
                 + curves_of(one, "global_batch", "strategy_series"), sels,
-                _paper_points(paper, "Fig4"), missing=[] if multi else [NO_SCHEMES])
+                _paper_points(paper, "Fig4"), missing=[] if multi else [NO_SCHEMES],
+                others=others)
 
 
 NO_SCHEMES = "slm_jax schemes: not measured (no runs on 2 or more GPUs)"
@@ -999,6 +1013,11 @@ def q4(fig4: Figure) -> tuple[str, Table | None]:
     parts = [f"{PAPER_MODEL[m]}: {_spread_text(d)}" for m, d in scheme_spread(fig4).items()]
     text = (f"Schemes, on {multi.label()}: smallest global batch measured with two or more "
             "schemes, best / worst: " + ("; ".join(parts) or "no batch with two schemes") + ".")
+    for sel, curves in fig4.others:
+      spreads = scheme_spread(dataclasses.replace(fig4, curves=curves))
+      if spreads:
+        text += (f" Also, on {sel.label()} (not drawn): " + "; ".join(
+            f"{PAPER_MODEL[m]}: {_spread_text(d)}" for m, d in spreads.items()) + ".")
   sat = saturation(fig4)
   one = dict(fig4.selections).get(ONE_GPU)
   if one is not None:

@@ -225,6 +225,29 @@ def test_scheme_curves_and_questions_come_from_multi_gpu_runs_only():
   assert [v for _, v, _ in findings][1:6] == ["not measured"] * 5  # no vanilla, one GPU type
 
 
+def test_q4_names_the_scheme_spread_of_other_campaigns_on_the_drawn_gpu_type_apart():
+  drawn = [record("100m", "cudnn", s, b, 2, H200, t, campaign="drawn")
+           for s, t in (("ddp", 1000.0), ("fsdp_full", 900.0)) for b in (8, 16)]
+  other = [record("1b", "cudnn", "ddp", 64, 2, H200, 1100.0, campaign="best-batch"),
+           record("1b", "cudnn", "fsdp_full", 64, 2, H200, 1000.0, campaign="best-batch"),
+           record("1b", "cudnn", "ddp", 64, 2, A100, 500.0, campaign="elsewhere"),
+           record("1b", "cudnn", "fsdp_full", 64, 2, A100, 400.0, campaign="elsewhere"),
+           record("500m", "cudnn", "ddp", 16, 2, H200, 700.0, campaign="one-scheme")]
+  fig4 = report.fig4_schemes(report.prepare(drawn + other, oom=True), [])
+  assert dict(fig4.selections)["schemes"].campaign == "drawn"
+  assert {c.model for c in fig4.curves} == {"100m"}  # the other campaigns are not drawn
+  text = report.q4(fig4)[0]
+  assert "100M: 1.11x at global batch 16 (DDP over FSDP-Full)" in text
+  assert "Also, on H200, best-batch (not drawn): 1B: 1.10x at global batch 128 (DDP over " \
+      "FSDP-Full)." in text
+  assert "elsewhere" not in text and "one-scheme" not in text  # another GPU type; one scheme
+  findings = report.verdicts({f.id: f for f in (report.fig1_attention(report.prepare(
+      drawn + other, oom=True), []), report.fig2_gpu_types(report.prepare(drawn + other,
+      oom=True), []), report.fig3_nodes(report.prepare(drawn + other, oom=True), []), fig4)},
+      [])
+  assert all("best-batch" not in how for _, _, how in findings)
+
+
 def test_verdicts_follow_the_numbers():
   paper = report.read_paper()
   rows = []
