@@ -105,6 +105,11 @@ def schedule_of(record: dict) -> frozenset[str]:
                                         config.get("nccl_options") or "")
 
 
+def schedule_of_config(c: ml_collections.ConfigDict, gpu: hardware.GPU | None) -> frozenset[str]:
+  """`schedule_of` for a config about to run on `gpu`."""
+  return hardware.options_beyond_preset(c.xla_options, gpu, c.get("nccl_options", ""))
+
+
 def _ok(record: dict) -> bool:
   return (record.get("status") == "ok" and record.get("stack", "jax") == "jax"
           and record.get("mode", "benchmark") == "benchmark"
@@ -605,7 +610,7 @@ def exposed_records(c: ml_collections.ConfigDict, gpu: hardware.GPU, num_devices
   and per-device batch (the compute there is to hide collectives behind) on `num_devices` GPUs
   of type `gpu`, compiled with the same schedule options (a preset's, or `c`'s own), none of
   model `exclude_model`."""
-  want = hardware.options_beyond_preset(c.xla_options, gpu, c.get("nccl_options", ""))
+  want = schedule_of_config(c, gpu)
   return [r for r in multi_gpu_records(records)
           if r.get("strategy") == c.strategy and gpu_of(r) is gpu
           and r["num_devices"] == num_devices and r.get("model") != exclude_model
@@ -677,8 +682,7 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   if not multi:
     return None
   model = config_lib.model_name(c)
-  want = hardware.options_beyond_preset(c.xla_options, _config_gpu(c),
-                                        c.get("nccl_options", ""))
+  want = schedule_of_config(c, _config_gpu(c))
 
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
                                    not schedule_of(r), measured_exposed_s(r) is not None,
