@@ -130,8 +130,8 @@ def old_torch(record: dict) -> bool:
 
 
 def schedule_variant(record: dict) -> bool:
-  """A run compiled with an XLA option its GPU type's preset does not set: same model, another
-  schedule."""
+  """A run with an XLA option or NCCL setting its GPU type's preset does not have: same model,
+  another schedule (predict.schedule_of)."""
   return bool(predict.schedule_of(record))
 
 
@@ -162,7 +162,7 @@ def prepare(records: list[dict], stack: str = "jax", variants: bool = False,
       continue
     if config.get("fp8"):  # the paper's questions are about bf16 training: FP8 stays apart
       continue
-    if schedule_variant(r):  # an A/B of XLA options answers its own question, not the paper's
+    if schedule_variant(r):  # an A/B of XLA/NCCL options answers its own question, not the paper's
       continue
     value = None
     if r["status"] == "ok":
