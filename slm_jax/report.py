@@ -644,10 +644,13 @@ def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None
   if not curves:
     return None
   with plt.rc_context(PLOT_STYLE):
-    fig, ax = plt.subplots(figsize=(12, 7 + 0.25 * len(curves)), layout="constrained")
-    for i, c in enumerate(curves):
+    names = [f"{c['label']}, {campaign_label(campaign_of(c['record']))}" for c in curves]
+    # Two legend columns fit the figure's width only for short labels; long ones would be cut.
+    ncol = 2 if max(map(len, names)) <= 55 else 1
+    fig, ax = plt.subplots(figsize=(12, 7 + 0.3 * (len(curves) + 3) / ncol),
+                           layout="constrained")
+    for i, (c, name) in enumerate(zip(curves, names)):
       color = plt.cm.tab10(i % 10)
-      name = f"{c['label']}, {campaign_label(campaign_of(c['record']))}"
       ax.plot(c["dollars"], c["loss"], "--" if c["repriced"] else "-", color=color, label=name)
       if c["eval"]:
         ax.plot(*zip(*c["eval"]), "o", color=color, mfc="none")
@@ -660,7 +663,7 @@ def plot_loss_vs_dollars(curves: list[dict], out_dir: Path, target: float | None
     ax.set_ylabel("loss")
     ax.set_title("Loss/Dollar")
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncol=2, fontsize=11, frameon=False)
+    fig.legend(loc="outside lower center", ncol=ncol, fontsize=11, frameon=False)
     path = out_dir / "loss_vs_dollars.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)

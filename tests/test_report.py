@@ -463,3 +463,21 @@ def test_the_cpu_demo_is_drawn_in_a_panel_of_its_own_and_answers_the_questions(t
   assert matplotlib.image.imread(out / "fig1.png").shape[1] == 1800  # a fifth panel
   findings = md.split("| 7 |")[1].splitlines()[0]
   assert "| not measured |" in findings  # the paper's findings are about the paper's sizes
+
+
+def test_loss_vs_dollars_legend_fits_the_figure_with_long_labels(tmp_path, monkeypatch):
+  # Campaign names and tags make labels of 80+ characters; two legend columns of them ran past
+  # the figure's edges and were cut off.
+  records = [train_record(m, H100, 3.0, 1.0, tag=f"fp8-loss-code-{m}/{arm}-a-long-arm-name")
+             for m in ("100m", "500m") for arm in ("bf16", "fp8")]
+  for r in records:
+    r["campaign"] = "h200x2-fp8-loss-code-2026-11-30-with-a-long-campaign-name"
+  curves = report.train_curves(records, ())
+  closed = []
+  monkeypatch.setattr(report.plt, "close", closed.append)
+  report.plot_loss_vs_dollars(curves, tmp_path, 4.0)
+  fig = closed[0]
+  fig.canvas.draw()
+  legend = fig.legends[0].get_window_extent()
+  assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1, (legend, fig.bbox)
+  assert fig.bbox.y0 <= legend.y0
