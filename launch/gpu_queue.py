@@ -100,7 +100,8 @@ def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float)
       held, free = sorted(free)[:n], sorted(free)[n:]
       env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(map(str, held)))
       log = (logdir / f"job-{i:02d}.log").open("w")
-      log.write(f"$ CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {cmd}\n")
+      # `export` so that the line re-runs the job as it ran, compound commands included.
+      log.write(f"$ export CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}; {cmd}\n")
       log.flush()
       proc = subprocess.Popen(cmd, shell=True, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)

@@ -1,4 +1,6 @@
 import importlib.util
+import os
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +41,16 @@ def test_a_job_larger_than_the_host_is_refused(tmp_path, capsys):
   assert gpu_queue.run(gpu_queue.parse_jobs("@4 true\n"), gpus=2, logdir=tmp_path,
                        deadline_s=10) == 2
   assert "more than the 2 GPUs" in capsys.readouterr().err
+
+
+def test_a_jobs_log_opens_with_a_line_that_reruns_it_on_its_gpus(tmp_path):
+  # A job that sets a variable first: a "VAR=value" prefix would bind only to that assignment.
+  cmd = f"D={tmp_path}; sh -c 'echo $CUDA_VISIBLE_DEVICES' > $D/out"
+  jobs = gpu_queue.parse_jobs(f"@all {cmd}\n")
+  assert gpu_queue.run(jobs, gpus=2, logdir=tmp_path / "logs", deadline_s=60) == 0
+  assert (tmp_path / "out").read_text().strip() == "0,1"
+  first = (tmp_path / "logs" / "job-00.log").read_text().splitlines()[0]
+  assert first.startswith("$ ")
+  (tmp_path / "out").unlink()
+  subprocess.run(first[2:], shell=True, check=True, env={"PATH": os.environ["PATH"]})
+  assert (tmp_path / "out").read_text().strip() == "0,1"
