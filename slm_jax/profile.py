@@ -132,18 +132,26 @@ def _kernel_category(kernel: str) -> str:
   return "norm/elementwise"
 
 
-def device_spans(events: list[dict], ops: dict[str, Op]) -> list[tuple[float, float, str, str]]:
-  """(start us, end us, op name, kernel name) of the step's ops in a trace. Where the trace has
-  GPU timelines, only their events count (the host's launch events would count twice): each is
-  matched to its HLO instruction by the `hlo_op` the profiler attaches, else by the kernel name
-  XLA derives from the instruction's ('.' and '-' become '_'), else it becomes an op of its own,
-  classed by its kernel name. Without GPU timelines (CPU), events named after HLO instructions
-  are the ops."""
+def gpu_timelines(events: list[dict]) -> dict[str, int]:
+  """{device name: trace pid} of the GPU timelines in a trace, in device order."""
   gpus = {str((e.get("args") or {}).get("name", "")): e.get("pid") for e in events
           if e.get("ph") == "M" and e.get("name") == "process_name"
           and "GPU" in str((e.get("args") or {}).get("name", ""))}
-  # One GPU's timeline: every device runs the same step, and time on several would overlap.
-  gpu_pids = {gpus[min(gpus)]} if gpus else set()
+  number = lambda name: int(m[1]) if (m := re.search(r"(\d+)$", name)) else -1
+  return {name: gpus[name] for name in sorted(gpus, key=lambda n: (number(n), n))}
+
+
+def device_spans(events: list[dict], ops: dict[str, Op],
+                 device: str | None = None) -> list[tuple[float, float, str, str]]:
+  """(start us, end us, op name, kernel name) of the step's ops in a trace. Where the trace has
+  GPU timelines, only one GPU's events count (`device`, else the first: every device runs the
+  same step, time on several would overlap, and the host's launch events would count twice):
+  each is matched to its HLO instruction by the `hlo_op` the profiler attaches, else by the
+  kernel name XLA derives from the instruction's ('.' and '-' become '_'), else it becomes an
+  op of its own, classed by its kernel name. Without GPU timelines (CPU), events named after
+  HLO instructions are the ops."""
+  gpus = gpu_timelines(events)
+  gpu_pids = {gpus[device or next(iter(gpus))]} if gpus else set()
   sanitized = {re.sub(r"[.\-]", "_", name): name for name in ops}
   spans = []
   for e in events:
@@ -176,31 +184,17 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   spans = device_spans(events, ops)
   if not spans:
     raise ValueError(f"no op of the compiled step found in {trace_path}")
-  # Sweep over start/end points; each elementary interval is shared by the ops running in it.
-  points = sorted({t for s, e, _, _ in spans for t in (s, e)})
-  starts = sorted(spans)
-  active: list[tuple[float, float, str, str]] = []
   per_cat = {c: 0.0 for c in CATEGORIES}
   per_op: dict[str, float] = {}
-  comm_busy = comm_overlapped = 0.0
-  j = 0
-  for a, b in zip(points, points[1:]):
-    while j < len(starts) and starts[j][0] <= a:
-      active.append(starts[j])
-      j += 1
-    active = [s for s in active if s[1] > a]
-    width = b - a
+  for width, active in _intervals(spans):
     if not active:
       per_cat["idle/host"] += width
       continue
     for _, _, name, _ in active:
       per_cat[ops[name].category] += width / len(active)
       per_op[name] = per_op.get(name, 0.0) + width / len(active)
-    kinds = {ops[name].category == "collectives" for _, _, name, _ in active}
-    if True in kinds:  # a collective runs: is compute running beside it?
-      comm_busy += width
-      comm_overlapped += width if False in kinds else 0.0
-  window_us = points[-1] - points[0]
+  _, comm_busy, comm_overlapped = _compute_and_collectives(spans, ops)
+  window_us = max(e for _, e, _, _ in spans) - min(s for s, _, _, _ in spans)
   step_ms = window_us / 1e3 / steps
   ms = {c: v / 1e3 / steps for c, v in per_cat.items()}
   # Each op's own (inclusive) time and runs, for its achieved rates. One run of an op can be
@@ -242,12 +236,69 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   if matmuls and all(ops[n].flops for n in matmuls):
     matmul_flops = sum(ops[n].flops * runs[n] / steps for n in matmuls)
     matmul_tflops = matmul_flops / (ms["matmul"] / 1e3) / 1e12
-  return {"step_ms": step_ms, "steps": steps, "ms": ms, "matmul_tflops": matmul_tflops,
-          # Time some collective runs, and the part of it hidden behind compute.
-          "collectives_busy_ms": comm_busy / 1e3 / steps,
-          "collectives_overlapped_ms": comm_overlapped / 1e3 / steps,
-          # What the step waits for: collective time with no compute beside it.
-          "collectives_exposed_ms": (comm_busy - comm_overlapped) / 1e3 / steps,
-          "percent": {c: 100 * v / step_ms for c, v in ms.items()},
-          "top_ops": [describe(name) for name in ranked[:top]],
-          "top_ops_by_category": by_category, "trace": str(trace_path)}
+  out = {"step_ms": step_ms, "steps": steps, "ms": ms, "matmul_tflops": matmul_tflops,
+         # The first GPU's: time some collective runs, and the part of it hidden behind compute.
+         "collectives_busy_ms": comm_busy / 1e3 / steps,
+         "collectives_overlapped_ms": comm_overlapped / 1e3 / steps,
+         # What that GPU waits for: collective time with no compute beside it.
+         "collectives_exposed_ms": (comm_busy - comm_overlapped) / 1e3 / steps,
+         "percent": {c: 100 * v / step_ms for c, v in ms.items()},
+         "top_ops": [describe(name) for name in ranked[:top]],
+         "top_ops_by_category": by_category, "trace": str(trace_path)}
+  out.update(per_device(events, ops, steps))
+  return out
+
+
+def per_device(events: list[dict], ops: dict[str, Op], steps: int) -> dict:
+  """`per_device` and `compute_skew_ms` for a trace with several GPU timelines, else {}.
+
+  A collective ends on every device together, so a device whose compute finishes first waits
+  at it for the others: that wait shows as exposed collective time on the faster device and
+  not on the slowest. The spread of the devices' compute time per step (`compute_skew_ms`)
+  tells that wait apart from communication nothing hides, which is about the slowest device's
+  exposed time."""
+  gpus = gpu_timelines(events)
+  if len(gpus) < 2:
+    return {}
+  ops = dict(ops)
+  devices = []
+  for name in gpus:
+    spans = device_spans(events, ops, name)
+    if not spans:
+      continue
+    compute, busy, overlapped = _compute_and_collectives(spans, ops)
+    devices.append({"device": name, "compute_ms": compute / 1e3 / steps,
+                    "collectives_busy_ms": busy / 1e3 / steps,
+                    "collectives_exposed_ms": (busy - overlapped) / 1e3 / steps})
+  if len(devices) < 2:
+    return {}
+  compute = [d["compute_ms"] for d in devices]
+  return {"per_device": devices, "compute_skew_ms": max(compute) - min(compute)}
+
+
+def _intervals(spans: list[tuple[float, float, str, str]]):
+  """(width us, the spans running) for each elementary interval between the spans' start and
+  end points, in time order."""
+  points = sorted({t for s, e, _, _ in spans for t in (s, e)})
+  starts = sorted(spans)
+  active: list[tuple[float, float, str, str]] = []
+  j = 0
+  for a, b in zip(points, points[1:]):
+    while j < len(starts) and starts[j][0] <= a:
+      active.append(starts[j])
+      j += 1
+    active = [s for s in active if s[1] > a]
+    yield b - a, active
+
+
+def _compute_and_collectives(spans, ops: dict[str, Op]) -> tuple[float, float, float]:
+  """(us with some non-collective op running, us with some collective running, the part of the
+  latter with a non-collective op beside it)."""
+  compute = busy = overlapped = 0.0
+  for width, active in _intervals(spans):
+    kinds = {ops[name].category == "collectives" for _, _, name, _ in active}
+    compute += width if False in kinds else 0.0
+    if True in kinds:
+      busy += width
+      overlapped += width if False in kinds else 0.0
+  return compute, busy, overlapped

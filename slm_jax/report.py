@@ -809,6 +809,12 @@ def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> T
                 for c in curves for p in c.points)
   if exposed:
     headers.append("exposed collectives ms/step")
+  # The spread of the GPUs' compute: the part of the faster GPUs' exposed time that is waiting
+  # for the slowest, not communication (profile.per_device).
+  skew = any("compute_skew_ms" in (p.record.get("breakdown") or {})
+             for c in curves for p in c.points)
+  if skew:
+    headers.append("GPU compute skew ms/step")
   headers += PROVENANCE
   rows = []
   for c in curves:
@@ -824,6 +830,8 @@ def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> T
       row.append(extra[1].get((c.model, c.series), "-"))
     if exposed:
       row.append(fmt(r and (r.get("breakdown") or {}).get("collectives_exposed_ms"), ".1f"))
+    if skew:
+      row.append(fmt(r and (r.get("breakdown") or {}).get("compute_skew_ms"), ".1f"))
     rows.append(row + (provenance(r) if r else [c.selection.gpu, "jax", "-",
                                                  campaign_label(c.selection.campaign), "-"]))
   return Table(headers, rows)

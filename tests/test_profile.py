@@ -100,6 +100,36 @@ def test_collective_time_and_its_overlap_with_compute(tmp_path):
   assert b["ms"]["collectives"] == pytest.approx(0.020 + 0.040)  # shared 40 us, alone 40 us
 
 
+def test_each_gpu_s_wait_at_a_collective_and_the_spread_of_their_compute(tmp_path):
+  # Two GPUs run one step: GPU 1 computes 40 us less than GPU 0, starts the all-reduce first
+  # and waits for GPU 0 at it. Only the faster GPU sees that wait as exposed time; the skew
+  # says how much of it is the other GPU's compute, not communication.
+  import gzip
+  import json
+  ops = {"fusion.1": profile.Op("matmul"), "all-reduce-start.1": profile.Op("collectives")}
+  meta = [{"ph": "M", "name": "process_name", "pid": p, "args": {"name": f"/device:GPU:{g}"}}
+          for p, g in ((7, 1), (6, 0))]  # listed out of device order
+  x = lambda pid, tid, name, ts, dur: {"ph": "X", "pid": pid, "tid": tid, "name": name,
+                                        "ts": ts, "dur": dur}
+  events = meta + [x(6, 1, "fusion_1", 0, 100), x(6, 2, "all_reduce_start_1", 80, 40),
+                   x(7, 1, "fusion_1", 0, 60), x(7, 2, "all_reduce_start_1", 40, 80)]
+  path = tmp_path / "t.trace.json.gz"
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  b = profile.breakdown(path, ops, steps=1)
+  assert b["collectives_exposed_ms"] == pytest.approx(0.020)  # GPU 0's, as before
+  gpu0, gpu1 = b["per_device"]
+  assert (gpu0["device"], gpu1["device"]) == ("/device:GPU:0", "/device:GPU:1")
+  assert gpu0["compute_ms"] == pytest.approx(0.100) and gpu1["compute_ms"] == pytest.approx(0.060)
+  assert gpu0["collectives_exposed_ms"] == pytest.approx(0.020)
+  assert gpu1["collectives_exposed_ms"] == pytest.approx(0.060)  # 40 us of it waiting for GPU 0
+  assert b["compute_skew_ms"] == pytest.approx(0.040)
+  # One GPU's trace has no per-device part.
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": events[1:2] + events[2:4]}, f)
+  assert "per_device" not in profile.breakdown(path, ops, steps=1)
+
+
 def test_a_real_h200_trace_splits_into_the_step_s_parts():
   # 3 steps of the 100M model at batch 64 on an H200 (benchmarks/h200_compare.jsonl): XLA ran
   # the step as CUDA graphs, so kernels carry the graph's `hlo_op`, and cuBLAS/cuDNN kernels

@@ -259,13 +259,16 @@ def test_verdicts_follow_the_numbers():
     rows.append(record(m, "cudnn", "single", 32, 1, H200, status="oom"))
     for s, speed in (("ddp", 1000), ("fsdp_full", 1200), ("fsdp_grad_op", 1300)):
       rows.append(record(m, "cudnn", s, 4, 2, H200, speed,
-                         breakdown={"ms": {}, "collectives_exposed_ms": speed / 100}))
+                         breakdown={"ms": {}, "collectives_exposed_ms": speed / 100,
+                                    "compute_skew_ms": speed / 1000}))
   ours = report.prepare(rows, oom=True)
   figs = {f.id: f for f in (make(ours, paper) for make in report.FIGURES)}
   v = {i: (verdict, how) for i, (_, verdict, how) in enumerate(report.verdicts(figs, paper), 1)}
   table = report.q3(figs["Fig3"])[1]
   col = table.headers.index("exposed collectives ms/step")
   assert [row[col] for row in table.rows if row[0] == "100M"] == ["10.0", "12.0", "13.0"]
+  col = table.headers.index("GPU compute skew ms/step")
+  assert [row[col] for row in table.rows if row[0] == "100M"] == ["1.0", "1.2", "1.3"]
   assert v[1][0] == "agrees" and "100M 2.50x" in v[1][1]
   assert v[2][0] == "disagrees"  # both attentions ran out of memory at the same batch
   assert v[3][0] == "not measured"
