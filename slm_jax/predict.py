@@ -676,7 +676,9 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   rather than another variant's (an A/B arm is further from any run than the preset is), then
   one whose profile measured the exposed collective time (else it is inferred from the step
   time, which carries every other difference from one GPU), then the same per-device batch
-  (the compute there is to hide collectives behind), then the same model, then the most
+  (the compute there is to hide collectives behind), then one with a one-GPU record of its own
+  commit (its step fraction is its step's growth over that record, and two hosts of one GPU
+  type differ by a few percent, as much as the growth), then the same model, then the most
   devices, then the newest; none of model `exclude_model`."""
   multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
   if not multi:
@@ -684,10 +686,14 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   model = config_lib.model_name(c)
   want = schedule_of_config(c, _config_gpu(c))
 
+  def own_one_gpu(r: dict) -> bool:
+    return any(o.get("git_commit") == r.get("git_commit") and gpu_of(o) == gpu_of(r)
+               for o in one_gpu_records(records, record_config(r)))
+
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
                                    not schedule_of(r), measured_exposed_s(r) is not None,
                                    r.get("per_device_batch") == c.per_device_batch_size,
-                                   r.get("model") == model, r["num_devices"],
+                                   own_one_gpu(r), r.get("model") == model, r["num_devices"],
                                    r.get("timestamp") or ""))
 
 

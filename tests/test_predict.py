@@ -192,6 +192,25 @@ def test_checking_predicts_each_multi_gpu_record_from_another_models_calibration
   assert "another model" in lonely[0]["error"]
 
 
+def test_calibration_prefers_a_run_whose_one_gpu_record_ran_at_its_own_commit():
+  # Two profiled two-GPU runs of another model could calibrate tiny's: the newer has no one-GPU
+  # record of its own commit (its step fraction would rest on another host's one-GPU step), so
+  # the older one, whose campaign ran both, is chosen.
+  c = tiny(strategy="ddp")
+  other = tiny(strategy="ddp", num_layers=3)
+  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
+                           "collectives_overlapped_ms": 1.0}}
+  records = [
+      record(other, step_s=0.050, run_id="old-one", git_commit="aaa"),
+      record(other, step_s=0.052, num_devices=2, run_id="old-two", git_commit="aaa",
+             timestamp="2026-01-01T00:00:00", **profile),
+      record(other, step_s=0.049, num_devices=2, run_id="new-two", git_commit="bbb",
+             timestamp="2026-02-01T00:00:00", **profile)]
+  assert predict.pick_calibration(c, records)["run_id"] == "old-two"
+  records.append(record(other, step_s=0.048, run_id="new-one", git_commit="bbb"))
+  assert predict.pick_calibration(c, records)["run_id"] == "new-two"  # then the newest
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"gpu": "V100"}, "unknown GPU type 'V100'"),
     ({"interconnects": ["nvlink9"]}, "unknown interconnect 'nvlink9'"),
