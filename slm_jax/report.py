@@ -1049,27 +1049,36 @@ def q4(fig4: Figure) -> tuple[str, Table | None]:
   return text, curve_table(fig4.curves, ("last doubling (one GPU)", extra))
 
 
-def scheme_spread(fig: Figure) -> dict[str, tuple[float, int, str, str]]:
+def scheme_spread(fig: Figure) -> dict[str, tuple[float, int, str, str, str]]:
   """Per size, at the smallest global batch two or more schemes measured: (best / worst, that
-  batch, the best scheme, the worst)."""
+  batch, the best scheme, the worst, `commits_note` of the two runs)."""
   out = {}
   for m in sizes_of(fig):
     at = defaultdict(dict)
     for c in _curves(fig, m):
       if c.series != ONE_GPU:
         for p in c.points:
-          at[p.x][c.series] = p.value
+          at[p.x][c.series] = p
     xs = sorted(x for x in at if len(at[x]) > 1)
     if xs:
-      vals = at[xs[0]]
-      hi, lo = max(vals, key=vals.get), min(vals, key=vals.get)
-      out[m] = (vals[hi] / vals[lo], xs[0], hi, lo)
+      pts = at[xs[0]]
+      hi = max(pts, key=lambda k: pts[k].value)
+      lo = min(pts, key=lambda k: pts[k].value)
+      out[m] = (pts[hi].value / pts[lo].value, xs[0], hi, lo,
+                commits_note(pts[hi].record, pts[lo].record))
   return out
 
 
-def _spread_text(spread: tuple[float, int, str, str]) -> str:
-  ratio, x, hi, lo = spread
-  return f"{ratio:.2f}x at global batch {x} ({hi} over {lo})"
+def _spread_text(spread: tuple[float, int, str, str, str]) -> str:
+  ratio, x, hi, lo, commits = spread
+  return f"{ratio:.2f}x at global batch {x} ({hi} over {lo}{commits})"
+
+
+def commits_note(*records: dict) -> str:
+  """', commits a / b' where a ratio's runs ran at different commits (a campaign can span
+  several), else ''."""
+  commits = [(r.get("git_commit") or "?")[:7] for r in records]
+  return "" if len(set(commits)) == 1 else ", commits " + " / ".join(commits)
 
 
 def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str, str]]:
@@ -1137,16 +1146,18 @@ def verdicts(figs: dict[str, Figure], paper: list[dict]) -> list[tuple[str, str,
       win = max(s, key=lambda k: s[k].value)
       tied = {k for k in s if s[k].value * SCHEME_TIE >= s[win].value}
       parts.append(f"{PAPER_MODEL[m]} best {win}" + "".join(
-          f", {s[win].value / s[k].value:.3f}x {k}" for k in sorted(s) if k != win))
+          f", {s[win].value / s[k].value:.3f}x {k}{commits_note(s[win].record, s[k].record)}"
+          for k in sorted(s) if k != win))
       ok.append("DDP" in tied if m != "2b" else any(k.startswith("FSDP") for k in tied))
     out.append(("agrees" if all(ok) else "disagrees", "; ".join(parts) + where(fig3)))
   else:
     out.append(("not measured", "no campaign measured two schemes on 2 or more GPUs"))
-  pairs = {m: (s["FSDP-Grad+Optimizer"].value, s["FSDP-Full"].value) for m, s in tops.items()
+  pairs = {m: (s["FSDP-Grad+Optimizer"], s["FSDP-Full"]) for m, s in tops.items()
            if "FSDP-Grad+Optimizer" in s and "FSDP-Full" in s}
   if pairs:
-    out.append(("agrees" if all(g >= f for g, f in pairs.values()) else "disagrees",
-                "; ".join(f"{PAPER_MODEL[m]} grad_op / full = {g / f:.2f}x"
+    out.append(("agrees" if all(g.value >= f.value for g, f in pairs.values()) else "disagrees",
+                "; ".join(f"{PAPER_MODEL[m]} grad_op / full = {g.value / f.value:.2f}x"
+                          + commits_note(g.record, f.record)
                           for m, (g, f) in pairs.items()) + where(fig3)))
   else:
     # Within the campaign Fig 3 draws: another campaign may hold both (`--campaign` picks it).

@@ -225,6 +225,25 @@ def test_scheme_curves_and_questions_come_from_multi_gpu_runs_only():
   assert [v for _, v, _ in findings][1:6] == ["not measured"] * 5  # no vanilla, one GPU type
 
 
+def test_a_scheme_ratio_across_commits_of_one_campaign_names_both_commits():
+  # A campaign can span commits (runs added later under its name): a ratio between two of its
+  # runs says when they ran different code; one commit says nothing more.
+  paper = report.read_paper()
+  rows = [record("500m", "cudnn", "single", 4, 1, H200, 1000, campaign="c"),
+          record("500m", "cudnn", "ddp", 4, 2, H200, 1100, campaign="c", commit="a" * 40),
+          record("500m", "cudnn", "fsdp_full", 4, 2, H200, 1000, campaign="c",
+                 commit="b" * 40)]
+  ours = report.prepare(rows, oom=True)
+  figs = {f.id: f for f in (make(ours, paper) for make in report.FIGURES)}
+  v = [how for _, _, how in report.verdicts(figs, paper)]
+  assert "500M best DDP, 1.100x FSDP-Full, commits aaaaaaa / bbbbbbb" in v[3]
+  assert "1.10x at global batch 8 (DDP over FSDP-Full, commits aaaaaaa / bbbbbbb)" in v[5]
+  rows[2]["git_commit"] = "a" * 40
+  ours = report.prepare(rows, oom=True)
+  figs = {f.id: f for f in (make(ours, paper) for make in report.FIGURES)}
+  assert not any("commits" in how for _, _, how in report.verdicts(figs, paper))
+
+
 def test_q4_names_the_scheme_spread_of_other_campaigns_on_the_drawn_gpu_type_apart():
   drawn = [record("100m", "cudnn", s, b, 2, H200, t, campaign="drawn")
            for s, t in (("ddp", 1000.0), ("fsdp_full", 900.0)) for b in (8, 16)]
