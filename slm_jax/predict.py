@@ -510,11 +510,15 @@ NO_OVERLAP = Calibration(1.0, "overlap: none assumed (exposed fraction 1: every 
 
 def measured_exposed_s(record: dict) -> float | None:
   """Exposed collective seconds of a median step from the record's profile, scaled from the
-  profiled step to the timed one; None without a profile that says."""
+  profiled step to the timed one; None without a profile that says. Where the profile has every
+  GPU (`per_device`), the slowest GPU's: a faster one's exposed time also holds its wait for the
+  slowest at each collective (`compute_skew_ms`), which is no property of the communication."""
   b = record.get("breakdown") or {}
   if not b.get("step_ms"):
     return None
-  if b.get("collectives_exposed_ms") is not None:
+  if b.get("per_device"):
+    exposed = max(b["per_device"], key=lambda d: d["compute_ms"])["collectives_exposed_ms"]
+  elif b.get("collectives_exposed_ms") is not None:
     exposed = b["collectives_exposed_ms"]
   elif b.get("collectives_busy_ms") is not None and b.get("collectives_overlapped_ms") is not None:
     exposed = b["collectives_busy_ms"] - b["collectives_overlapped_ms"]

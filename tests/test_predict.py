@@ -192,6 +192,22 @@ def test_checking_predicts_each_multi_gpu_record_from_another_models_calibration
   assert "another model" in lonely[0]["error"]
 
 
+def test_the_measured_exposed_time_is_the_slowest_gpu_s_where_the_profile_has_every_gpu():
+  # GPU 0 (the first, whose figure the record's own field gives) computed 18 ms less and waited
+  # that long at the all-reduces: its 28 ms exposed is not all communication. Records of one
+  # GPU's timeline keep their figure.
+  c = tiny(strategy="ddp")
+  two = record(c, step_s=0.710, num_devices=2, run_id="two", breakdown={
+      "step_ms": 710.0, "collectives_exposed_ms": 28.0,
+      "per_device": [{"device": "/device:GPU:0", "compute_ms": 680.0, "collectives_busy_ms": 56.0,
+                      "collectives_exposed_ms": 28.0},
+                     {"device": "/device:GPU:1", "compute_ms": 698.0, "collectives_busy_ms": 50.0,
+                      "collectives_exposed_ms": 10.0}], "compute_skew_ms": 18.0})
+  assert predict.measured_exposed_s(two) == pytest.approx(0.010)
+  del two["breakdown"]["per_device"]
+  assert predict.measured_exposed_s(two) == pytest.approx(0.028)
+
+
 def test_calibration_prefers_a_run_whose_one_gpu_record_ran_at_its_own_commit():
   # Two profiled two-GPU runs of another model could calibrate tiny's: the newer has no one-GPU
   # record of its own commit (its step fraction would rest on another host's one-GPU step), so
