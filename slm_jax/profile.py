@@ -184,16 +184,17 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   spans = device_spans(events, ops)
   if not spans:
     raise ValueError(f"no op of the compiled step found in {trace_path}")
+  intervals = list(_intervals(spans))
   per_cat = {c: 0.0 for c in CATEGORIES}
   per_op: dict[str, float] = {}
-  for width, active in _intervals(spans):
+  for width, active in intervals:
     if not active:
       per_cat["idle/host"] += width
       continue
     for _, _, name, _ in active:
       per_cat[ops[name].category] += width / len(active)
       per_op[name] = per_op.get(name, 0.0) + width / len(active)
-  _, comm_busy, comm_overlapped = _compute_and_collectives(spans, ops)
+  first = _collective_times(intervals, ops, steps)
   window_us = max(e for _, e, _, _ in spans) - min(s for s, _, _, _ in spans)
   step_ms = window_us / 1e3 / steps
   ms = {c: v / 1e3 / steps for c, v in per_cat.items()}
@@ -237,43 +238,30 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
     matmul_flops = sum(ops[n].flops * runs[n] / steps for n in matmuls)
     matmul_tflops = matmul_flops / (ms["matmul"] / 1e3) / 1e12
   out = {"step_ms": step_ms, "steps": steps, "ms": ms, "matmul_tflops": matmul_tflops,
-         # The first GPU's: time some collective runs, and the part of it hidden behind compute.
-         "collectives_busy_ms": comm_busy / 1e3 / steps,
-         "collectives_overlapped_ms": comm_overlapped / 1e3 / steps,
-         # What that GPU waits for: collective time with no compute beside it.
-         "collectives_exposed_ms": (comm_busy - comm_overlapped) / 1e3 / steps,
+         # The first GPU's: time some collective runs, the part of it hidden behind compute,
+         # and the rest, which that GPU waits for.
+         **{k: v for k, v in first.items() if k.startswith("collectives_")},
          "percent": {c: 100 * v / step_ms for c, v in ms.items()},
          "top_ops": [describe(name) for name in ranked[:top]],
          "top_ops_by_category": by_category, "trace": str(trace_path)}
-  out.update(per_device(events, ops, steps))
+  # Every GPU's, where the trace has several. A collective ends on every device together, so a
+  # device whose compute finishes first waits at it for the others: that wait shows as exposed
+  # collective time on the faster device and not on the slowest. The spread of the devices'
+  # compute time per step (`compute_skew_ms`) tells that wait apart from communication nothing
+  # hides, which is about the slowest device's exposed time.
+  gpus = list(gpu_timelines(events))
+  devices = [(gpus[0], first)] if gpus else []
+  for name in gpus[1:]:
+    if other := device_spans(events, ops, name):
+      devices.append((name, _collective_times(list(_intervals(other)), ops, steps)))
+  if len(devices) > 1:
+    out["per_device"] = [{"device": name, "compute_ms": t["compute_ms"],
+                          "collectives_busy_ms": t["collectives_busy_ms"],
+                          "collectives_exposed_ms": t["collectives_exposed_ms"]}
+                         for name, t in devices]
+    compute = [t["compute_ms"] for _, t in devices]
+    out["compute_skew_ms"] = max(compute) - min(compute)
   return out
-
-
-def per_device(events: list[dict], ops: dict[str, Op], steps: int) -> dict:
-  """`per_device` and `compute_skew_ms` for a trace with several GPU timelines, else {}.
-
-  A collective ends on every device together, so a device whose compute finishes first waits
-  at it for the others: that wait shows as exposed collective time on the faster device and
-  not on the slowest. The spread of the devices' compute time per step (`compute_skew_ms`)
-  tells that wait apart from communication nothing hides, which is about the slowest device's
-  exposed time."""
-  gpus = gpu_timelines(events)
-  if len(gpus) < 2:
-    return {}
-  ops = dict(ops)
-  devices = []
-  for name in gpus:
-    spans = device_spans(events, ops, name)
-    if not spans:
-      continue
-    compute, busy, overlapped = _compute_and_collectives(spans, ops)
-    devices.append({"device": name, "compute_ms": compute / 1e3 / steps,
-                    "collectives_busy_ms": busy / 1e3 / steps,
-                    "collectives_exposed_ms": (busy - overlapped) / 1e3 / steps})
-  if len(devices) < 2:
-    return {}
-  compute = [d["compute_ms"] for d in devices]
-  return {"per_device": devices, "compute_skew_ms": max(compute) - min(compute)}
 
 
 def _intervals(spans: list[tuple[float, float, str, str]]):
@@ -284,21 +272,27 @@ def _intervals(spans: list[tuple[float, float, str, str]]):
   active: list[tuple[float, float, str, str]] = []
   j = 0
   for a, b in zip(points, points[1:]):
+    k = j
     while j < len(starts) and starts[j][0] <= a:
-      active.append(starts[j])
       j += 1
-    active = [s for s in active if s[1] > a]
+    # A new list each time: a caller may keep the ones it was given.
+    active = [s for s in active + starts[k:j] if s[1] > a]
     yield b - a, active
 
 
-def _compute_and_collectives(spans, ops: dict[str, Op]) -> tuple[float, float, float]:
-  """(us with some non-collective op running, us with some collective running, the part of the
-  latter with a non-collective op beside it)."""
+def _collective_times(intervals, ops: dict[str, Op], steps: int) -> dict[str, float]:
+  """ms per step with some non-collective op running (`compute_ms`), with some collective
+  running (`collectives_busy_ms`), the part of the latter with a non-collective op beside it
+  (`collectives_overlapped_ms`) and the rest (`collectives_exposed_ms`), over one timeline's
+  `_intervals`."""
   compute = busy = overlapped = 0.0
-  for width, active in _intervals(spans):
+  for width, active in intervals:
     kinds = {ops[name].category == "collectives" for _, _, name, _ in active}
     compute += width if False in kinds else 0.0
     if True in kinds:
       busy += width
       overlapped += width if False in kinds else 0.0
-  return compute, busy, overlapped
+  ms = lambda us: us / 1e3 / steps
+  return {"compute_ms": ms(compute), "collectives_busy_ms": ms(busy),
+          "collectives_overlapped_ms": ms(overlapped),
+          "collectives_exposed_ms": ms(busy - overlapped)}
