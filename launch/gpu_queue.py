@@ -1,6 +1,7 @@
 r"""Runs independent jobs on the GPUs of one host, each on its own GPUs, as GPUs come free.
 
   python launch/gpu_queue.py JOBS_FILE --logdir DIR [--gpus 4] [--deadline_s 540]
+                             [--sample_gpus_ms 500]
 
 JOBS_FILE holds one shell command per line (blank lines and `#` comments skipped); a line
 starting `@N ` asks for N GPUs (default 1), `@all ` for every GPU the queue has (so one file
@@ -11,6 +12,10 @@ deadline, running jobs are stopped (their process groups get SIGTERM, then SIGKI
 not started are listed. What finished is kept: a sweep run again skips its recorded points, so
 the same file run again picks up where it stopped; a compare runs whole again, because its
 table compares only records of one command.
+
+With --sample_gpus_ms, nvidia-smi reads every GPU's SM and memory clock, power draw,
+temperature and clock-limit reasons at that interval into DIR/gpus.csv while the queue runs
+(it only reads them). Two chips that run the same step at different speeds show why there.
 
 Why: a machine of several GPUs is paid for by the minute for all of them; single-GPU
 measurements on different GPUs do not share a chip, memory or link, so running them side by
@@ -67,8 +72,42 @@ def stop(proc: subprocess.Popen) -> None:
     pass
 
 
-def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float) -> int:
+# What --sample_gpus_ms reads; drivers before 535 know the limit reasons only by their old name.
+SAMPLED = "timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu"
+LIMIT_REASONS = ("clocks_event_reasons.active", "clocks_throttle_reasons.active")
+
+
+def start_sampler(path: Path, interval_ms: int) -> subprocess.Popen | None:
+  """nvidia-smi writing SAMPLED (and the clock-limit reasons) to `path` every interval_ms;
+  None where nvidia-smi is missing or refuses every field set."""
+  for fields in [f"{SAMPLED},{r}" for r in LIMIT_REASONS] + [SAMPLED]:
+    try:
+      proc = subprocess.Popen(
+          ["nvidia-smi", f"--query-gpu={fields}", "--format=csv", f"-lms={interval_ms}"],
+          stdout=path.open("w"), stderr=subprocess.DEVNULL)
+    except OSError:
+      return None
+    time.sleep(1)
+    if proc.poll() is None:
+      return proc
+  return None
+
+
+def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float,
+        sample_gpus_ms: int = 0) -> int:
   logdir.mkdir(parents=True, exist_ok=True)
+  sampler = start_sampler(logdir / "gpus.csv", sample_gpus_ms) if sample_gpus_ms else None
+  if sample_gpus_ms and sampler is None:
+    print("note: nvidia-smi could not be started; no gpus.csv", flush=True)
+  try:
+    return _run(jobs, gpus, logdir, deadline_s)
+  finally:
+    if sampler is not None:
+      sampler.terminate()
+      sampler.wait()
+
+
+def _run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float) -> int:
   jobs = [(n if n != ALL else gpus, cmd) for n, cmd in jobs]
   too_big = [cmd for n, cmd in jobs if n > gpus]
   if too_big:
@@ -76,6 +115,7 @@ def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float)
           file=sys.stderr)
     return 2
   t0 = time.monotonic()
+  print(f"queue started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
   free = list(range(gpus))
   running: dict[int, tuple[subprocess.Popen, list[int], float]] = {}
   pending = list(enumerate(jobs))
@@ -117,9 +157,12 @@ def main() -> int:
   ap.add_argument("--logdir", type=Path, required=True)
   ap.add_argument("--gpus", type=int, default=0, help="GPUs to use (default: all)")
   ap.add_argument("--deadline_s", type=float, default=float("inf"))
+  ap.add_argument("--sample_gpus_ms", type=int, default=0,
+                  help="read each GPU's clocks, power and temperature this often into "
+                       "LOGDIR/gpus.csv (default: off)")
   args = ap.parse_args()
   return run(parse_jobs(args.jobs.read_text()), args.gpus or gpu_count(), args.logdir,
-             args.deadline_s)
+             args.deadline_s, args.sample_gpus_ms)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,17 @@ def capture(step, state, batch, steps: int, logdir: Path):
   return state, traces[-1], wall
 
 
+PROGRAM_FILE = "step.hlo.txt.gz"
+
+
+def save_program(hlo_text: str, trace: Path) -> Path:
+  """Writes the compiled step's HLO text, gzipped, beside its trace; returns the path."""
+  path = Path(trace).parent / PROGRAM_FILE
+  with gzip.open(path, "wt") as f:
+    f.write(hlo_text)
+  return path
+
+
 def _kernel_category(kernel: str) -> str:
   """A category from a GPU kernel's own name, for kernels the trace does not tie to an HLO
   instruction (library kernels launched inside a CUDA graph, say)."""

@@ -314,9 +314,13 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
       state, trace, wall = profile.capture(compiled, state, batch, c.profile_steps,
                                            profile_dir or Path("profile"))
       kind = devices[0].device_kind
+      hlo_text = compiled.as_text()
+      # Beside the trace, the compiled step it timed: the schedule (where each collective
+      # starts and where the step waits for it) is read from this text, not from the trace.
+      profile.save_program(hlo_text, trace)
       try:
         out["breakdown"] = profile.breakdown(
-            trace, profile.hlo_ops(compiled.as_text()), c.profile_steps,
+            trace, profile.hlo_ops(hlo_text), c.profile_steps,
             measure.peak_tflops(kind, c.peak_tflops), measure.peak_gbytes_per_s(kind))
       except ValueError as e:  # a trace we cannot read must not cost the timed measurement
         out["breakdown"] = {"error": str(e), "trace": str(trace)}

@@ -54,3 +54,28 @@ def test_a_jobs_log_opens_with_a_line_that_reruns_it_on_its_gpus(tmp_path):
   (tmp_path / "out").unlink()
   subprocess.run(first[2:], shell=True, check=True, env={"PATH": os.environ["PATH"]})
   assert (tmp_path / "out").read_text().strip() == "0,1"
+
+
+def test_gpu_sampler_falls_back_to_the_old_limit_reasons_name_and_stops_with_the_queue(
+    tmp_path, monkeypatch):
+  # A driver that knows only clocks_throttle_reasons refuses the newer name and exits.
+  fake = tmp_path / "bin" / "nvidia-smi"
+  fake.parent.mkdir()
+  fake.write_text("#!/bin/sh\ncase \"$1\" in *clocks_event_reasons*) exit 2;; esac\n"
+                  "echo \"$1\"; exec sleep 60\n")
+  fake.chmod(0o755)
+  monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+  assert gpu_queue.run(gpu_queue.parse_jobs("true\n"), gpus=1, logdir=tmp_path / "logs",
+                       deadline_s=60, sample_gpus_ms=100) == 0
+  sampled = (tmp_path / "logs" / "gpus.csv").read_text()
+  assert "clocks.sm" in sampled and "clocks_throttle_reasons.active" in sampled
+  assert "clocks_event_reasons" not in sampled
+  out = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True).stdout
+  assert not out.strip()  # the sampler ended with the queue
+
+
+def test_without_nvidia_smi_the_queue_runs_and_says_so(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi; the job names its shell's path
+  assert gpu_queue.run(gpu_queue.parse_jobs("/bin/true\n"), gpus=1, logdir=tmp_path / "logs",
+                       deadline_s=60, sample_gpus_ms=100) == 0
+  assert "no gpus.csv" in capsys.readouterr().out

@@ -19,6 +19,15 @@ def test_breakdown_sums_to_the_measured_step_time(profiled):
   assert sum(b["percent"].values()) == pytest.approx(100.0)
 
 
+def test_the_compiled_step_is_kept_beside_its_trace(profiled):
+  import gzip
+  from pathlib import Path
+  program = Path(profiled["breakdown"]["trace"]).parent / profile.PROGRAM_FILE
+  with gzip.open(program, "rt") as f:
+    text = f.read()
+  assert text.startswith("HloModule") and "ENTRY" in text
+
+
 def test_breakdown_finds_the_model_s_parts(profiled):
   ms = profiled["breakdown"]["ms"]
   assert set(ms) == set(profile.CATEGORIES)
