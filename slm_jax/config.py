@@ -110,6 +110,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Steps to trace with jax.profiler after timing (0 = none); the trace lands in
   # <workdir>/profile/<run_id> and its breakdown in the record.
   c.profile_steps = 0
+  # Steps profiled after warm-up to give XLA's latency-hiding scheduler each op's measured time;
+  # the step is then compiled again with them and that step is timed (0 = XLA's own estimates;
+  # NVIDIA GPUs only; slm_jax.pgle says why).
+  c.pgle_steps = 0
   _set_training_fields(c)
   return c
 
@@ -292,6 +296,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise UserError(f"--config.num_devices must be >= 0 (0 = all), got {c.num_devices}")
   if c.profile_steps < 0:
     raise UserError(f"--config.profile_steps must be >= 0, got {c.profile_steps}")
+  if c.get("pgle_steps", 0) < 0:
+    raise UserError(f"--config.pgle_steps must be >= 0, got {c.pgle_steps}")
+  if c.get("pgle_steps", 0) and c.get("mode", "benchmark") != "benchmark":
+    raise UserError("--config.pgle_steps applies to benchmark runs (--config.mode=benchmark); "
+                    "a training run compiles its step once: set --config.pgle_steps=0")
   if c.warmup_steps < 0:
     raise UserError(f"--config.warmup_steps must be >= 0, got {c.warmup_steps}")
   if c.num_heads % c.num_kv_heads:

@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from slm_jax import config as config_lib
-from slm_jax import collectives, fp8 as fp8_lib, measure, profile, sharding
+from slm_jax import collectives, fp8 as fp8_lib, measure, pgle, profile, sharding
 from slm_jax.attention import check as check_attention
 from slm_jax.errors import UserError
 from slm_jax.model import Llama
@@ -216,18 +216,18 @@ def local_devices(program: Program) -> list:
   return [d for d in program.mesh.devices.flat if d.process_index == jax.process_index()]
 
 
-def compile_step(c: ml_collections.ConfigDict, program: Program):
+def compile_step(c: ml_collections.ConfigDict, program: Program, extra: dict | None = None):
   """AOT-compiles the step for the abstract state and batch; (compiled, seconds)."""
   t0 = time.perf_counter()
   compiled = compile_with_options(
-      c, program.step.lower(program.abstract_state, program.abstract_batch))
+      c, program.step.lower(program.abstract_state, program.abstract_batch), extra)
   return compiled, time.perf_counter() - t0
 
 
-def compile_with_options(c: ml_collections.ConfigDict, lowered):
-  """`lowered` compiled with the config's `xla_options`; an option XLA rejects is the
-  user's to fix."""
-  options = config_lib.xla_options(c)
+def compile_with_options(c: ml_collections.ConfigDict, lowered, extra: dict | None = None):
+  """`lowered` compiled with the config's `xla_options` (and `extra`, set by slm_jax itself);
+  an option XLA rejects is the user's to fix."""
+  options = {**config_lib.xla_options(c), **(extra or {})}
   if not options:
     return lowered.compile()
   try:
@@ -278,22 +278,26 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
   program = build(c)
   devices = list(program.mesh.devices.flat)
   local = local_devices(program)
+  pgle.check_platform(c, devices)
   out = {} if out is None else out
   out.update(placement_fields(c, program))
+  budget = memory_budget(c, local)
+  out["memory_budget_bytes"] = budget
+
+  def describe_plan(compiled):
+    out["expected_memory_bytes"] = measure.expected_memory(compiled)
+    out["mesh_shape"] = dict(program.mesh.shape)
+    out["collectives"] = collectives.summarize(
+        collectives.from_hlo(compiled.as_text(), len(devices)))
+    out.update(memory_split(program, compiled))
+    if budget and out["expected_memory_bytes"] and out["expected_memory_bytes"] > budget:
+      raise OutOfMemory(
+          f"XLA plans {out['expected_memory_bytes'] / 2**30:.2f} GiB per device, over the "
+          f"{budget / 2**30:.2f} GiB budget (device limit or --config.device_memory_gb)")
 
   with out_of_memory_is_a_result("compiling the step"):  # XLA finds some plans too big here
     compiled, out["compile_s"] = compile_step(c, program)
-  out["expected_memory_bytes"] = measure.expected_memory(compiled)
-  out["mesh_shape"] = dict(program.mesh.shape)
-  out["collectives"] = collectives.summarize(
-      collectives.from_hlo(compiled.as_text(), len(devices)))
-  out.update(memory_split(program, compiled))
-  budget = memory_budget(c, local)
-  out["memory_budget_bytes"] = budget
-  if budget and out["expected_memory_bytes"] and out["expected_memory_bytes"] > budget:
-    raise OutOfMemory(
-        f"XLA plans {out['expected_memory_bytes'] / 2**30:.2f} GiB per device, over the "
-        f"{budget / 2**30:.2f} GiB budget (device limit or --config.device_memory_gb)")
+  describe_plan(compiled)
   if dry_run:
     return out
 
@@ -304,6 +308,14 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
     state, _, warm_losses = measure.time_steps(
         compiled, state, batch, c.warmup_steps, lambda i, t, l: on_step(-1, i, t, l))
     out["warmup_s"] = time.perf_counter() - t0
+    if c.get("pgle_steps", 0):
+      # The timed steps run the step scheduled from its own measured op times.
+      pgle_dir = (profile_dir or Path("profile")) / "pgle"
+      state, proto = pgle.profile_op_times(compiled, state, batch, c.pgle_steps, pgle_dir)
+      compiled, out["pgle"] = pgle.recompile(
+          lambda extra: compile_step(c, program, extra)[0], pgle.write_profile(proto, pgle_dir))
+      describe_plan(compiled)
+      state, _, _ = measure.time_steps(compiled, state, batch, 1, lambda *a: None)
     times, losses = [], []
     for r in range(c.repeats):
       state, t, l = measure.time_steps(compiled, state, batch, c.steps,
