@@ -15,7 +15,9 @@ table compares only records of one command.
 
 With --sample_gpus_ms, nvidia-smi reads every GPU's SM and memory clock, power draw,
 temperature and clock-limit reasons at that interval into DIR/gpus.csv while the queue runs
-(it only reads them). Two chips that run the same step at different speeds show why there.
+(it only reads them), and the queue ends with each job's clocks on its GPUs. Two chips that run
+the same step at different speeds show why there. `--clocks DIR` prints that table again from
+DIR/queue.log (the queue's own lines) and DIR/gpus.csv.
 
 Why: a machine of several GPUs is paid for by the minute for all of them; single-GPU
 measurements on different GPUs do not share a chip, memory or link, so running them side by
@@ -25,7 +27,11 @@ side costs no accuracy and divides the wall time by the number of GPUs.
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
 import os
+import re
+import statistics
 import signal
 import subprocess
 import sys
@@ -93,9 +99,69 @@ def start_sampler(path: Path, interval_ms: int) -> subprocess.Popen | None:
   return None
 
 
+# Bits of clocks_event_reasons.active (nvidia-smi --help-query-gpu).
+LIMIT_BITS = {0x2: "application clocks", 0x4: "SW power cap", 0x8: "HW slowdown",
+              0x10: "sync boost", 0x20: "SW thermal", 0x40: "HW thermal", 0x80: "HW power brake"}
+BUSY_WATTS = 250  # H100/H200 idle near 70-120 W; any training step draws far more
+
+
+def _limits(mask: str) -> str:
+  try:
+    bits = int(mask, 16)
+  except ValueError:
+    return mask or "-"
+  return ", ".join(name for bit, name in LIMIT_BITS.items() if bits & bit) or "none"
+
+
+def clock_report(logdir: Path) -> str:
+  """Each job's busy samples on each of its GPUs, from logdir/queue.log and logdir/gpus.csv."""
+  lines = (logdir / "queue.log").read_text().splitlines()
+  started = next((m for m in map(re.compile(r"queue started (\S+ \S+)").match, lines) if m), None)
+  if started is None:
+    return "clocks: queue.log has no start time"
+  t0 = datetime.datetime.strptime(started[1], "%Y-%m-%d %H:%M:%S")
+  jobs: dict[str, dict] = {}
+  for line in lines:
+    if m := re.match(r"\[\s*(\d+)s\] job (\d+) on GPU \[([\d, ]+)\]", line):
+      jobs[m[2]] = {"start": int(m[1]), "end": None, "gpus": [int(g) for g in m[3].split(",")]}
+    elif (m := re.match(r"\[\s*(\d+)s\] job (\d+) exit", line)) and m[2] in jobs:
+      jobs[m[2]]["end"] = int(m[1])
+  samples = []
+  with (logdir / "gpus.csv").open() as f:
+    for row in csv.reader(f):
+      row = [x.strip() for x in row]
+      if len(row) < 6 or not row[1].isdigit():
+        continue
+      try:
+        t = datetime.datetime.strptime(row[0], "%Y/%m/%d %H:%M:%S.%f")
+        sm, watts = float(row[2].split()[0]), float(row[4].split()[0])
+      except ValueError:  # "[N/A]" or a line cut short when the sampler stopped
+        continue
+      samples.append(((t - t0).total_seconds(), int(row[1]), sm, watts, row[5],
+                      row[6] if len(row) > 6 else ""))
+  out = [f"clocks while busy (power >= {BUSY_WATTS} W), from gpus.csv:"]
+  for job, j in jobs.items():
+    end = j["end"] if j["end"] is not None else float("inf")
+    for gpu in j["gpus"]:
+      busy = [s for s in samples if s[1] == gpu and j["start"] <= s[0] <= end
+              and s[3] >= BUSY_WATTS]
+      if not busy:
+        out.append(f"  job {job} GPU {gpu}: no busy samples")
+        continue
+      sm = [s[2] for s in busy]
+      temps = [int(s[4]) for s in busy if s[4].isdigit()]
+      reasons = statistics.mode(_limits(s[5]) for s in busy)
+      out.append(f"  job {job} GPU {gpu}: {len(busy)} samples, SM clock median "
+                 f"{statistics.median(sm):.0f} MHz ({min(sm):.0f}-{max(sm):.0f}), power median "
+                 f"{statistics.median(s[3] for s in busy):.0f} W, "
+                 f"{min(temps, default=0)}-{max(temps, default=0)} C, limited by: {reasons}")
+  return "\n".join(out)
+
+
 def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float,
         sample_gpus_ms: int = 0) -> int:
   logdir.mkdir(parents=True, exist_ok=True)
+  (logdir / "queue.log").write_text("")
   sampler = start_sampler(logdir / "gpus.csv", sample_gpus_ms) if sample_gpus_ms else None
   if sample_gpus_ms and sampler is None:
     print("note: nvidia-smi could not be started; no gpus.csv", flush=True)
@@ -105,9 +171,17 @@ def run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float,
     if sampler is not None:
       sampler.terminate()
       sampler.wait()
+      print(clock_report(logdir), flush=True)
 
 
 def _run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float) -> int:
+  queue_log = (logdir / "queue.log").open("a")
+
+  def say(line: str) -> None:  # to stdout and to queue.log, which --clocks reads
+    print(line)
+    queue_log.write(line + "\n")
+    queue_log.flush()
+
   jobs = [(n if n != ALL else gpus, cmd) for n, cmd in jobs]
   too_big = [cmd for n, cmd in jobs if n > gpus]
   if too_big:
@@ -115,7 +189,7 @@ def _run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float
           file=sys.stderr)
     return 2
   t0 = time.monotonic()
-  print(f"queue started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
+  say(f"queue started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
   free = list(range(gpus))
   running: dict[int, tuple[subprocess.Popen, list[int], float]] = {}
   pending = list(enumerate(jobs))
@@ -126,14 +200,14 @@ def _run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float
         del running[i]
         free += held
         failed += proc.returncode != 0
-        print(f"[{time.monotonic() - t0:6.0f}s] job {i:02d} exit {proc.returncode} after "
-              f"{time.monotonic() - start:.0f}s", flush=True)
+        say(f"[{time.monotonic() - t0:6.0f}s] job {i:02d} exit {proc.returncode} after "
+            f"{time.monotonic() - start:.0f}s")
     if time.monotonic() - t0 > deadline_s:
       for i, (proc, _, _) in running.items():
-        print(f"deadline: stopping job {i:02d}: {jobs[i][1]}", flush=True)
+        say(f"deadline: stopping job {i:02d}: {jobs[i][1]}")
         stop(proc)
       for i, (_, cmd) in pending:
-        print(f"deadline: not started job {i:02d}: {cmd}", flush=True)
+        say(f"deadline: not started job {i:02d}: {cmd}")
       return 1
     while pending and pending[0][1][0] <= len(free):
       i, (n, cmd) = pending.pop(0)
@@ -146,21 +220,32 @@ def _run(jobs: list[tuple[int, str]], gpus: int, logdir: Path, deadline_s: float
       proc = subprocess.Popen(cmd, shell=True, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
       running[i] = (proc, held, time.monotonic())
-      print(f"[{time.monotonic() - t0:6.0f}s] job {i:02d} on GPU {held}: {cmd}", flush=True)
+      say(f"[{time.monotonic() - t0:6.0f}s] job {i:02d} on GPU {held}: {cmd}")
     time.sleep(1)
   return 1 if failed else 0
 
 
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("jobs", type=Path)
-  ap.add_argument("--logdir", type=Path, required=True)
+  ap.add_argument("jobs", type=Path, nargs="?")
+  ap.add_argument("--logdir", type=Path)
   ap.add_argument("--gpus", type=int, default=0, help="GPUs to use (default: all)")
   ap.add_argument("--deadline_s", type=float, default=float("inf"))
   ap.add_argument("--sample_gpus_ms", type=int, default=0,
                   help="read each GPU's clocks, power and temperature this often into "
                        "LOGDIR/gpus.csv (default: off)")
+  ap.add_argument("--clocks", type=Path, metavar="LOGDIR",
+                  help="print each job's clocks from a queue's LOGDIR (run nothing)")
   args = ap.parse_args()
+  if args.clocks:
+    try:
+      print(clock_report(args.clocks))
+    except OSError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    return 0
+  if args.jobs is None or args.logdir is None:
+    ap.error("a JOBS_FILE and --logdir are needed (or --clocks LOGDIR)")
   return run(parse_jobs(args.jobs.read_text()), args.gpus or gpu_count(), args.logdir,
              args.deadline_s, args.sample_gpus_ms)
 

@@ -9,7 +9,10 @@ Given a profile (`xla_gpu_pgle_profile_file_or_directory_path`), the scheduler u
 time of every op instead: PGLE, profile-guided latency estimation.
 
 jax's automatic PGLE works through `jax.jit`'s dispatch; slm_jax compiles its step ahead of
-time, so the profile is taken and handed to the compiler here.
+time, so the profile is taken and handed to the compiler here, the way jax does it: the step
+that is profiled is compiled without command buffers (kernels replayed inside a CUDA graph
+are not tied to their instructions, and the profile would time a few hundred of the ~2,000
+instructions of a 2B step: 286 at commit 59928e0), and the step that is timed with them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from slm_jax.errors import UserError
 
 PROFILE_FILE = "pgle_profile.pb"  # XLA reads a file ending .pb as a binary proto
 OPTION = "xla_gpu_pgle_profile_file_or_directory_path"
+PROFILING_OPTIONS = {"xla_gpu_enable_command_buffer": ""}  # for the profiled step only
 
 
 def check_platform(c, devices) -> None:
@@ -33,6 +37,43 @@ def check_platform(c, devices) -> None:
     raise UserError(f"--config.pgle_steps={c.pgle_steps} needs NVIDIA GPUs (XLA schedules from "
                     f"the profile's CUDA kernel times); this run's devices are {platform}: set "
                     "--config.pgle_steps=0")
+  if c.get("pgle_steps", 0) and jax.process_count() > 1:
+    # Each process would schedule its step from its own profile, and the processes'
+    # collectives need one schedule.
+    raise UserError(f"--config.pgle_steps={c.pgle_steps} runs on one process (any number of "
+                    f"its GPUs); this run has {jax.process_count()} processes: set "
+                    "--config.pgle_steps=0")
+
+
+def count_profiled(proto: bytes) -> int:
+  """How many instructions a serialized ProfiledInstructionsProto times (its `costs`, field 1,
+  read from the wire format: the proto's Python class is not shipped with jaxlib)."""
+  count, i = 0, 0
+
+  def varint(i):
+    value, shift = 0, 0
+    while True:
+      byte = proto[i]
+      value |= (byte & 0x7F) << shift
+      i += 1
+      if byte < 0x80:
+        return value, i
+      shift += 7
+
+  while i < len(proto):
+    key, i = varint(i)
+    field, wire = key >> 3, key & 7
+    if wire == 2:
+      length, i = varint(i)
+      i += length
+    elif wire == 0:
+      _, i = varint(i)
+    elif wire in (1, 5):
+      i += 8 if wire == 1 else 4
+    else:
+      raise ValueError(f"not a ProfiledInstructionsProto (wire type {wire})")
+    count += field == 1
+  return count
 
 
 def profile_op_times(step, state, batch, steps: int, logdir: Path):
@@ -65,9 +106,17 @@ def write_profile(proto: bytes, logdir: Path) -> Path:
   return path
 
 
-def recompile(compile_fn, path: Path) -> tuple[object, dict]:
-  """`compile_fn(extra_options)` with the profile; (compiled, what the record keeps)."""
+def schedule_from_profile(compile_fn, state, batch, steps: int, logdir: Path,
+                          ops_in_step: int):
+  """The step compiled (by `compile_fn(extra_options)`) from the op times of `steps` profiled
+  steps; (compiled, state, what the record keeps)."""
   t0 = time.perf_counter()
+  profiled = compile_fn(PROFILING_OPTIONS)
+  state, _ = profiled(state, batch)  # the new executable's first run, outside the profile
+  state, proto = profile_op_times(profiled, state, batch, steps, logdir)
+  del profiled
+  path = write_profile(proto, logdir)
   compiled = compile_fn({OPTION: str(path)})
-  return compiled, {"profile": str(path), "profile_bytes": path.stat().st_size,
-                    "compile_s": time.perf_counter() - t0}
+  return compiled, state, {
+      "profile": str(path), "steps": steps, "ops_profiled": count_profiled(proto),
+      "ops_in_step": ops_in_step, "seconds": time.perf_counter() - t0}

@@ -310,10 +310,11 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
     out["warmup_s"] = time.perf_counter() - t0
     if c.get("pgle_steps", 0):
       # The timed steps run the step scheduled from its own measured op times.
-      pgle_dir = (profile_dir or Path("profile")) / "pgle"
-      state, proto = pgle.profile_op_times(compiled, state, batch, c.pgle_steps, pgle_dir)
-      compiled, out["pgle"] = pgle.recompile(
-          lambda extra: compile_step(c, program, extra)[0], pgle.write_profile(proto, pgle_dir))
+      ops_in_step = len(profile.hlo_ops(compiled.as_text()))
+      del compiled
+      compiled, state, out["pgle"] = pgle.schedule_from_profile(
+          lambda extra: compile_step(c, program, extra)[0], state, batch, c.pgle_steps,
+          (profile_dir or Path("profile")) / "pgle", ops_in_step)
       describe_plan(compiled)
       state, _, _ = measure.time_steps(compiled, state, batch, 1, lambda *a: None)
     times, losses = [], []

@@ -79,3 +79,33 @@ def test_without_nvidia_smi_the_queue_runs_and_says_so(tmp_path, monkeypatch, ca
   assert gpu_queue.run(gpu_queue.parse_jobs("/bin/true\n"), gpus=1, logdir=tmp_path / "logs",
                        deadline_s=60, sample_gpus_ms=100) == 0
   assert "no gpus.csv" in capsys.readouterr().out
+
+
+def test_clock_report_reads_each_jobs_busy_samples_on_its_gpus(tmp_path):
+  (tmp_path / "queue.log").write_text(
+      "queue started 2026-11-30 06:47:59 UTC\n"
+      "[     0s] job 00 on GPU [0]: a\n[     0s] job 01 on GPU [1]: b\n"
+      "[     4s] job 00 exit 0 after 4s\n[     4s] job 01 exit 0 after 4s\n"
+      "[     4s] job 02 on GPU [0, 1]: c\n[     8s] job 02 exit 0 after 4s\n")
+  header = ("timestamp, index, clocks.current.sm [MHz], clocks.current.memory [MHz], "
+            "power.draw [W], temperature.gpu, clocks_event_reasons.active\n")
+  rows = []
+  for s, gpu, sm, watts, temp in [(1, 0, 1500, 690, 50), (2, 0, 1480, 695, 52),
+                                  (1, 1, 1440, 692, 60), (2, 1, 300, 80, 40),  # idle: left out
+                                  (5, 0, 1510, 690, 55), (5, 1, 1450, 691, 66)]:
+    rows.append(f"2026/11/30 06:48:0{s}.100, {gpu}, {sm} MHz, 3201 MHz, {watts} W, {temp}, "
+                "0x0000000000000004\n")
+  (tmp_path / "gpus.csv").write_text(header + "".join(rows) + "2026/11/30 06:48:0")  # cut off
+  report = gpu_queue.clock_report(tmp_path).splitlines()
+  assert "job 00 GPU 0: 2 samples, SM clock median 1490 MHz" in report[1]
+  assert "job 01 GPU 1: 1 samples, SM clock median 1440 MHz" in report[2]
+  assert "60-60 C" in report[2] and report[2].endswith("limited by: SW power cap")
+  assert "job 02 GPU 0: 1 samples, SM clock median 1510" in report[3]
+  assert "job 02 GPU 1: 1 samples, SM clock median 1450" in report[4]
+
+
+def test_the_queue_keeps_its_own_lines_for_the_clock_report(tmp_path):
+  assert gpu_queue.run(gpu_queue.parse_jobs("true\n"), gpus=1, logdir=tmp_path,
+                       deadline_s=60) == 0
+  lines = (tmp_path / "queue.log").read_text().splitlines()
+  assert lines[0].startswith("queue started ") and "job 00 exit 0" in lines[-1]

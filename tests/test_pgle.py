@@ -39,13 +39,36 @@ def test_the_step_is_profiled_recompiled_with_the_profile_and_timed(tmp_path, mo
   c = config_lib.tiny_config()
   c.update(steps=3, repeats=1, warmup_steps=1, pgle_steps=2)
   out = train.run(c, profile_dir=tmp_path)
-  assert compiles == [None, {pgle.OPTION: str(tmp_path / "pgle" / pgle.PROFILE_FILE)}]
+  # Compiled for timing, again without command buffers to be profiled, then with the profile.
+  assert compiles == [None, pgle.PROFILING_OPTIONS,
+                      {pgle.OPTION: str(tmp_path / "pgle" / pgle.PROFILE_FILE)}]
   assert (tmp_path / "pgle" / pgle.PROFILE_FILE).read_bytes() == b"\n\x02op"
   assert "plugins/profile" in seen["run_dir"]
-  assert out["pgle"]["profile_bytes"] == 4 and out["pgle"]["compile_s"] > 0
+  assert out["pgle"]["ops_profiled"] == 1 and out["pgle"]["ops_in_step"] > 10
+  assert out["pgle"]["steps"] == 2 and out["pgle"]["seconds"] > 0
   assert len(out["step_times_s"]) == 3 and out["tokens_per_s"] > 0
+
+
+def test_count_profiled_reads_the_costs_of_the_wire_format():
+  # costs { name: "fusion.1" cost_us: 12.5 } twice, then an unrelated varint field 3.
+  cost = b"\x0a\x08fusion.1" + b"\x11" + bytes(8)
+  proto = (b"\x0a" + bytes([len(cost)]) + cost) * 2 + b"\x18\x96\x01"
+  assert pgle.count_profiled(proto) == 2
+  assert pgle.count_profiled(b"") == 0
+  with pytest.raises(ValueError):
+    pgle.count_profiled(b"\x0b")  # wire type 3, which the proto never uses
 
 
 def test_an_empty_profile_says_what_to_change(tmp_path):
   with pytest.raises(UserError, match="CUPTI"):
     pgle.write_profile(b"", tmp_path)
+
+
+def test_pgle_over_several_processes_is_refused(monkeypatch):
+  # One schedule per process would let the processes' collectives disagree.
+  monkeypatch.setattr(pgle.jax, "process_count", lambda: 2)
+  c = config_lib.tiny_config()
+  c.pgle_steps = 3
+  gpu = type("Device", (), {"platform": "gpu"})()
+  with pytest.raises(UserError, match="one process.*2 processes"):
+    pgle.check_platform(c, [gpu])
