@@ -183,14 +183,20 @@ def _seconds_apart(a: dict, b: dict) -> float:
     return math.inf
 
 
+SAME_TIME_S = 600  # runs this close count as one time: a queue's side-by-side runs
+
+
 def nearest(candidates: list[dict], near: dict) -> dict:
   """The candidate whose code is closest to the code `near` ran: the same commit, else a commit
-  with the same slm_jax/ code, else the fewest commits away in git's history, else (commits this
-  checkout does not know) the nearest in time; the faster on a tie."""
+  with the same slm_jax/ code, else the fewest commits away in git's history, then the nearest
+  in time (within SAME_TIME_S alike); the slower on a tie. One-GPU runs of one commit made side
+  by side, one on each chip of a host, differ by the chips' speed (1.5% on one H200 host,
+  benchmarks/PERF_NOTES.md section 19), and a step over several GPUs runs at the slowest's
+  pace."""
   def key(r):
     gap = commit_gap(r.get("git_commit") or "", near.get("git_commit") or "")
-    return (not (gap and gap[0]), gap is None, gap[1] if gap else 0, _seconds_apart(r, near),
-            r["step_time_s"]["median"])
+    return (not (gap and gap[0]), gap is None, gap[1] if gap else 0,
+            _seconds_apart(r, near) // SAME_TIME_S, -r["step_time_s"]["median"])
   return min(candidates, key=key)
 
 

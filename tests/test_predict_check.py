@@ -93,6 +93,19 @@ def test_the_step_grows_by_more_than_the_exposed_collectives_and_both_are_predic
   assert predict.Calibration(0.25, "by hand").step == 0.25
 
 
+def test_of_one_gpu_runs_side_by_side_the_slower_chips_is_the_compute(history):
+  # Two chips of one host, one commit, seconds apart: the two-GPU step runs at the slower's
+  # pace. A run of the same commit hours later is further in time and does not count.
+  c1 = history[0]
+  c = tiny(strategy="ddp")
+  ones = [_one(c, c1, 0.100, "gpu0", "2026-11-30T06:49:34+00:00"),
+          _one(c, c1, 0.102, "gpu1", "2026-11-30T06:49:35+00:00"),
+          _one(c, c1, 0.120, "later", "2026-11-30T10:00:00+00:00")]
+  near = {"git_commit": c1, "timestamp": "2026-11-30T06:51:25+00:00"}
+  target = predict.hardware.GPUS["h100"]
+  assert predict.compute_time(c, ones, target, near=near).record["run_id"] == "gpu1"
+
+
 def test_a_check_row_says_which_records_it_came_from_and_the_exposed_error(history):
   c1, c2, c3, _ = history
   everyone = range(2)
