@@ -62,6 +62,7 @@ import ml_collections
 from slm_jax import collectives, hardware, results
 from slm_jax import config as config_lib
 from slm_jax.errors import UserError
+from slm_jax.model import count_params
 
 # Strategies whose gradients and optimizer state are sharded over the `fsdp` mesh axis.
 SHARDED = ("fsdp_full", "fsdp_grad_op", "hsdp")
@@ -688,7 +689,9 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   time, which carries every other difference from one GPU), then the same per-device batch
   (the compute there is to hide collectives behind), then one with a one-GPU record of its own
   commit (its step fraction is its step's growth over that record, and two hosts of one GPU
-  type differ by a few percent, as much as the growth), then the same model, then the most
+  type differ by a few percent, as much as the growth), then the same model, then the nearest
+  in parameters (a step fraction carries, beside the collectives, what grows with the model:
+  from 100M's 1 ms of all-reduce to 2B's 18 ms it is extrapolated furthest), then the most
   devices, then the newest; none of model `exclude_model`."""
   multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
   if not multi:
@@ -700,11 +703,16 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
     return any(o.get("git_commit") == r.get("git_commit") and gpu_of(o) == gpu_of(r)
                for o in one_gpu_records(records, record_config(r)))
 
+  params = count_params(config_lib.model_config(c))
+
+  def size_gap(r: dict) -> float:
+    return abs(math.log(r["params"] / params)) if r.get("params") else math.inf
+
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
                                    not schedule_of(r), measured_exposed_s(r) is not None,
                                    r.get("per_device_batch") == c.per_device_batch_size,
-                                   own_one_gpu(r), r.get("model") == model, r["num_devices"],
-                                   r.get("timestamp") or ""))
+                                   own_one_gpu(r), r.get("model") == model, -size_gap(r),
+                                   r["num_devices"], r.get("timestamp") or ""))
 
 
 # ----------------------------------------------------------------------------- prediction

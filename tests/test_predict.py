@@ -227,6 +227,24 @@ def test_calibration_prefers_a_run_whose_one_gpu_record_ran_at_its_own_commit():
   assert predict.pick_calibration(c, records)["run_id"] == "new-two"  # then the newest
 
 
+def test_calibration_prefers_the_model_nearest_in_size_before_the_newest():
+  # Two other models, both profiled with a one-GPU record of their own commit: the one nearer
+  # tiny's parameter count calibrates it, though the other ran later.
+  from slm_jax.model import count_params
+  c = tiny(strategy="ddp")
+  near, far = tiny(strategy="ddp", num_layers=3), tiny(strategy="ddp", num_layers=12)
+  n = count_params(config_lib.model_config(c))
+  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
+                           "collectives_overlapped_ms": 1.0}}
+  records = []
+  for cfg, name, params, when in ((near, "near", 2 * n, "2026-01-01"),
+                                  (far, "far", 20 * n, "2026-02-01")):
+    records += [record(cfg, step_s=0.05, run_id=f"{name}-one", git_commit=name, params=params),
+                record(cfg, step_s=0.052, num_devices=2, run_id=f"{name}-two", git_commit=name,
+                       params=params, timestamp=f"{when}T00:00:00", **profile)]
+  assert predict.pick_calibration(c, records)["run_id"] == "near-two"
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"gpu": "V100"}, "unknown GPU type 'V100'"),
     ({"interconnects": ["nvlink9"]}, "unknown interconnect 'nvlink9'"),
