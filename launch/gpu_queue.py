@@ -31,8 +31,8 @@ import csv
 import datetime
 import os
 import re
-import statistics
 import signal
+import statistics
 import subprocess
 import sys
 import time

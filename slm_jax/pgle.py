@@ -12,7 +12,7 @@ jax's automatic PGLE works through `jax.jit`'s dispatch; slm_jax compiles its st
 time, so the profile is taken and handed to the compiler here, the way jax does it: the step
 that is profiled is compiled without command buffers (kernels replayed inside a CUDA graph
 are not tied to their instructions, and the profile would time a few hundred of the ~2,000
-instructions of a 2B step: 286 at commit 59928e0), and the step that is timed with them.
+instructions of a 2B step: 286 at commit 59928e0), while the step that is timed keeps them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("gpu_queue", ROOT / "launch" / "gpu_queue.py")
 gpu_queue = importlib.util.module_from_spec(spec)
@@ -62,7 +64,7 @@ def test_gpu_sampler_falls_back_to_the_old_limit_reasons_name_and_stops_with_the
   fake = tmp_path / "bin" / "nvidia-smi"
   fake.parent.mkdir()
   fake.write_text("#!/bin/sh\ncase \"$1\" in *clocks_event_reasons*) exit 2;; esac\n"
-                  "echo \"$1\"; exec sleep 60\n")
+                  f"echo $$ > {tmp_path}/pid; echo \"$1\"; exec sleep 60\n")
   fake.chmod(0o755)
   monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
   assert gpu_queue.run(gpu_queue.parse_jobs("true\n"), gpus=1, logdir=tmp_path / "logs",
@@ -70,8 +72,8 @@ def test_gpu_sampler_falls_back_to_the_old_limit_reasons_name_and_stops_with_the
   sampled = (tmp_path / "logs" / "gpus.csv").read_text()
   assert "clocks.sm" in sampled and "clocks_throttle_reasons.active" in sampled
   assert "clocks_event_reasons" not in sampled
-  out = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True).stdout
-  assert not out.strip()  # the sampler ended with the queue
+  with pytest.raises(ProcessLookupError):  # the sampler ended with the queue
+    os.kill(int((tmp_path / "pid").read_text()), 0)
 
 
 def test_without_nvidia_smi_the_queue_runs_and_says_so(tmp_path, monkeypatch, capsys):
