@@ -7,6 +7,7 @@ The field names are a public contract read by the sweep, the report and users' o
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
@@ -93,6 +94,27 @@ def versions(device=None) -> dict:
   return out
 
 
+@functools.lru_cache(maxsize=1)
+def gpu_identity() -> list[dict] | None:
+  """The NVIDIA GPUs this process may use, by nvidia-smi's index, UUID and PCI bus; None where
+  nvidia-smi does not answer. Two chips of one host can run one step at different speeds
+  (benchmarks/PERF_NOTES.md section 19), and a host's name alone does not tell hosts apart on
+  rented machines; the UUIDs do. Indices are nvidia-smi's (PCI order), which CUDA shares unless
+  CUDA_DEVICE_ORDER says otherwise."""
+  cmd = ["nvidia-smi", "--query-gpu=index,uuid,pci.bus_id", "--format=csv,noheader"]
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+  if visible:
+    cmd += ["-i", visible]
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if out.returncode != 0:
+    return None
+  rows = [[x.strip() for x in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+  return [{"index": r[0], "uuid": r[1], "pci_bus_id": r[2]} for r in rows if len(r) == 3] or None
+
+
 class DeviceInfo(NamedTuple):
   """What a record needs of a device, for records written where JAX does not hold it."""
   device_kind: str
@@ -134,6 +156,7 @@ def make_record(c: ml_collections.ConfigDict, *, status: str, message: str = "",
       "git_commit": git_commit(),
       "campaign": campaign(),
       "hostname": socket.gethostname(),
+      "gpus": gpu_identity() if devices[0].platform == "gpu" else None,
       # Process-wide XLA flags change what is measured as much as the config does.
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       # and the NCCL settings of the process (--config.nccl_options or the shell's)
