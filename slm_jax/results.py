@@ -98,9 +98,9 @@ def versions(device=None) -> dict:
 def gpu_identity() -> list[dict] | None:
   """The NVIDIA GPUs this process may use, by nvidia-smi's index, UUID and PCI bus; None where
   nvidia-smi does not answer. Two chips of one host can run one step at different speeds
-  (benchmarks/PERF_NOTES.md section 19), and a host's name alone does not tell hosts apart on
-  rented machines; the UUIDs do. Indices are nvidia-smi's (PCI order), which CUDA shares unless
-  CUDA_DEVICE_ORDER says otherwise."""
+  (benchmarks/PERF_NOTES.md section 19), and a hostname need not tell hosts apart (the two-H200
+  hosts of the 2026-11-30 campaigns all reported "vm"); the UUIDs do. Indices are nvidia-smi's
+  (PCI order), which CUDA shares unless CUDA_DEVICE_ORDER says otherwise."""
   cmd = ["nvidia-smi", "--query-gpu=index,uuid,pci.bus_id", "--format=csv,noheader"]
   visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
   if visible:

@@ -284,20 +284,22 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
   budget = memory_budget(c, local)
   out["memory_budget_bytes"] = budget
 
-  def describe_plan(compiled):
+  def describe_plan(compiled) -> str:
+    """Fills the plan's fields; returns the compiled HLO text (megabytes at 2B: read once)."""
+    text = compiled.as_text()
     out["expected_memory_bytes"] = measure.expected_memory(compiled)
     out["mesh_shape"] = dict(program.mesh.shape)
-    out["collectives"] = collectives.summarize(
-        collectives.from_hlo(compiled.as_text(), len(devices)))
+    out["collectives"] = collectives.summarize(collectives.from_hlo(text, len(devices)))
     out.update(memory_split(program, compiled))
     if budget and out["expected_memory_bytes"] and out["expected_memory_bytes"] > budget:
       raise OutOfMemory(
           f"XLA plans {out['expected_memory_bytes'] / 2**30:.2f} GiB per device, over the "
           f"{budget / 2**30:.2f} GiB budget (device limit or --config.device_memory_gb)")
+    return text
 
   with out_of_memory_is_a_result("compiling the step"):  # XLA finds some plans too big here
     compiled, out["compile_s"] = compile_step(c, program)
-  describe_plan(compiled)
+  plan_text = describe_plan(compiled)
   if dry_run:
     return out
 
@@ -310,12 +312,12 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
     out["warmup_s"] = time.perf_counter() - t0
     if c.get("pgle_steps", 0):
       # The timed steps run the step scheduled from its own measured op times.
-      ops_in_step = len(profile.hlo_ops(compiled.as_text()))
+      ops_in_step = len(profile.hlo_ops(plan_text))
       del compiled
       compiled, state, out["pgle"] = pgle.schedule_from_profile(
           lambda extra: compile_step(c, program, extra)[0], state, batch, c.pgle_steps,
           (profile_dir or Path("profile")) / "pgle", ops_in_step)
-      describe_plan(compiled)
+      plan_text = describe_plan(compiled)
       state, _, _ = measure.time_steps(compiled, state, batch, 1, lambda *a: None)
     times, losses = [], []
     for r in range(c.repeats):
@@ -327,13 +329,12 @@ def run(c: ml_collections.ConfigDict, *, dry_run: bool = False,
       state, trace, wall = profile.capture(compiled, state, batch, c.profile_steps,
                                            profile_dir or Path("profile"))
       kind = devices[0].device_kind
-      hlo_text = compiled.as_text()
       # Beside the trace, the compiled step it timed: the schedule (where each collective
       # starts and where the step waits for it) is read from this text, not from the trace.
-      profile.save_program(hlo_text, trace)
+      profile.save_program(plan_text, trace)
       try:
         out["breakdown"] = profile.breakdown(
-            trace, profile.hlo_ops(hlo_text), c.profile_steps,
+            trace, profile.hlo_ops(plan_text), c.profile_steps,
             measure.peak_tflops(kind, c.peak_tflops), measure.peak_gbytes_per_s(kind))
       except ValueError as e:  # a trace we cannot read must not cost the timed measurement
         out["breakdown"] = {"error": str(e), "trace": str(trace)}
