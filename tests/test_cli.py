@@ -141,8 +141,11 @@ def test_every_paper_config_loads_and_names_its_preset():
   assert len(configs) == 20
   for size in ("100m", "500m", "1b", "2b"):
     for gpu in ("a100_40g", "a100", "h100", "h200"):
-      # Hopper presets hand XLA's Triton GEMMs to cuBLAS (measured on an H200).
-      options = "xla_gpu_enable_triton_gemm=false" if gpu in ("h100", "h200") else ""
+      # Hopper presets hand XLA's Triton GEMMs to cuBLAS and let four collectives overlap
+      # (measured on H200s).
+      options = ("xla_gpu_enable_triton_gemm=false "
+                 "xla_gpu_experimental_parallel_collective_overlap_limit=4"
+                 if gpu in ("h100", "h200") else "")
       assert configs[f"configs/{size}_{gpu}.py"] == [size, gpu, 1024, "cudnn", "benchmark", options]
   for size in ("100m", "500m"):
     assert configs[f"configs/{size}_h200_train.py"][:5] == [size, "h200", 1024, "cudnn", "train"]
