@@ -111,6 +111,17 @@ def schedule_of_config(c: ml_collections.ConfigDict, gpu: hardware.GPU | None) -
   return hardware.options_beyond_preset(c.xla_options, gpu, c.get("nccl_options", ""))
 
 
+def options_of(record: dict) -> frozenset[str]:
+  """Every XLA option and NCCL setting a record's step ran with, its preset's included: two runs
+  of one preset schedule still differ here when the preset gained an option between them."""
+  config = record.get("config") or {}
+  return frozenset(f"{config.get('xla_options') or ''} {config.get('nccl_options') or ''}".split())
+
+
+def options_of_config(c: ml_collections.ConfigDict) -> frozenset[str]:
+  return frozenset(f"{c.xla_options} {c.get('nccl_options', '')}".split())
+
+
 def _ok(record: dict) -> bool:
   return (record.get("status") == "ok" and record.get("stack", "jax") == "jax"
           and record.get("mode", "benchmark") == "benchmark"
@@ -620,14 +631,17 @@ def exposed_records(c: ml_collections.ConfigDict, gpu: hardware.GPU, num_devices
   """The profiled multi-GPU records an exposed-communication line is fitted on: `c`'s strategy
   and per-device batch (the compute there is to hide collectives behind) on `num_devices` GPUs
   of type `gpu`, compiled with the same schedule options (a preset's, or `c`'s own), none of
-  model `exclude_model`."""
+  model `exclude_model`; only those compiled with exactly `c`'s options where two or more were
+  (a preset that gained an option, such as more collectives in flight, changes what is hidden)."""
   want = schedule_of_config(c, gpu)
-  return [r for r in multi_gpu_records(records)
-          if r.get("strategy") == c.strategy and gpu_of(r) is gpu
-          and r["num_devices"] == num_devices and r.get("model") != exclude_model
-          and r.get("per_device_batch") == c.per_device_batch_size
-          and schedule_of(r) == want
-          and measured_exposed_s(r) is not None]
+  out = [r for r in multi_gpu_records(records)
+         if r.get("strategy") == c.strategy and gpu_of(r) is gpu
+         and r["num_devices"] == num_devices and r.get("model") != exclude_model
+         and r.get("per_device_batch") == c.per_device_batch_size
+         and schedule_of(r) == want
+         and measured_exposed_s(r) is not None]
+  exact = [r for r in out if options_of(r) == options_of_config(c)]
+  return exact if len(exact) >= 2 else out
 
 
 def fit_exposed(cal: Calibration, c: ml_collections.ConfigDict, target: hardware.GPU,
@@ -685,8 +699,10 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   property of the scheme's schedule), then one compiled with the same schedule options (each
   GPU type's preset, or the same `xla_options` and `nccl_options`), failing that the preset's
   rather than another variant's (an A/B arm is further from any run than the preset is), then
-  one whose profile measured the exposed collective time (else it is inferred from the step
-  time, which carries every other difference from one GPU), then the same per-device batch
+  one with exactly the config's options (of two preset runs, the one from before the preset
+  gained an option is the other schedule), then one whose profile measured the exposed
+  collective time (else it is inferred from the step time, which carries every other
+  difference from one GPU), then the same per-device batch
   (the compute there is to hide collectives behind), then one with a one-GPU record of its own
   commit (its step fraction is its step's growth over that record, and two hosts of one GPU
   type differ by a few percent, as much as the growth), then the same model, then the nearest
@@ -708,8 +724,10 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   def size_gap(r: dict) -> float:
     return abs(math.log(r["params"] / params)) if r.get("params") else math.inf
 
+  options = options_of_config(c)
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
-                                   not schedule_of(r), measured_exposed_s(r) is not None,
+                                   not schedule_of(r), options_of(r) == options,
+                                   measured_exposed_s(r) is not None,
                                    r.get("per_device_batch") == c.per_device_batch_size,
                                    own_one_gpu(r), r.get("model") == model, -size_gap(r),
                                    r["num_devices"], r.get("timestamp") or ""))

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from slm_jax import predict
+from slm_jax import hardware, predict
 from test_predict import fake_plans, op, record, tiny
 
 
@@ -173,6 +173,46 @@ def test_without_a_run_of_its_own_schedule_a_variant_calibrates_on_the_preset_s_
   rows = [dict(base, run_id="b16", config=preset, per_device_batch=16, timestamp="2026-01-01"),
           dict(base, run_id="b8", config=preset, per_device_batch=8, timestamp="2026-01-02")]
   assert predict.pick_calibration(c, rows)["run_id"] == "b16"
+
+
+def test_of_two_preset_runs_the_one_compiled_with_the_config_s_own_options_calibrates():
+  # The H100 preset gained an option between the two runs: both are the preset's schedule, but
+  # only one ran the options the config names.
+  old_preset, preset = ("xla_gpu_enable_triton_gemm=false",
+                        hardware.GPUS["h100"].xla_options)
+  assert old_preset != preset
+  base = {"status": "ok", "stack": "jax", "mode": "benchmark", "step_time_s": {"median": 1.0},
+          "num_devices": 2, "model": "custom", "tokens_per_s": 1.0, "strategy": "ddp",
+          "device_kind": "NVIDIA H100 80GB HBM3", "breakdown": {"step_ms": 1.0, "collectives_exposed_ms": 0.1}}
+  for options, newer in ((preset, "old"), (old_preset, "new")):
+    c = tiny(strategy="ddp", xla_options=options)
+    config = dict(c.to_dict(), num_layers=3)
+    rows = [dict(base, run_id="old", timestamp="2026-01-01",
+                 config=dict(config, xla_options=old_preset if newer == "new" else preset)),
+            dict(base, run_id="new", timestamp="2026-01-02",
+                 config=dict(config, xla_options=preset if newer == "new" else old_preset))]
+    assert not any(predict.schedule_of(r) for r in rows)  # both the preset's schedule
+    [own] = [r["run_id"] for r in rows if r["config"]["xla_options"] == options]
+    assert predict.pick_calibration(c, rows)["run_id"] == own
+
+
+def test_the_exposed_line_is_fitted_on_runs_of_the_config_s_own_options_where_two_are():
+  old_preset, preset = "xla_gpu_enable_triton_gemm=false", hardware.GPUS["h100"].xla_options
+  c = tiny(strategy="ddp", xla_options=preset)
+  base = {"status": "ok", "stack": "jax", "mode": "benchmark", "step_time_s": {"median": 1.0},
+          "num_devices": 2, "tokens_per_s": 1.0, "strategy": "ddp",
+          "per_device_batch": c.per_device_batch_size, "device_kind": "NVIDIA H100 80GB HBM3",
+          "breakdown": {"step_ms": 1.0, "collectives_exposed_ms": 0.1}}
+
+  def run(run_id, model, options):
+    return dict(base, run_id=run_id, model=model, config=dict(c.to_dict(), xla_options=options))
+
+  rows = [run("a-old", "100m", old_preset), run("b-old", "1b", old_preset), run("c-new", "2b", preset)]
+  gpu = hardware.GPUS["h100"]
+  # one run of its own options is no line: every preset run is fitted on
+  assert {r["run_id"] for r in predict.exposed_records(c, gpu, 2, rows)} == {"a-old", "b-old", "c-new"}
+  rows.append(run("d-new", "500m", preset))
+  assert {r["run_id"] for r in predict.exposed_records(c, gpu, 2, rows)} == {"c-new", "d-new"}
 
 
 def _line_records(exposed_ms, a=0.0004, b=0.1, strategy="fsdp_full"):
