@@ -53,6 +53,7 @@ import glob
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -484,7 +485,8 @@ def comm_seconds(ops: list[dict], per_node: int, intra, inter) -> float:
 class ExposedModel:
   """The exposed (un-overlapped) collective seconds of a step as a + b x its predicted
   communication, at most all of it: "affine" where fitted on several profiled records,
-  "fraction" (a = 0) where one record or a bound given by hand sets it."""
+  "fraction" (a = 0) where one record, the median of one point's repeats or a bound given by
+  hand sets it."""
   form: str
   a_s: float
   b: float
@@ -664,9 +666,10 @@ def fit_exposed(cal: Calibration, c: ml_collections.ConfigDict, target: hardware
                measured_exposed_s(r)) for r in group]
     fit = fit_affine(points)
   if fit is None:
-    return dataclasses.replace(cal, note=(
+    return _median_of_repeats(dataclasses.replace(cal, note=(
         f"{cal.note}; exposed collectives: that record's fraction ({len(group)} {where}; a line "
-        "a + b x communication needs two at different communication)"))
+        "a + b x communication needs two at different communication)")), records,
+        gpus_per_node, interconnects, plan_fn)
   a, b = fit
   ids = [r.get("run_id") for r in group]
   return dataclasses.replace(
@@ -674,6 +677,36 @@ def fit_exposed(cal: Calibration, c: ml_collections.ConfigDict, target: hardware
       note=(f"{cal.note}; exposed collectives: {a * 1e3:.2f} ms + {b:.3f} x the predicted "
             f"communication (at most all of it), least squares with b >= 0, clipped at 0, over the "
             f"{len(group)} {where} ({', '.join(ids)}); fitted at {n} devices"))
+
+
+def repeats(record: dict, records: list[dict]) -> list[dict]:
+  """The profiled runs of `record`'s point (model, scheme, per-device batch, devices, GPU type
+  and every option), itself included: the same step measured on other hosts and commits."""
+  return [r for r in multi_gpu_records(records)
+          if (r.get("model"), r.get("strategy"), r.get("per_device_batch"), r["num_devices"])
+          == (record.get("model"), record.get("strategy"), record.get("per_device_batch"),
+              record["num_devices"])
+          and gpu_of(r) is gpu_of(record) and options_of(r) == options_of(record)
+          and measured_exposed_s(r) is not None]
+
+
+def _median_of_repeats(cal: Calibration, records: list[dict], gpus_per_node: int,
+                       interconnects: list[str], plan_fn=None) -> Calibration:
+  """`cal` with the median exposed fraction of its record's repeats where it has two or more:
+  one profile's exposed time varies by a factor of two or more between hosts (1B ddp at batch
+  64 on two H200s: 0.3 to 7.5 ms on the slowest GPU), so one run is a poor fraction to carry."""
+  same = repeats(cal.record, records)
+  if len(same) < 2:
+    return cal
+  comm = _record_comm(cal.record, gpus_per_node, list(interconnects), plan_fn)[3]
+  if comm <= 0:
+    return cal
+  fraction = min(1.0, statistics.median(measured_exposed_s(r) for r in same) / comm)
+  ids = [r.get("run_id") for r in same]
+  return dataclasses.replace(
+      cal, exposed_fraction=fraction, exposed_model=ExposedModel("fraction", 0.0, fraction, ids),
+      note=f"{cal.note}, the median of its point's {len(same)} profiled runs "
+           f"({', '.join(ids)}): {fraction:.2f}")
 
 
 def calibrate(c: ml_collections.ConfigDict, target: hardware.GPU, records: list[dict],

@@ -327,6 +327,32 @@ def test_with_one_record_left_the_exposed_part_is_that_records_fraction():
   assert p["exposed_model"] == {"form": "fraction", "a_s": 0.0, "b": 1.0, "records": []}
 
 
+def test_a_point_profiled_on_several_hosts_carries_the_median_of_its_exposed_fractions():
+  c = tiny(strategy="ddp")
+  ops = {2: [op("all-reduce", 900_000_000, range(2))], 4: [op("all-reduce", 900_000_000, range(4))]}
+  comm2 = 2 * (1 / 2 * 9e8 / 450e9 + 3e-6)
+  plan_fn = fake_plans(ops, {1: 1, 2: 1, 4: 1})
+  one = record(c, step_s=0.050)
+
+  def two(run_id, fraction, when):
+    step = 0.050 + comm2
+    return record(c, step_s=step, num_devices=2, run_id=run_id, timestamp=when,
+                  breakdown={"step_ms": step * 1e3, "collectives_exposed_ms": fraction * comm2 * 1e3})
+
+  # The newest run's profile happened to hide nearly everything; its two repeats did not.
+  runs = [two("a", 0.30, "2026-01-01"), two("b", 0.40, "2026-01-02"), two("c", 0.01, "2026-01-03")]
+  [p], notes = predict.predict(c, [4], records=[one, *runs], plan_fn=plan_fn)
+  assert p["calibration_record"] == "c"
+  assert p["exposed_model"]["form"] == "fraction"
+  assert p["exposed_model"]["b"] == pytest.approx(0.30)
+  assert sorted(p["exposed_model"]["records"]) == ["a", "b", "c"]
+  assert any("median of its point's 3 profiled runs" in n for n in notes)
+  # Another option set is another point.
+  other = dict(runs[1], config=dict(runs[1]["config"], xla_options="xla_gpu_x=1"))
+  [p], _ = predict.predict(c, [4], records=[one, runs[0], other, runs[2]], plan_fn=plan_fn)
+  assert p["exposed_model"]["b"] == pytest.approx(0.155)  # the median of a and c
+
+
 def test_the_exposed_model_is_in_the_prediction_and_check_json():
   records, plans = _line_records({})
   points, _ = predict.predict(tiny(strategy="fsdp_full"), [1, 2], records=records,
