@@ -82,3 +82,16 @@ def test_options_beyond_a_preset_are_what_makes_a_run_another_schedule():
   ctas = "NCCL_MAX_CTAS=4"  # NCCL settings make another schedule too, unless the preset's
   assert hardware.options_beyond_preset(h200.xla_options, h200, ctas) == {ctas}
   assert hardware.options_beyond_preset(h200.xla_options, h200, h200.nccl_options) == frozenset()
+
+
+@pytest.mark.parametrize("gpu", sorted(hardware.GPUS))
+def test_every_preset_s_xla_options_are_known_to_the_installed_xla(gpu):
+  # A preset option this jax's XLA no longer knows would fail every run of that GPU type at
+  # compile time; XLA checks a GPU option's name on any backend.
+  import jax
+
+  options = config.xla_options(config.paper_config("100m", gpu))
+  assert jax.jit(lambda x: x + 1).lower(1.0).compile(compiler_options=options)(1.0) == 2.0
+  with pytest.raises(Exception, match="No such compile option"):
+    jax.jit(lambda x: x + 1).lower(1.0).compile(
+        compiler_options={**options, "xla_gpu_no_such_option": 1})

@@ -183,7 +183,8 @@ def test_of_two_preset_runs_the_one_compiled_with_the_config_s_own_options_calib
   assert old_preset != preset
   base = {"status": "ok", "stack": "jax", "mode": "benchmark", "step_time_s": {"median": 1.0},
           "num_devices": 2, "model": "custom", "tokens_per_s": 1.0, "strategy": "ddp",
-          "device_kind": "NVIDIA H100 80GB HBM3", "breakdown": {"step_ms": 1.0, "collectives_exposed_ms": 0.1}}
+          "device_kind": "NVIDIA H100 80GB HBM3",
+          "breakdown": {"step_ms": 1.0, "collectives_exposed_ms": 0.1}}
   for options, newer in ((preset, "old"), (old_preset, "new")):
     c = tiny(strategy="ddp", xla_options=options)
     config = dict(c.to_dict(), num_layers=3)
@@ -207,10 +208,12 @@ def test_the_exposed_line_is_fitted_on_runs_of_the_config_s_own_options_where_tw
   def run(run_id, model, options):
     return dict(base, run_id=run_id, model=model, config=dict(c.to_dict(), xla_options=options))
 
-  rows = [run("a-old", "100m", old_preset), run("b-old", "1b", old_preset), run("c-new", "2b", preset)]
+  rows = [run("a-old", "100m", old_preset), run("b-old", "1b", old_preset),
+          run("c-new", "2b", preset)]
   gpu = hardware.GPUS["h100"]
   # one run of its own options is no line: every preset run is fitted on
-  assert {r["run_id"] for r in predict.exposed_records(c, gpu, 2, rows)} == {"a-old", "b-old", "c-new"}
+  assert {r["run_id"] for r in predict.exposed_records(c, gpu, 2, rows)} == {
+      "a-old", "b-old", "c-new"}
   rows.append(run("d-new", "500m", preset))
   assert {r["run_id"] for r in predict.exposed_records(c, gpu, 2, rows)} == {"c-new", "d-new"}
 
@@ -329,7 +332,8 @@ def test_with_one_record_left_the_exposed_part_is_that_records_fraction():
 
 def test_a_point_profiled_on_several_hosts_carries_the_median_of_its_exposed_fractions():
   c = tiny(strategy="ddp")
-  ops = {2: [op("all-reduce", 900_000_000, range(2))], 4: [op("all-reduce", 900_000_000, range(4))]}
+  ops = {2: [op("all-reduce", 900_000_000, range(2))],
+         4: [op("all-reduce", 900_000_000, range(4))]}
   comm2 = 2 * (1 / 2 * 9e8 / 450e9 + 3e-6)
   plan_fn = fake_plans(ops, {1: 1, 2: 1, 4: 1})
   one = record(c, step_s=0.050)
@@ -337,10 +341,12 @@ def test_a_point_profiled_on_several_hosts_carries_the_median_of_its_exposed_fra
   def two(run_id, fraction, when):
     step = 0.050 + comm2
     return record(c, step_s=step, num_devices=2, run_id=run_id, timestamp=when,
-                  breakdown={"step_ms": step * 1e3, "collectives_exposed_ms": fraction * comm2 * 1e3})
+                  breakdown={"step_ms": step * 1e3,
+                             "collectives_exposed_ms": fraction * comm2 * 1e3})
 
   # The newest run's profile happened to hide nearly everything; its two repeats did not.
-  runs = [two("a", 0.30, "2026-01-01"), two("b", 0.40, "2026-01-02"), two("c", 0.01, "2026-01-03")]
+  runs = [two("a", 0.30, "2026-01-01"), two("b", 0.40, "2026-01-02"),
+          two("c", 0.01, "2026-01-03")]
   [p], notes = predict.predict(c, [4], records=[one, *runs], plan_fn=plan_fn)
   assert p["calibration_record"] == "c"
   assert p["exposed_model"]["form"] == "fraction"
