@@ -511,6 +511,7 @@ class Calibration:
   compute: Compute | None = None  # the one-GPU step the record's was compared with
   step_fraction: float | None = None
   exposed_model: ExposedModel | None = None
+  comm_s: float | None = None  # the communication predicted for the record's own config
 
   @property
   def step(self) -> float:
@@ -601,7 +602,7 @@ def calibrate_on(record: dict, records: list[dict], gpus_per_node: int,
                      f"{growth * 1e3:.2f} ms longer than the predicted compute (one GPU: record "
                      f"{compute.record.get('run_id')}, {compute.relation}), step fraction "
                      f"{s:.2f} of the {comm * 1e3:.2f} ms predicted communication; exposed "
-                     f"collectives ({how}) fraction {e:.2f}", record, compute, s)
+                     f"collectives ({how}) fraction {e:.2f}", record, compute, s, comm_s=comm)
 
 
 def fit_affine(points: list[tuple[float, float]]) -> tuple[float, float] | None:
@@ -668,8 +669,7 @@ def fit_exposed(cal: Calibration, c: ml_collections.ConfigDict, target: hardware
   if fit is None:
     return _median_of_repeats(dataclasses.replace(cal, note=(
         f"{cal.note}; exposed collectives: that record's fraction ({len(group)} {where}; a line "
-        "a + b x communication needs two at different communication)")), records,
-        gpus_per_node, interconnects, plan_fn)
+        "a + b x communication needs two at different communication)")), records)
   a, b = fit
   ids = [r.get("run_id") for r in group]
   return dataclasses.replace(
@@ -690,18 +690,14 @@ def repeats(record: dict, records: list[dict]) -> list[dict]:
           and measured_exposed_s(r) is not None]
 
 
-def _median_of_repeats(cal: Calibration, records: list[dict], gpus_per_node: int,
-                       interconnects: list[str], plan_fn=None) -> Calibration:
+def _median_of_repeats(cal: Calibration, records: list[dict]) -> Calibration:
   """`cal` with the median exposed fraction of its record's repeats where it has two or more:
   one profile's exposed time varies by a factor of two or more between hosts (1B ddp at batch
   64 on two H200s: 0.3 to 7.5 ms on the slowest GPU), so one run is a poor fraction to carry."""
   same = repeats(cal.record, records)
-  if len(same) < 2:
+  if len(same) < 2 or not cal.comm_s:
     return cal
-  comm = _record_comm(cal.record, gpus_per_node, list(interconnects), plan_fn)[3]
-  if comm <= 0:
-    return cal
-  fraction = min(1.0, statistics.median(measured_exposed_s(r) for r in same) / comm)
+  fraction = min(1.0, statistics.median(measured_exposed_s(r) for r in same) / cal.comm_s)
   ids = [r.get("run_id") for r in same]
   return dataclasses.replace(
       cal, exposed_fraction=fraction, exposed_model=ExposedModel("fraction", 0.0, fraction, ids),
