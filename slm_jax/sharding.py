@@ -2,9 +2,10 @@
 
 A strategy is a row of `STRATEGIES`: mesh axes, the axes a batch is split over, and two
 maps from the model's logical axis names (see `slm_jax.model`) to mesh axes, one for the
-parameters the step computes with and one for the optimizer state and the gradients that
-update it. The training step is the same code for every strategy; XLA derives the
-collectives (all-reduce, all-gather, reduce-scatter) from where the arrays live.
+parameters as the state stores them and one for the optimizer state and the gradients that
+update it. For most strategies the training step is the same code and XLA derives the
+collectives (all-reduce, all-gather, reduce-scatter) from where the arrays live; a strategy
+marked `explicit` computes its gradient with the collectives written out (slm_jax.zero2).
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ class Strategy:
   params: dict[str, str]      # logical axis -> mesh axis, for the parameters
   opt_state: dict[str, str]   # ... for gradients and optimizer state
   description: str
+  explicit: bool = False      # the gradient from slm_jax.zero2, not from XLA's partitioner
 
 
 _SHARD_EMBED = {"embed": "fsdp"}
+# Every logical axis: a parameter is split on its first dimension the devices divide, so that a
+# gather or reduce-scatter moves whole rows (contiguous blocks, no transposes around the NCCL
+# call); where the first does not divide (down_proj's FFN rows at some sizes), the next one.
+_SHARD_FIRST = {name: "fsdp" for name in ("vocab", "embed", "heads", "kv_heads", "mlp", "norm")}
 STRATEGIES: dict[str, Strategy] = {
     "single": Strategy(("data",), {}, {}, "one device"),
     "ddp": Strategy(("data",), {}, {},
@@ -38,9 +44,11 @@ STRATEGIES: dict[str, Strategy] = {
     "fsdp_full": Strategy(("fsdp",), _SHARD_EMBED, _SHARD_EMBED,
                           "ZeRO-3: parameters, gradients and optimizer state sharded; "
                           "parameters all-gathered where used, gradients reduce-scattered"),
-    "fsdp_grad_op": Strategy(("fsdp",), {}, _SHARD_EMBED,
-                             "ZeRO-2: parameters replicated; gradients reduce-scattered, "
-                             "optimizer state sharded, updated parameters all-gathered"),
+    "fsdp_grad_op": Strategy(("fsdp",), _SHARD_FIRST, _SHARD_FIRST,
+                             "ZeRO-2: fp32 parameters, gradients and optimizer state sharded; "
+                             "weights all-gathered once a step in the compute dtype and kept "
+                             "through the backward, gradients reduce-scattered",
+                             explicit=True),
     "hsdp": Strategy(("replica", "fsdp"), _SHARD_EMBED, _SHARD_EMBED,
                      "fsdp_full inside a host, ddp across hosts"),
 }

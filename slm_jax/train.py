@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from slm_jax import config as config_lib
-from slm_jax import collectives, fp8 as fp8_lib, measure, pgle, profile, sharding
+from slm_jax import collectives, fp8 as fp8_lib, measure, pgle, profile, sharding, zero2
 from slm_jax.attention import check as check_attention
 from slm_jax.errors import UserError
 from slm_jax.model import Llama
@@ -106,9 +106,9 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
 
   batch_sh = sharding.batch_sharding(mesh)
 
-  def new_model(rngs):
+  def new_model(rngs, activation_sharding=batch_sh):
     return Llama(mcfg, attention=c.attention, ffn_pad_multiple=c.ffn_pad_multiple, dtype=dtype,
-                 param_dtype=param_dtype, activation_sharding=batch_sh,
+                 param_dtype=param_dtype, activation_sharding=activation_sharding,
                  logits_grad_dtype=jnp.dtype(config_lib.logits_grad_dtype(c)),
                  logits_dtype=jnp.dtype(config_lib.logits_dtype(c)),
                  fuse_projections=c.fuse_projections, fold_norm_scale=c.fold_norm_scale,
@@ -121,8 +121,8 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
   optimizer = make_optimizer(c)
 
   param_sh = sharding.shardings(abstract_vars, mesh, strategy.params)
-  # Gradients take the optimizer state's layout: under fsdp_grad_op that turns the gradient
-  # all-reduce into a reduce-scatter, and the replicated parameters' update into an all-gather.
+  # Gradients take the optimizer state's layout: where it is sharded, their reduction is a
+  # reduce-scatter.
   grad_sh = sharding.shardings(abstract_vars, mesh, strategy.opt_state)
   abstract_params = nnx.to_pure_dict(abstract_vars)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
@@ -142,14 +142,26 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
     return TrainState(params, optimizer.init(params),
                       nnx.to_pure_dict(fp8_vars) if has_fp8_state else None)
 
-  def loss_fn(params, batch, fp8_state=None):
-    states = (params,) if fp8_state is None else (params, fp8_state)
-    logits = nnx.merge(graphdef, *states)(batch["inputs"])
-    with jax.named_scope("cross_entropy"):  # the scopes name slm_jax.profile's categories
-      return cross_entropy(logits, batch["targets"], c.cross_entropy)
+  def make_loss_fn(graphdef):
+    def loss_fn(params, batch, fp8_state=None):
+      states = (params,) if fp8_state is None else (params, fp8_state)
+      logits = nnx.merge(graphdef, *states)(batch["inputs"])
+      with jax.named_scope("cross_entropy"):  # the scopes name slm_jax.profile's categories
+        return cross_entropy(logits, batch["targets"], c.cross_entropy)
+    return loss_fn
+
+  loss_fn = make_loss_fn(graphdef)
+  if strategy.explicit:
+    # One device's rows with gathered weights: the same model, placing nothing itself.
+    local_graphdef = nnx.split(nnx.eval_shape(lambda: new_model(nnx.Rngs(0), None)),
+                               nnx.Param, fp8_lib.Fp8State)[0]
+    explicit_grad = zero2.value_and_grad(make_loss_fn(local_graphdef), mesh, param_sh,
+                                         batch_sh, dtype, fp8_sh)
 
   def step(state: TrainState, batch: dict):
-    if state.fp8 is None:
+    if strategy.explicit:
+      loss, grads, fp8_state = explicit_grad(state.params, batch, state.fp8)
+    elif state.fp8 is None:
       loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
       fp8_state = None
     else:  # the fp8 state's "gradient" is its next value (slm_jax.fp8)

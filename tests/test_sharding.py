@@ -75,8 +75,9 @@ def test_shardings_hold_what_each_strategy_promises():
   # Norm scales (1/500 of the bytes) stay replicated, so "1/8" is 1/8 plus a sliver.
   assert full_p == pytest.approx(ddp_p / 8, rel=0.02)
   assert full_o == pytest.approx(ddp_o / 8, rel=0.02) and full_g == full_p
-  assert op_p == ddp_p
-  assert op_o == pytest.approx(ddp_o / 8, rel=0.02) and op_g == full_p
+  # fsdp_grad_op splits every parameter on a dimension 8 divides, the norm scales included.
+  assert op_p == ddp_p / 8 and op_g == op_p
+  assert op_o == pytest.approx(ddp_o / 8, rel=0.001)
 
 
 def compiled_collectives(name, **overrides):
