@@ -98,9 +98,10 @@ def ops(hlo_text: str, num_devices: int) -> list[Op]:
     groups = _groups(line, num_devices)
     n = len(groups[0]) if groups and kind != "collective-permute" else _group_size(line,
                                                                                   num_devices)
-    result_bytes = hlo.nbytes(instr["type"])
+    result, operand = hlo.async_result(instr["op"], instr["type"])
+    result_bytes = hlo.nbytes(result)
     if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
-      size = hlo.nbytes(instr["operands"]) or result_bytes * n
+      size = hlo.nbytes(operand or instr["operands"]) or result_bytes * n
     else:
       size = result_bytes
     if n <= 1:

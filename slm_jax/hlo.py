@@ -36,8 +36,38 @@ def nbytes(text: str) -> int:
   return sum(dtype_bytes(d) * math.prod(dims) for d, dims in shapes(text))
 
 
+def tuple_elements(type_text: str) -> list[str]:
+  """The top-level elements of a tuple type, as text (`[type_text]` if it is not a tuple)."""
+  text = type_text.strip()
+  if not text.startswith("("):
+    return [text]
+  out, depth, start = [], 0, 1
+  for i, ch in enumerate(text):
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    if (ch == "," and depth == 1) or depth == 0:
+      out.append(text[start:i].strip())
+      start = i + 1
+    if depth == 0:
+      break
+  return [e for e in out if e]
+
+
+def async_result(opcode: str, type_text: str) -> tuple[str, str | None]:
+  """(result type, operand type or None) of a collective. GPU compiles print an asynchronous
+  collective's `-start` as `((operands), results[, scratch])`: its result is the second
+  element, not the whole tuple (which would count the operands' bytes too)."""
+  if opcode.endswith("-start") and type_text.lstrip().startswith("(("):
+    elements = tuple_elements(type_text)
+    if len(elements) >= 2:
+      return elements[1], elements[0]
+  return type_text, None
+
+
 def element(type_text: str, index: int) -> str:
-  """The `index`-th element of a tuple type ("" if it has fewer)."""
+  """The `index`-th shape of a (flat) tuple type ("" if it has fewer)."""
   elements = [m[0] for m in _SHAPE.finditer(type_text)]
   return elements[index] if index < len(elements) else ""
 

@@ -46,7 +46,7 @@ def windows(hlo_text: str) -> list[Window]:
     op = instr["op"]
     if op.endswith("-start") and op[:-len("-start")] in hlo.COLLECTIVES:
       out[instr["name"]] = Window(op[:-len("-start")], instr["name"],
-                                  hlo.nbytes(hlo.element(instr["type"], 1) or instr["type"]),
+                                  hlo.nbytes(hlo.async_result(op, instr["type"])[0]),
                                   k, 0, 0, len(open_at))
       open_at[instr["name"]] = k
     elif op.endswith("-done") and op[:-len("-done")] in hlo.COLLECTIVES:
