@@ -262,13 +262,17 @@ def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: flo
   # hides, which is about the slowest device's exposed time.
   gpus = list(gpu_timelines(events))
   devices = [(gpus[0], first)] if gpus else []
+  timelines = {gpus[0]: spans} if gpus else {}
   for name in gpus[1:]:
     if other := device_spans(events, ops, name):
       devices.append((name, _collective_times(list(_intervals(other)), ops, steps)))
+      timelines[name] = other
   if len(devices) > 1:
+    waiting = _waiting_for_peers(timelines, ops, steps)
     out["per_device"] = [{"device": name, "compute_ms": t["compute_ms"],
                           "collectives_busy_ms": t["collectives_busy_ms"],
-                          "collectives_exposed_ms": t["collectives_exposed_ms"]}
+                          "collectives_exposed_ms": t["collectives_exposed_ms"],
+                          "collectives_waiting_ms": waiting[name]}
                          for name, t in devices]
     compute = [t["compute_ms"] for _, t in devices]
     out["compute_skew_ms"] = max(compute) - min(compute)
@@ -307,3 +311,46 @@ def _collective_times(intervals, ops: dict[str, Op], steps: int) -> dict[str, fl
   return {"compute_ms": ms(compute), "collectives_busy_ms": ms(busy),
           "collectives_overlapped_ms": ms(overlapped),
           "collectives_exposed_ms": ms(busy - overlapped)}
+
+
+def _waiting_for_peers(timelines: dict[str, list], ops: dict[str, Op],
+                       steps: int) -> dict[str, float]:
+  """ms per step of each device's exposed collective time spent before the last device's
+  kernel of the same collective started: waiting for another device to arrive, not moving
+  data. Every device runs the same program, so the k-th kernel of a collective op on one
+  device is the k-th on each other."""
+  starts: dict[tuple, dict[str, float]] = {}
+  kernels: dict[str, list] = {}
+  for device, spans in timelines.items():
+    seen: dict[str, int] = {}
+    kernels[device] = []
+    for s, e, name, _ in sorted(spans):
+      if ops[name].category != "collectives":
+        continue
+      key = (name, seen.get(name, 0))
+      seen[name] = key[1] + 1
+      starts.setdefault(key, {})[device] = s
+      kernels[device].append((s, e, key))
+  out = {}
+  for device, spans in timelines.items():
+    compute = [(s, e) for s, e, name, _ in spans if ops[name].category != "collectives"]
+    wait = 0.0
+    for s, e, key in kernels[device]:
+      if len(starts[key]) < len(timelines):
+        continue
+      arrived = min(max(starts[key].values()), e)
+      if arrived > s:
+        wait += (arrived - s) - _covered(compute, s, arrived)
+    out[device] = wait / 1e3 / steps
+  return out
+
+
+def _covered(intervals: list[tuple[float, float]], a: float, b: float) -> float:
+  """How much of [a, b] the union of `intervals` covers."""
+  clipped = sorted((max(s, a), min(e, b)) for s, e in intervals if s < b and e > a)
+  total, end = 0.0, a
+  for s, e in clipped:
+    if e > end:
+      total += e - max(s, end)
+      end = e
+  return total

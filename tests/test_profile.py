@@ -131,7 +131,11 @@ def test_each_gpu_s_wait_at_a_collective_and_the_spread_of_their_compute(tmp_pat
   assert (gpu0["device"], gpu1["device"]) == ("/device:GPU:0", "/device:GPU:1")
   assert gpu0["compute_ms"] == pytest.approx(0.100) and gpu1["compute_ms"] == pytest.approx(0.060)
   assert gpu0["collectives_exposed_ms"] == pytest.approx(0.020)
-  assert gpu1["collectives_exposed_ms"] == pytest.approx(0.060)  # 40 us of it waiting for GPU 0
+  assert gpu1["collectives_exposed_ms"] == pytest.approx(0.060)
+  # GPU 1's kernel runs 40-120 us, GPU 0's from 80: GPU 1 idles 20 us (60-80) before GPU 0
+  # arrives, then 40 us moving data; GPU 0 never waits for GPU 1.
+  assert gpu1["collectives_waiting_ms"] == pytest.approx(0.020)
+  assert gpu0["collectives_waiting_ms"] == 0
   assert b["compute_skew_ms"] == pytest.approx(0.040)
   # One GPU's trace has no per-device part.
   with gzip.open(path, "wt") as f:
