@@ -9,8 +9,8 @@ reduce-scatters each gradient back onto the shards in the dtype the backward wro
 the kernels). The optimizer then updates the shards where they live.
 
 Why by hand: left to the partitioner, a replicated-parameter ZeRO-2 gathered the fp32
-parameters after the update, twice the bytes of a bf16 gather, and a sharding constraint on a
-bf16 copy did not move the gather (benchmarks/PERF_NOTES.md sections 14 and 21).
+parameters after the update, twice the bytes of a bf16 gather, and sharding constraints on bf16
+copies moved no collective (benchmarks/PERF_NOTES.md sections 14 and 21).
 
 Numerics against ddp: the same per-device backward on the same weights in the compute dtype,
 and the same sum of gradients, computed as a reduce-scatter. The embedding table and the norm
@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 _CAST_LEAF = "kernel"
 
 
-def sharded_dim(spec: P, axis: str) -> int | None:
+def _sharded_dim(spec: P, axis: str) -> int | None:
   """The dimension `spec` splits over mesh axis `axis`, or None (replicated)."""
   for dim, names in enumerate(spec):
     if names == axis or (isinstance(names, tuple) and axis in names):
@@ -61,7 +61,7 @@ def value_and_grad(loss_fn: Callable[..., jax.Array], mesh: Mesh, param_sharding
   axis = mesh.axis_names[0]
   n = mesh.shape[axis]
   specs = [s.spec for s in jax.tree.leaves(param_shardings)]
-  dims = [sharded_dim(s, axis) for s in specs]
+  dims = [_sharded_dim(s, axis) for s in specs]
 
   def local(params, batch, fp8_state):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)

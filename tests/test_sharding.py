@@ -1,6 +1,8 @@
 """Strategies on 8 fake CPU devices (tests/conftest.py): same numbers as one device, the
 promised layouts, and the collectives each one should send."""
 
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from slm_jax import collectives, config as config_lib, hardware, results, sharding, train
+from slm_jax import collectives, config as config_lib, hardware, results, sharding, train, zero2
 from slm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,3 +186,24 @@ def test_two_processes_through_jax_distributed_agree_with_one(tmp_path):
   assert (s["num_processes"], s["num_devices"]) == (1, 4)
   np.testing.assert_allclose(m["losses"], s["losses"], rtol=1e-5)
 
+
+
+def test_fsdp_grad_op_gathers_kernels_in_the_compute_dtype_and_reduces_as_the_backward_wrote():
+  # The lowered step, before XLA's CPU passes (which widen bf16 collectives to fp32; a GPU
+  # compile keeps them bf16): one gather and one reduce-scatter per parameter, the kernels in
+  # bf16, the embedding table and norm scales in fp32 as the model uses them.
+  c = config_lib.tiny_config()
+  c.update(strategy="fsdp_grad_op")
+  program = train.build(c)
+  text = program.step.lower(program.abstract_state, program.abstract_batch).as_text()
+  nbytes = lambda t: math.prod(int(d) for d in t.split("x")[:-1]) * np.dtype(
+      {"bf16": "bfloat16"}.get(t.split("x")[-1], t.split("x")[-1].replace("f", "float"))).itemsize
+  gathered = re.findall(r'"stablehlo.all_gather".*?-> tensor<([^>]*)>', text)
+  scattered = re.findall(r'stablehlo.reduce_scatter"[\s\S]*?\}\) : \(tensor<([^>]*)>\)', text)
+  params = program.abstract_state.params
+  assert len(gathered) == len(scattered) == len(jax.tree.leaves(params))
+  assert sum(map(nbytes, gathered)) == zero2.gathered_dtype_bytes(params, "bfloat16")
+  assert sum(map(nbytes, scattered)) == zero2.gathered_dtype_bytes(params, "bfloat16")
+  assert sum(t.endswith("bf16") for t in gathered) == 7 * c.num_layers + 1  # kernels, LM head
+  reduced = re.findall(r'stablehlo.all_reduce"[\s\S]*?\}\) : \(tensor<([^>]*)>\)', text)
+  assert reduced == ["f32"]  # the loss's sum, a scalar
