@@ -112,15 +112,19 @@ def schedule_of_config(c: ml_collections.ConfigDict, gpu: hardware.GPU | None) -
   return hardware.options_beyond_preset(c.xla_options, gpu, c.get("nccl_options", ""))
 
 
+def _option_set(xla_options: str | None, nccl_options: str | None) -> frozenset[str]:
+  return frozenset(f"{xla_options or ''} {nccl_options or ''}".split())
+
+
 def options_of(record: dict) -> frozenset[str]:
   """Every XLA option and NCCL setting a record's step ran with, its preset's included: two runs
   of one preset schedule still differ here when the preset gained an option between them."""
   config = record.get("config") or {}
-  return frozenset(f"{config.get('xla_options') or ''} {config.get('nccl_options') or ''}".split())
+  return _option_set(config.get("xla_options"), config.get("nccl_options"))
 
 
 def options_of_config(c: ml_collections.ConfigDict) -> frozenset[str]:
-  return frozenset(f"{c.xla_options} {c.get('nccl_options', '')}".split())
+  return _option_set(c.xla_options, c.get("nccl_options"))
 
 
 def _ok(record: dict) -> bool:
