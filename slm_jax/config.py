@@ -17,6 +17,7 @@ from slm_jax.fp8 import SCALINGS as FP8_SCALINGS
 from slm_jax.errors import UserError
 
 STRATEGIES = ("single", "ddp", "fsdp_full", "fsdp_grad_op", "hsdp")
+REDUCE_SCHEDULES = ("xla", "per_layer")
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("benchmark", "train")
 CROSS_ENTROPY = ("gather", "select")
@@ -78,6 +79,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.gpu = "cpu"
   c.strategy = "single"
   c.num_devices = 0  # devices to use; 0 = all present (single: 1)
+  # When ddp's and fsdp_grad_op's gradient reductions run: "xla" (after the backward, where
+  # XLA's scheduler places them) or "per_layer" (each layer's during the backward of the layer
+  # before it, written out in shard_map: slm_jax.explicit_grad).
+  c.reduce_schedule = "xla"
   c.per_device_batch_size = 8
   c.seq_len = 128
   # Measurement: `warmup_steps` untimed steps after compiling, then `repeats` x `steps` timed.
@@ -276,6 +281,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     f"{sorted(model_lib.PRESETS)} and set num_layers/num_heads/... to customise")
   if c.strategy not in STRATEGIES:
     raise UserError(f"--config.strategy={c.strategy!r} is not one of {list(STRATEGIES)}")
+  if c.get("reduce_schedule", "xla") not in REDUCE_SCHEDULES:
+    raise UserError(f"--config.reduce_schedule={c.reduce_schedule!r} is not one of "
+                    f"{list(REDUCE_SCHEDULES)}")
+  if c.get("reduce_schedule", "xla") == "per_layer" and c.strategy not in ("ddp", "fsdp_grad_op"):
+    raise UserError(f"--config.reduce_schedule=per_layer needs --config.strategy=ddp or "
+                    f"fsdp_grad_op, not {c.strategy!r} (or set --config.reduce_schedule=xla)")
   for field in ("compute_dtype", "param_dtype"):
     if c[field] not in DTYPES:
       raise UserError(f"--config.{field}={c[field]!r} is not one of {list(DTYPES)}")

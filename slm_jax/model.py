@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import itertools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -324,10 +325,20 @@ class Llama(nnx.Module):
                 else dict(preferred_element_type=jnp.float32, **head_dot))
     self.lm_head = _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), **kw, **head_out)
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
+  def __call__(self, tokens: jax.Array, boundary: Callable | None = None) -> jax.Array:
+    """`boundary(x, [(path, module), ...]) -> x`, if given, receives every parameter group
+    before the layer ahead of the one that uses it (slm_jax.explicit_grad): the embedding and
+    layer 0 with no activation, layer i + 1 with layer i's input, the final norm and head
+    with the last layer's."""
     positions = jnp.arange(tokens.shape[1])
+    n = len(self.layers)
+    if boundary is not None:
+      boundary(None, [(("embed_tokens",), self.embed_tokens), (("layers", "0"), self.layers[0])])
     x = self._pin(self.embed_tokens(tokens).astype(self.dtype))
-    for layer in self.layers:
+    for i, layer in enumerate(self.layers):
+      if boundary is not None:
+        x = boundary(x, [(("layers", str(i + 1)), self.layers[i + 1])] if i + 1 < n
+                     else [(("norm",), self.norm), (("lm_head",), self.lm_head)])
       x = self._pin(layer(x, positions))
     return self.lm_head(self.norm(x))
 

@@ -5,7 +5,7 @@ maps from the model's logical axis names (see `slm_jax.model`) to mesh axes, one
 parameters as the state stores them and one for the optimizer state and the gradients that
 update it. For most strategies the training step is the same code and XLA derives the
 collectives (all-reduce, all-gather, reduce-scatter) from where the arrays live; a strategy
-marked `explicit` computes its gradient with the collectives written out (slm_jax.zero2).
+marked `explicit` computes its gradient with the collectives written out (slm_jax.explicit_grad).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Strategy:
   params: dict[str, str]      # logical axis -> mesh axis, for the parameters
   opt_state: dict[str, str]   # ... for gradients and optimizer state
   description: str
-  explicit: bool = False      # the gradient from slm_jax.zero2, not from XLA's partitioner
+  explicit: bool = False      # the gradient from slm_jax.explicit_grad, not from XLA's partitioner
 
 
 _SHARD_EMBED = {"embed": "fsdp"}

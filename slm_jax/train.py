@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from slm_jax import config as config_lib
-from slm_jax import collectives, fp8 as fp8_lib, measure, pgle, profile, sharding, zero2
+from slm_jax import collectives, explicit_grad, fp8 as fp8_lib, measure, pgle, profile, sharding
 from slm_jax.attention import check as check_attention
 from slm_jax.errors import UserError
 from slm_jax.model import Llama
@@ -143,24 +143,27 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
                       nnx.to_pure_dict(fp8_vars) if has_fp8_state else None)
 
   def make_loss_fn(graphdef):
-    def loss_fn(params, batch, fp8_state=None):
+    def loss_fn(params, batch, fp8_state=None, boundary=None):
       states = (params,) if fp8_state is None else (params, fp8_state)
-      logits = nnx.merge(graphdef, *states)(batch["inputs"])
+      logits = nnx.merge(graphdef, *states)(batch["inputs"], boundary=boundary)
       with jax.named_scope("cross_entropy"):  # the scopes name slm_jax.profile's categories
         return cross_entropy(logits, batch["targets"], c.cross_entropy)
     return loss_fn
 
   loss_fn = make_loss_fn(graphdef)
-  if strategy.explicit:
+  per_layer = c.get("reduce_schedule", "xla") == "per_layer"
+  explicit = strategy.explicit or per_layer
+  if explicit:
     # One device's rows with gathered weights: the same model, placing nothing itself.
     local_graphdef = nnx.split(nnx.eval_shape(lambda: new_model(nnx.Rngs(0), None)),
                                nnx.Param, fp8_lib.Fp8State)[0]
-    explicit_grad = zero2.value_and_grad(make_loss_fn(local_graphdef), mesh, param_sh,
-                                         batch_sh, dtype, fp8_sh)
+    value_and_grad = explicit_grad.value_and_grad(
+        make_loss_fn(local_graphdef), mesh, param_sh, batch_sh, dtype, fp8_sh,
+        per_layer=per_layer)
 
   def step(state: TrainState, batch: dict):
-    if strategy.explicit:
-      loss, grads, fp8_state = explicit_grad(state.params, batch, state.fp8)
+    if explicit:
+      loss, grads, fp8_state = value_and_grad(state.params, batch, state.fp8)
     elif state.fp8 is None:
       loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
       fp8_state = None

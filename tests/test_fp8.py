@@ -216,8 +216,9 @@ def test_the_delayed_state_is_float32_beside_the_unchanged_parameters():
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp_full", "fsdp_grad_op"])
-def test_delayed_state_is_replicated_and_agrees_with_one_device(strategy):
+@pytest.mark.parametrize("strategy,schedule", [("ddp", "xla"), ("fsdp_full", "xla"),
+                                               ("fsdp_grad_op", "xla"), ("ddp", "per_layer")])
+def test_delayed_state_is_replicated_and_agrees_with_one_device(strategy, schedule):
   def run(**kw):
     c = tiny(fp8=True, fp8_scaling="delayed", fp8_amax_history=8, compute_dtype="float32",
              ffn_pad_multiple=1, **kw)
@@ -231,7 +232,8 @@ def test_delayed_state_is_replicated_and_agrees_with_one_device(strategy):
     return program, state, losses
 
   _, one, one_losses = run(strategy="single", per_device_batch_size=16)
-  program, state, losses = run(strategy=strategy, per_device_batch_size=2)
+  program, state, losses = run(strategy=strategy, per_device_batch_size=2,
+                               reduce_schedule=schedule)
   for s in jax.tree.leaves(program.state_shardings.fp8):
     assert s.is_fully_replicated and len(s.device_set) == 8
   for x in jax.tree.leaves(state.fp8):

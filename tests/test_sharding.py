@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from slm_jax import collectives, config as config_lib, hardware, results, sharding, train, zero2
+from slm_jax import (collectives, config as config_lib, explicit_grad, hardware, results, sharding,
+                     train)
 from slm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,9 @@ def reference():
 # The last case: optax's gather cross-entropy (the default is the one-hot select, which spans
 # the vocabulary axis of batch-sharded logits and so needs no collective of its own).
 @pytest.mark.parametrize("name,overrides", [(name, {}) for name in STRATEGIES]
-                         + [("fsdp_full", {"cross_entropy": "gather"})])
+                         + [("fsdp_full", {"cross_entropy": "gather"}),
+                            ("ddp", {"reduce_schedule": "per_layer"}),
+                            ("fsdp_grad_op", {"reduce_schedule": "per_layer"})])
 def test_strategy_matches_single_device(name, overrides, reference):
   losses, params, program = train_steps(tiny(strategy=name, per_device_batch_size=2,
                                              **overrides))
@@ -153,6 +156,10 @@ def test_mesh_errors_are_clear():
     train.build(tiny(strategy="ddp", num_devices=16))
   with pytest.raises(UserError, match="not one of"):
     sharding.make_mesh("zero4")
+  with pytest.raises(UserError, match="reduce_schedule=per_layer needs --config.strategy=ddp"):
+    config_lib.validate(tiny(strategy="fsdp_full", reduce_schedule="per_layer"))
+  with pytest.raises(UserError, match="reduce_schedule='overlap' is not one of"):
+    config_lib.validate(tiny(strategy="ddp", reduce_schedule="overlap"))
 
 
 def test_dimensions_the_mesh_does_not_divide_stay_replicated():
@@ -188,12 +195,14 @@ def test_two_processes_through_jax_distributed_agree_with_one(tmp_path):
 
 
 
-def test_fsdp_grad_op_gathers_kernels_in_the_compute_dtype_and_reduces_as_the_backward_wrote():
+@pytest.mark.parametrize("schedule", ["xla", "per_layer"])
+def test_fsdp_grad_op_gathers_kernels_in_the_compute_dtype_and_reduces_as_the_backward_wrote(
+    schedule):
   # The lowered step, before XLA's CPU passes (which widen bf16 collectives to fp32; a GPU
   # compile keeps them bf16): one gather and one reduce-scatter per parameter, the kernels in
   # bf16, the embedding table and norm scales in fp32 as the model uses them.
   c = config_lib.tiny_config()
-  c.update(strategy="fsdp_grad_op")
+  c.update(strategy="fsdp_grad_op", reduce_schedule=schedule)
   program = train.build(c)
   text = program.step.lower(program.abstract_state, program.abstract_batch).as_text()
   nbytes = lambda t: math.prod(int(d) for d in t.split("x")[:-1]) * np.dtype(
@@ -202,8 +211,35 @@ def test_fsdp_grad_op_gathers_kernels_in_the_compute_dtype_and_reduces_as_the_ba
   scattered = re.findall(r'stablehlo.reduce_scatter"[\s\S]*?\}\) : \(tensor<([^>]*)>\)', text)
   params = program.abstract_state.params
   assert len(gathered) == len(scattered) == len(jax.tree.leaves(params))
-  assert sum(map(nbytes, gathered)) == zero2.gathered_dtype_bytes(params, "bfloat16")
-  assert sum(map(nbytes, scattered)) == zero2.gathered_dtype_bytes(params, "bfloat16")
+  assert sum(map(nbytes, gathered)) == explicit_grad.gathered_dtype_bytes(params, "bfloat16")
+  assert sum(map(nbytes, scattered)) == explicit_grad.gathered_dtype_bytes(params, "bfloat16")
   assert sum(t.endswith("bf16") for t in gathered) == 7 * c.num_layers + 1  # kernels, LM head
   reduced = re.findall(r'stablehlo.all_reduce"[\s\S]*?\}\) : \(tensor<([^>]*)>\)', text)
   assert reduced == ["f32"]  # the loss's sum, a scalar
+
+
+@pytest.mark.parametrize("name,collective", [("ddp", "all-reduce"),
+                                             ("fsdp_grad_op", "reduce-scatter")])
+def test_per_layer_reductions_are_tied_to_the_layer_before(name, collective):
+  # Each layer's gradients (the final norm's and the head's for the last) are reduced once and
+  # held by a barrier with the input gradient of the layer before, which the rest of the
+  # backward needs: XLA can run them beside that layer but cannot leave them to the step's end.
+  c = config_lib.tiny_config()
+  c.update(strategy=name, reduce_schedule="per_layer")
+  program = train.build(c)
+  hlo = program.step.lower(program.abstract_state, program.abstract_batch).as_text(dialect="hlo")
+  shapes = dict(re.findall(r"^\s*(?:ROOT )?(\S+) = (\S+\[[\d,]*\])", hlo, re.M))
+  ops = dict(re.findall(r"^\s*(?:ROOT )?(\S+) = .*? ([a-z-]+)\(", hlo, re.M))
+  params = program.abstract_state.params
+  reductions = [n for n, op in ops.items() if op == collective and shapes.get(n) != "f32[]"]
+  assert len(reductions) == len(jax.tree.leaves(params))
+  barriers = re.findall(r"= \((.*)\) opt-barrier\(", hlo)
+  assert len(barriers) == c.num_layers
+  d_model = config_lib.model_config(c).d_model
+  activation = f"[{c.per_device_batch_size},{c.seq_len},{d_model}]"
+  layer = [x for x in jax.tree.leaves(params["layers"][1])]
+  # layers 1.. and the final norm with the head; the embedding and layer 0 are reduced last
+  assert sorted(b.count("[") for b in barriers) == sorted(
+      [len(layer) + 1] * (c.num_layers - 1) + [len(jax.tree.leaves(params["norm"]))
+                                               + len(jax.tree.leaves(params["lm_head"])) + 1])
+  assert all(b.count(activation) == 1 for b in barriers)
