@@ -100,31 +100,38 @@ def gpu_of(record: dict) -> hardware.GPU | None:
 
 
 def schedule_of(record: dict) -> frozenset[str]:
-  """The XLA options and NCCL settings a record's step ran with beyond its GPU type's preset
-  (empty: the preset's schedule)."""
+  """The XLA options, NCCL settings and gradient-reduction schedule a record's step ran with
+  beyond its GPU type's preset (empty: the preset's schedule)."""
   config = record.get("config") or {}
   return hardware.options_beyond_preset(config.get("xla_options") or "", gpu_of(record),
-                                        config.get("nccl_options") or "")
+                                        config.get("nccl_options") or "") | _reduce(config)
 
 
 def schedule_of_config(c: ml_collections.ConfigDict, gpu: hardware.GPU | None) -> frozenset[str]:
   """`schedule_of` for a config about to run on `gpu`."""
-  return hardware.options_beyond_preset(c.xla_options, gpu, c.get("nccl_options", ""))
+  return hardware.options_beyond_preset(c.xla_options, gpu, c.get("nccl_options", "")) | _reduce(c)
 
 
-def _option_set(xla_options: str | None, nccl_options: str | None) -> frozenset[str]:
-  return frozenset(f"{xla_options or ''} {nccl_options or ''}".split())
+def _reduce(config) -> frozenset[str]:
+  """A reduction schedule other than XLA's, as an option (--config.reduce_schedule)."""
+  schedule = config.get("reduce_schedule") or "xla"
+  return frozenset() if schedule == "xla" else frozenset({f"reduce_schedule={schedule}"})
+
+
+def _option_set(config) -> frozenset[str]:
+  return frozenset(f"{config.get('xla_options') or ''} "
+                   f"{config.get('nccl_options') or ''}".split()) | _reduce(config)
 
 
 def options_of(record: dict) -> frozenset[str]:
-  """Every XLA option and NCCL setting a record's step ran with, its preset's included: two runs
-  of one preset schedule still differ here when the preset gained an option between them."""
-  config = record.get("config") or {}
-  return _option_set(config.get("xla_options"), config.get("nccl_options"))
+  """Every XLA option, NCCL setting and reduction schedule a record's step ran with, its
+  preset's included: two runs of one preset schedule still differ here when the preset gained an
+  option between them."""
+  return _option_set(record.get("config") or {})
 
 
 def options_of_config(c: ml_collections.ConfigDict) -> frozenset[str]:
-  return _option_set(c.xla_options, c.get("nccl_options"))
+  return _option_set(c)
 
 
 def _ok(record: dict) -> bool:

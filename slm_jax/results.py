@@ -269,6 +269,11 @@ def fmt(value, spec: str = ",.0f") -> str:
   return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
+def _reduce_note(config: dict) -> str:
+  schedule = config.get("reduce_schedule") or "xla"
+  return "" if schedule == "xla" else f" (gradients reduced {schedule})"
+
+
 def summary(record: dict) -> str:
   """A few readable lines for stdout."""
   st = record.get("step_time_s") or {}
@@ -278,7 +283,8 @@ def summary(record: dict) -> str:
       ("model", f"{record['model']} ({record['params']:,} params, "
                 f"{record['flops_per_token'] / 1e9:.3f} GFLOP/token)"),
       ("device", f"{record['num_devices']} x {record['device_kind']}"),
-      ("attention / strategy", f"{record['attention']} / {record['strategy']}"),
+      ("attention / strategy", f"{record['attention']} / {record['strategy']}"
+                               + _reduce_note(record.get("config") or {})),
       ("batch", f"{record['per_device_batch']}/device, {record['global_batch']} global, "
                 f"seq {record['seq_len']}"),
       ("compile", f"{fmt(record.get('compile_s'), '.1f')} s"),

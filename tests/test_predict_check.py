@@ -168,6 +168,14 @@ def test_without_a_run_of_its_own_schedule_a_variant_calibrates_on_the_preset_s_
   assert predict.pick_calibration(c, rows)["run_id"] == "preset"
   rows.append(dict(base, run_id="same-variant", config=dict(preset, xla_options=lhs)))
   assert predict.pick_calibration(c, rows)["run_id"] == "same-variant"
+  # a reduction schedule of its own is another schedule, as an option is
+  per_layer = tiny(strategy="fsdp_full", reduce_schedule="per_layer")
+  rows.append(dict(base, run_id="per-layer", timestamp="2026-01-03",
+                   config=dict(preset, reduce_schedule="per_layer")))
+  assert predict.schedule_of(rows[-1]) == {"reduce_schedule=per_layer"}
+  assert not predict.schedule_of(rows[0])  # reduce_schedule=xla is the preset's
+  assert predict.pick_calibration(per_layer, rows)["run_id"] == "per-layer"
+  assert predict.pick_calibration(tiny(strategy="fsdp_full"), rows)["run_id"] == "preset"
   # between preset runs, the one at the checked run's per-device batch
   c = tiny(strategy="fsdp_full", per_device_batch_size=16)
   rows = [dict(base, run_id="b16", config=preset, per_device_batch=16, timestamp="2026-01-01"),
