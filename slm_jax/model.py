@@ -326,10 +326,11 @@ class Llama(nnx.Module):
     self.lm_head = _linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), **kw, **head_out)
 
   def __call__(self, tokens: jax.Array, boundary: Callable | None = None) -> jax.Array:
-    """`boundary(x, [(path, module), ...]) -> x`, if given, receives every parameter group
-    before the layer ahead of the one that uses it (slm_jax.explicit_grad): the embedding and
-    layer 0 with no activation, layer i + 1 with layer i's input, the final norm and head
-    with the last layer's."""
+    """`boundary(x, [(path, module), ...]) -> x`, if given, receives each group of parameters
+    one layer before the layer that uses it, so that their gradients are complete while the
+    backward still has a layer to run (slm_jax.explicit_grad): layer i + 1 with layer i's
+    input, the final norm and head with the last layer's, and the embedding and layer 0 first,
+    with no activation."""
     positions = jnp.arange(tokens.shape[1])
     n = len(self.layers)
     if boundary is not None:
