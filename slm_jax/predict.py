@@ -1166,7 +1166,8 @@ def plot_predictions(predicted: list[dict], paper: list[dict], out_dir: Path) ->
       ax.set_title(f"{fig_id} {name}" + (" (A100-80GB)" if fig_id == "Fig3" else ""))
       ax.set_xlabel(xfield.replace("_", " "))
       ax.grid(alpha=0.3)
-      ax.legend(fontsize=6)
+      if ax.get_legend_handles_labels()[0]:  # a panel with neither the paper's nor our points
+        ax.legend(fontsize=6)
   axes[0][0].set_ylabel("Token/Dollar (paper units)")
   axes[1][0].set_ylabel("Token/Dollar (paper units)")
   fig.suptitle("Predicted, not measured: slm_jax (JAX)\nbeside the paper's PyTorch "
