@@ -11,7 +11,8 @@ reduces each gradient in the dtype the backward wrote it (bf16 for the kernels):
 every device where the parameter is replicated, reduce-scattered onto the shards where it is
 sharded. The optimizer then updates the parameters where they live.
 
-When the reductions run (`per_layer`):
+When the reductions run (`per_layer`, `--config.reduce_schedule`; ddp comes here only with it,
+and otherwise takes its gradient from XLA's partitioner):
 - False: every gradient is reduced after the backward, and XLA's scheduler places the
   collectives. It puts them after the last weight-gradient GEMM, with next to nothing to
   overlap (benchmarks/PERF_NOTES.md section 22).
@@ -19,7 +20,9 @@ When the reductions run (`per_layer`):
   ahead of the layer that uses them; the group's weights are gathered there in the forward, and
   its gradients are reduced in the backward while the layer before runs: the reduction's result
   is tied to that layer's input gradient, which the rest of the backward waits on, so XLA cannot
-  leave it until the end. The first group (embedding and layer 0) is reduced last.
+  leave it until the end. The first group (embedding and layer 0) is reduced last. On two
+  power-capped H200s this hid the collectives and slowed the GEMMs beside them by more (1-2%
+  a step, section 22), so it is not the default.
 
 Why by hand: left to the partitioner, a replicated-parameter ZeRO-2 gathered the fp32
 parameters after the update, twice the bytes of a bf16 gather, and sharding constraints on bf16
