@@ -896,7 +896,8 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
            "device_kind": r.get("device_kind"), "record_commit": r.get("git_commit"),
            "record_timestamp": r.get("timestamp"), "measured_tokens_per_s": r["tokens_per_s"],
            "measured_step_s": r["step_time_s"]["median"],
-           "measured_exposed_comm_s": measured_exposed_s(r)}
+           "measured_exposed_comm_s": measured_exposed_s(r),
+           "schedule": " ".join(sorted(schedule_of(r)))}
     if gpu_of(r) is None:
       rows.append(dict(row, error=f"ran on {r.get('device_kind')!r}, not a known GPU type"))
       continue
@@ -961,7 +962,8 @@ COLUMNS = (
 
 CHECK_COLUMNS = (
     ("run_id", "record", "{}"), ("model", "model", "{}"), ("strategy", "strategy", "{}"),
-    ("num_devices", "GPUs", "{}"), ("measured_tokens_per_s", "measured tokens/s", "{:,.0f}"),
+    ("schedule", "beyond the preset", "{}"), ("num_devices", "GPUs", "{}"),
+    ("measured_tokens_per_s", "measured tokens/s", "{:,.0f}"),
     ("predicted_tokens_per_s", "predicted tokens/s", "{:,.0f}"),
     ("error_percent", "error %", "{:+.1f}"),
     ("measured_exposed_comm_s", "measured exposed ms", "{:.2f}", 1e3),

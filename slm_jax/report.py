@@ -1249,7 +1249,8 @@ def check_table(checks: list[dict]) -> Table:
   for c in sorted(checks, key=lambda c: (SIZES.index(c["model"]) if c.get("model") in SIZES
                                          else len(SIZES), c.get("strategy") or "")):
     rows.append([
-        PAPER_MODEL.get(c.get("model"), str(c.get("model"))), str(c.get("strategy")),
+        PAPER_MODEL.get(c.get("model"), str(c.get("model"))),
+        str(c.get("strategy")) + (f" ({c['schedule']})" if c.get("schedule") else ""),
         str(c.get("num_devices")), str(c.get("per_device_batch")),
         f"{c['measured_tokens_per_s']:,.0f}",
         "-" if c.get("predicted_tokens_per_s") is None else f"{c['predicted_tokens_per_s']:,.0f}",

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from slm_jax import hardware, predict
+from slm_jax import hardware, predict, report
 from test_predict import fake_plans, op, record, tiny
 
 
@@ -137,6 +137,7 @@ def test_a_check_row_says_which_records_it_came_from_and_the_exposed_error(histo
     assert row["error_percent"] == pytest.approx(0.0, abs=1e-9)
     assert row["exposed_error_percent"] == pytest.approx(0.0, abs=1e-9)
     assert row["measured_exposed_comm_s"] == pytest.approx(row["predicted_exposed_comm_s"])
+  assert tiny_row["schedule"] == ""  # the preset's
   [stamped] = predict.stamped([tiny_row])
   assert stamped["git_commit"] and stamped["timestamp"] and stamped["versions"]["jax"]
   assert stamped["run_id"] == "tiny-2"
@@ -176,6 +177,10 @@ def test_without_a_run_of_its_own_schedule_a_variant_calibrates_on_the_preset_s_
   assert not predict.schedule_of(rows[0])  # reduce_schedule=xla is the preset's
   assert predict.pick_calibration(per_layer, rows)["run_id"] == "per-layer"
   assert predict.pick_calibration(tiny(strategy="fsdp_full"), rows)["run_id"] == "preset"
+  # and a check row says which schedule its run had
+  row = {"model": "tiny", "strategy": "fsdp_full", "num_devices": 2, "per_device_batch": 8,
+         "measured_tokens_per_s": 1.0, "schedule": "reduce_schedule=per_layer"}
+  assert "fsdp_full (reduce_schedule=per_layer)" in report.check_table([row]).rows[0]
   # between preset runs, the one at the checked run's per-device batch
   c = tiny(strategy="fsdp_full", per_device_batch_size=16)
   rows = [dict(base, run_id="b16", config=preset, per_device_batch=16, timestamp="2026-01-01"),
