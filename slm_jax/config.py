@@ -217,6 +217,12 @@ def logits_grad_dtype(c: ml_collections.ConfigDict) -> str:
   return _dtype_name(c, c.logits_grad_dtype)
 
 
+def reduce_schedule(c) -> str:
+  """`reduce_schedule` of a config or a record's config dict; "xla" for records made before
+  the field."""
+  return c.get("reduce_schedule") or "xla"
+
+
 def logits_dtype(c: ml_collections.ConfigDict) -> str:
   """The dtype name `logits_dtype` stands for ("compute" is the compute dtype)."""
   return _dtype_name(c, c.logits_dtype)
@@ -281,10 +287,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     f"{sorted(model_lib.PRESETS)} and set num_layers/num_heads/... to customise")
   if c.strategy not in STRATEGIES:
     raise UserError(f"--config.strategy={c.strategy!r} is not one of {list(STRATEGIES)}")
-  if c.get("reduce_schedule", "xla") not in REDUCE_SCHEDULES:
+  if reduce_schedule(c) not in REDUCE_SCHEDULES:
     raise UserError(f"--config.reduce_schedule={c.reduce_schedule!r} is not one of "
                     f"{list(REDUCE_SCHEDULES)}")
-  if c.get("reduce_schedule", "xla") == "per_layer" and c.strategy not in ("ddp", "fsdp_grad_op"):
+  if reduce_schedule(c) == "per_layer" and c.strategy not in ("ddp", "fsdp_grad_op"):
     raise UserError(f"--config.reduce_schedule=per_layer needs --config.strategy=ddp or "
                     f"fsdp_grad_op, not {c.strategy!r} (or set --config.reduce_schedule=xla)")
   for field in ("compute_dtype", "param_dtype"):

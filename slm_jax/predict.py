@@ -114,7 +114,7 @@ def schedule_of_config(c: ml_collections.ConfigDict, gpu: hardware.GPU | None) -
 
 def _reduce(config) -> frozenset[str]:
   """A reduction schedule other than XLA's, as an option (--config.reduce_schedule)."""
-  schedule = config.get("reduce_schedule") or "xla"
+  schedule = config_lib.reduce_schedule(config)
   return frozenset() if schedule == "xla" else frozenset({f"reduce_schedule={schedule}"})
 
 

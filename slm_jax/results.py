@@ -270,7 +270,7 @@ def fmt(value, spec: str = ",.0f") -> str:
 
 
 def _reduce_note(config: dict) -> str:
-  schedule = config.get("reduce_schedule") or "xla"
+  schedule = config_lib.reduce_schedule(config)
   return "" if schedule == "xla" else f" (gradients reduced {schedule})"
 
 

@@ -151,7 +151,7 @@ def build(c: ml_collections.ConfigDict, devices=None, hosts: int | None = None) 
     return loss_fn
 
   loss_fn = make_loss_fn(graphdef)
-  per_layer = c.get("reduce_schedule", "xla") == "per_layer"
+  per_layer = config_lib.reduce_schedule(c) == "per_layer"
   explicit = strategy.explicit or per_layer
   if explicit:
     # One device's rows with gathered weights: the same model, placing nothing itself.
