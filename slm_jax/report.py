@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
-import re
 import sys
 import textwrap
 from collections import defaultdict
@@ -38,9 +37,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from slm_jax import hardware, predict, pricing, results  # noqa: E402
+from slm_jax import hardware, predict, pricing, results, weak_scaling  # noqa: E402
 from slm_jax.errors import UserError  # noqa: E402
-from slm_jax.results import fmt  # noqa: E402
+from slm_jax.results import (COMMIT, campaign_label, campaign_of, fmt,  # noqa: E402
+                             short_commit)
 from slm_jax.report_doc import Heading, Image, Items, Para, Table  # noqa: E402
 from slm_jax import report_doc  # noqa: E402
 
@@ -70,7 +70,6 @@ SCHEMES_ALIKE = 1.10
 # Two schemes within this ratio are tied for a finding that names a winner: one run each on one
 # machine does not separate them (two-GPU runs of one command spread by about 1%).
 SCHEME_TIE = 1.01
-_COMMIT = re.compile(r"[0-9a-f]{7,40}(-dirty)?")
 
 
 # ---- records ----------------------------------------------------------------------------
@@ -94,26 +93,11 @@ def load(paths: list[str]) -> tuple[list[dict], dict[str, int]]:
   return records, skipped
 
 
-def campaign_of(record: dict) -> str:
-  """The record's campaign; records written before campaigns existed: their commit."""
-  return record.get("campaign") or record.get("git_commit") or "unknown"
-
-
-def short_commit(commit: str | None) -> str:
-  if not commit:
-    return "-"
-  return commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")
-
-
-def campaign_label(campaign: str) -> str:
-  return f"commit {short_commit(campaign)}" if _COMMIT.fullmatch(campaign) else campaign
-
-
 def in_campaigns(campaign: str, campaigns: tuple[str, ...]) -> bool:
   """Whether `campaign` is one of `campaigns` (all when empty); a campaign named by its commit
   also answers to that commit's first 7 or more hex digits, as `git log` prints it."""
   return not campaigns or any(
-      campaign == c or (_COMMIT.fullmatch(campaign) and len(c) >= 7 and campaign.startswith(c))
+      campaign == c or (COMMIT.fullmatch(campaign) and len(c) >= 7 and campaign.startswith(c))
       for c in campaigns)
 
 
@@ -1340,6 +1324,16 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
   doc.append(stacks if stacks.rows else
              Para("not measured: no campaign holds both slm_jax and PyTorch records of one size "
                   "on one GPU type."))
+  scaling = weak_scaling.rows(records)
+  if scaling:
+    doc += [Heading("Weak scaling from one GPU, on the same chips"),
+            Para("Each multi-GPU run's tokens/s per GPU over the one-GPU runs of the same work on "
+                 "each of its own chips (matched by the UUIDs in `gpus`) in its campaign, its own "
+                 "commit's first: against the slower chip, which sets a multi-GPU step's pace, "
+                 "and the faster. The ± is "
+                 "one standard error from the timed steps' spread (`slm_jax.weak_scaling`). "
+                 "Records without `gpus` are not paired."),
+            weak_scaling.table(scaling)]
   if variants:
     doc += [Heading("Aligned-width variants (they change the model; not in the paper's tables)"),
             Para("Heads and FFN columns added until the widths are multiples of "

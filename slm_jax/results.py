@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -256,6 +257,25 @@ def read(path: str | os.PathLike) -> list[dict]:
     print(f"warning: {path}: skipped unreadable line{'s' * (len(bad) > 1)} {lines} (not a JSON "
           "record; a write cut short?)", file=sys.stderr, flush=True)
   return out
+
+
+# A campaign named by its commit (records written before campaigns existed).
+COMMIT = re.compile(r"[0-9a-f]{7,40}(-dirty)?")
+
+
+def campaign_of(record: dict) -> str:
+  """The record's campaign; records written before campaigns existed: their commit."""
+  return record.get("campaign") or record.get("git_commit") or "unknown"
+
+
+def short_commit(commit: str | None) -> str:
+  if not commit:
+    return "-"
+  return commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def campaign_label(campaign: str) -> str:
+  return f"commit {short_commit(campaign)}" if COMMIT.fullmatch(campaign) else campaign
 
 
 def _jsonable(x):
