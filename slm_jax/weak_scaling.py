@@ -122,7 +122,7 @@ def _nearest(runs: list[dict], record: dict) -> list[dict]:
 
 def rows(records: list[dict]) -> list[Row]:
   """A row for each multi-GPU run whose every chip ran the same work alone in its campaign;
-  newest campaign first within each GPU type and size."""
+  by GPU type and size, newest run first."""
   singles: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
   for r in records:
     if _usable(r) and r.get("num_devices") == 1:
