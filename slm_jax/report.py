@@ -750,10 +750,19 @@ def _torch_label(record: dict) -> str:
              if record.get("torch_compile_scope") not in (None, "none") else ", eager"))
 
 
+def _on_chips(ours: list[dict], key: tuple[str, ...], k: tuple, chips: tuple[str, ...]):
+  """slm_jax's best run of group `k` on exactly `chips`, or None."""
+  same = [r for r in ours if tuple(r[f] for f in key) == k
+          and weak_scaling.chips(r) == chips and r["value"] is not None]
+  return max(same, key=lambda r: r["value"]) if same else None
+
+
 def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Table:
   """slm_jax against PyTorch: each stack's best of one size, GPU type, campaign (a
   slm_jax.compare command's records share one) and GPU count, beside the paper's best on any
-  GPU. On several GPUs each stack's best is over its schemes, and the row names the winners."""
+  GPU. On several GPUs each stack's best is over its schemes, and the row names the winners.
+  Where the records name their chips, slm_jax's best on PyTorch's chips is taken (a campaign
+  may span hosts), and the row says whether the two ran on the same chips."""
   key = ("model", "gpu_series", "campaign", "num_devices")
   jb, tb = best(ours, key), best(torch, key)
   count = defaultdict(int)
@@ -767,7 +776,11 @@ def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Tabl
   pairs = sorted(set(jb) & set(tb), reverse=True,  # newest campaign first, within a size
                  key=lambda k: max(jb[k].get("timestamp") or "", tb[k].get("timestamp") or ""))
   for k in sorted(pairs, key=lambda k: (SIZES.index(k[0]), k[1], k[3])):
-    j, t = jb[k], tb[k]
+    t = tb[k]
+    chips = weak_scaling.chips(t)
+    j = (_on_chips(ours, key, k, chips) if chips else None) or jb[k]
+    machine = ("-" if not chips or not weak_scaling.chips(j) else
+               "same chips" if weak_scaling.chips(j) == chips else "other chips")
     rows.append([PAPER_MODEL[k[0]], k[1], str(k[3]), campaign_label(k[2]),
                  fmt(paper_best(paper, "Fig1", k[0]) if paper else None),
                  f"{fmt(t['value'])} ({scheme(t)}{_torch_label(t)}, b{t['per_device_batch']})",
@@ -776,10 +789,10 @@ def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Tabl
                  f"{count[('jax',) + k]} / {count[('torch',) + k]}",
                  " / ".join(sorted({short_commit(j.get("git_commit")),
                                     short_commit(t.get("git_commit"))})),
-                 f"{j.get('tag') or '-'} / {t.get('tag') or '-'}"])
+                 f"{j.get('tag') or '-'} / {t.get('tag') or '-'}", machine])
   return Table(["model", "GPU", "GPUs", "campaign", "paper best (any GPU)", "PyTorch",
                 "slm_jax", "slm_jax / PyTorch", "best of (runs: slm_jax / PyTorch)", "commit",
-                "tags"], rows)
+                "tags", "chips (records' gpus)"], rows)
 
 
 def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> Table:
@@ -1318,7 +1331,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
       Heading("slm_jax against PyTorch, same GPU type and campaign"),
       Para("Each stack's best run of one size in one campaign on one GPU type and GPU count (a "
            "`slm_jax.compare` command's records share a campaign); on several GPUs the best "
-           "over each stack's schemes, named; Token/Dollar in paper units."),
+           "over each stack's schemes, named; Token/Dollar in paper units. Where the records "
+           "name their chips (`gpus`), slm_jax's best on PyTorch's chips, and the last column "
+           "says whether the two shared them (a campaign may span hosts; '-': not recorded)."),
   ]
   stacks = stacks_table(ours_ok, torch, paper)
   doc.append(stacks if stacks.rows else

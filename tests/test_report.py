@@ -503,3 +503,21 @@ def test_loss_vs_dollars_legend_fits_the_figure_with_long_labels(tmp_path, monke
   legend = fig.legends[0].get_window_extent()
   assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1, (legend, fig.bbox)
   assert fig.bbox.y0 <= legend.y0
+
+
+def test_against_pytorch_takes_slm_jax_on_pytorchs_chips_and_says_so():
+  def on(r, *chips):
+    return dict(r, gpus=[{"index": str(i), "uuid": u} for i, u in enumerate(chips)])
+  t = on(dict(record("2b", "sdpa", "fsdp_grad_op", 48, 2, H200, 430.0, campaign="c",
+                     stack="torch"), torch_compile_scope="layers+loss"), "GPU-a", "GPU-b")
+  here = on(record("2b", "cudnn", "ddp", 48, 2, H200, 460.0, campaign="c"), "GPU-a", "GPU-b")
+  faster_elsewhere = on(record("2b", "cudnn", "ddp", 48, 2, H200, 475.0, campaign="c"),
+                        "GPU-c", "GPU-d")
+  torch = report.prepare([t], stack="torch")
+  [row] = report.stacks_table(report.prepare([here, faster_elsewhere]), torch, []).rows
+  assert row[7] == f"{460 / 430:.2f}" and row[-1] == "same chips"
+  [row] = report.stacks_table(report.prepare([faster_elsewhere]), torch, []).rows
+  assert row[7] == f"{475 / 430:.2f}" and row[-1] == "other chips"
+  [row] = report.stacks_table(report.prepare([dict(faster_elsewhere, gpus=None)]), torch,
+                              []).rows
+  assert row[-1] == "-"
