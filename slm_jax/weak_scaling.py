@@ -28,10 +28,11 @@ from collections import defaultdict
 from absl import app
 
 from slm_jax import predict
+from slm_jax.model import PRESETS
 from slm_jax.report_doc import Table, markdown
 from slm_jax.results import campaign_label, campaign_of, fmt, read, short_commit
 
-_SIZE_ORDER = {"100m": 0, "500m": 1, "1b": 2, "2b": 3}
+_SIZE_ORDER = {name: i for i, name in enumerate(PRESETS)}  # smallest first
 
 
 def median_se(record: dict) -> float | None:
@@ -139,7 +140,7 @@ def rows(records: list[dict]) -> list[Row]:
     out.append(Row(r, per_chip[0], per_chip[-1]))
   out.sort(key=lambda row: row.record.get("timestamp") or "", reverse=True)
   out.sort(key=lambda row: (row.record.get("device_kind") or "",
-                            _SIZE_ORDER.get(row.record.get("model"), 9)))
+                            _SIZE_ORDER.get(row.record.get("model"), len(_SIZE_ORDER))))
   return out
 
 
