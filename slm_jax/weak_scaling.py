@@ -145,9 +145,15 @@ def rows(records: list[dict]) -> list[Row]:
 
 
 def _scheme(record: dict) -> str:
-  options = sorted(predict.schedule_of(record)) if record.get("stack", "jax") == "jax" else []
-  stack = "" if record.get("stack", "jax") == "jax" else "PyTorch "
-  return f"{stack}{record.get('strategy')}" + (f" ({', '.join(options)})" if options else "")
+  """The scheme, with the options its step had beyond its GPU type's preset of today, and those
+  of the preset it lacked (a run from before the preset gained them)."""
+  if record.get("stack", "jax") != "jax":
+    return f"PyTorch {record.get('strategy')}"
+  gpu = predict.gpu_of(record)
+  preset = set(f"{gpu.xla_options} {gpu.nccl_options}".split()) if gpu else set()
+  options = sorted(predict.schedule_of(record))
+  options += [f"without {o}" for o in sorted(preset - predict.options_of(record))]
+  return f"{record.get('strategy')}" + (f" ({', '.join(options)})" if options else "")
 
 
 def _percent(ratio: float, se: float | None) -> str:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from slm_jax import weak_scaling
+from slm_jax import hardware, weak_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 H200 = "NVIDIA H200"
+PRESET = hardware.GPUS["h200"].xla_options
 
 
 def run(tps, chips, *, steps=None, model="2b", batch=32, campaign="c", strategy=None,
@@ -25,7 +26,8 @@ def run(tps, chips, *, steps=None, model="2b", batch=32, campaign="c", strategy=
       "strategy": strategy or ("single" if len(chips) == 1 else "ddp"), "device_kind": H200,
       "stack": stack, "campaign": campaign, "git_commit": "a" * 40, "timestamp": timestamp,
       "tag": tag, "tokens_per_s_per_device": tps, "step_time_s": {"median": median},
-      "step_times_s": steps, "config": {"steps": 10, "repeats": 3, "xla_options": ""},
+      "step_times_s": steps, "config": {"steps": 10, "repeats": 3, "xla_options": PRESET,
+                 "nccl_options": hardware.GPUS["h200"].nccl_options},
       "gpus": [{"index": str(i), "uuid": u} for i, u in enumerate(chips)]}
 
 
@@ -145,3 +147,16 @@ def test_the_report_tables_it(tmp_path):
   text = (tmp_path / "out" / "report.md").read_text()
   assert "## Weak scaling from one GPU, on the same chips" in text
   assert "| 2B | 2 | 32 | ddp | 96 | 98 / 100 | 98.0% ± 0.0 | 96.0% |" in text
+
+
+def test_the_scheme_names_options_beyond_todays_preset_and_those_it_ran_without():
+  preset = PRESET.split()
+  assert preset, "the H200 preset sets XLA options"
+  record = run(96.0, ["GPU-a", "GPU-b"])
+  assert weak_scaling._scheme(record) == "ddp"
+  older = dict(record, config=dict(record["config"], xla_options=" ".join(preset[1:])))
+  assert weak_scaling._scheme(older) == f"ddp (without {preset[0]})"
+  arm = dict(record, config=dict(record["config"], xla_options=PRESET + " --xla_x=1",
+                                 reduce_schedule="per_layer"))
+  assert weak_scaling._scheme(arm) == "ddp (--xla_x=1, reduce_schedule=per_layer)"
+  assert weak_scaling._scheme(dict(record, stack="torch")) == "PyTorch ddp"
