@@ -128,8 +128,13 @@ def options_beyond_preset(xla_options: str, gpu: GPU | None,
   preset does not set: empty for a preset run (or one from before its preset gained an
   option), else what makes it another schedule (an A/B such as the latency-hiding scheduler,
   command buffers off for a profile, NCCL on fewer SMs)."""
-  preset = set(gpu.xla_options.split()) | set(gpu.nccl_options.split()) if gpu else set()
-  return frozenset(set((xla_options or "").split()) | set((nccl_options or "").split())) - preset
+  return (frozenset(set((xla_options or "").split()) | set((nccl_options or "").split()))
+          - preset_options(gpu))
+
+
+def preset_options(gpu: GPU | None) -> frozenset[str]:
+  """The XLA options and NCCL settings `gpu`'s preset sets (none for an unknown GPU)."""
+  return frozenset(f"{gpu.xla_options} {gpu.nccl_options}".split()) if gpu else frozenset()
 
 
 def from_device_kind(device_kind: str) -> GPU | None:

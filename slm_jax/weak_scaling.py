@@ -27,7 +27,7 @@ from collections import defaultdict
 
 from absl import app
 
-from slm_jax import predict
+from slm_jax import hardware, predict
 from slm_jax.model import PRESETS
 from slm_jax.report_doc import Table, markdown
 from slm_jax.results import campaign_label, campaign_of, fmt, read, short_commit
@@ -149,10 +149,8 @@ def _scheme(record: dict) -> str:
   of the preset it lacked (a run from before the preset gained them)."""
   if record.get("stack", "jax") != "jax":
     return f"PyTorch {record.get('strategy')}"
-  gpu = predict.gpu_of(record)
-  preset = set(f"{gpu.xla_options} {gpu.nccl_options}".split()) if gpu else set()
-  options = sorted(predict.schedule_of(record))
-  options += [f"without {o}" for o in sorted(preset - predict.options_of(record))]
+  missing = hardware.preset_options(predict.gpu_of(record)) - predict.options_of(record)
+  options = sorted(predict.schedule_of(record)) + [f"without {o}" for o in sorted(missing)]
   return f"{record.get('strategy')}" + (f" ({', '.join(options)})" if options else "")
 
 
