@@ -779,8 +779,9 @@ def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Tabl
     t = tb[k]
     chips = weak_scaling.chips(t)
     j = (_on_chips(ours, key, k, chips) if chips else None) or jb[k]
-    machine = ("-" if not chips or not weak_scaling.chips(j) else
-               "same chips" if weak_scaling.chips(j) == chips else "other chips")
+    ours_chips = weak_scaling.chips(j)
+    machine = ("-" if not chips or not ours_chips else
+               "same chips" if ours_chips == chips else "other chips")
     rows.append([PAPER_MODEL[k[0]], k[1], str(k[3]), campaign_label(k[2]),
                  fmt(paper_best(paper, "Fig1", k[0]) if paper else None),
                  f"{fmt(t['value'])} ({scheme(t)}{_torch_label(t)}, b{t['per_device_batch']})",

@@ -158,6 +158,12 @@ def _percent(ratio: float, se: float | None) -> str:
   return f"{ratio * 100:.1f}%" + (f" ± {ratio * se * 100:.1f}" if se is not None else "")
 
 
+def _baseline(row: Row) -> str:
+  runs = max(len(row.slower.runs), len(row.faster.runs))
+  return (f"{fmt(row.slower.tokens_per_s)} / {fmt(row.faster.tokens_per_s)}"
+          + (f" (mean of {runs} runs)" if runs > 1 else ""))
+
+
 def table(found: list[Row]) -> Table:
   return Table(
       ["model", "GPUs", "batch/GPU", "scheme", "tokens/s per GPU", "one GPU: slower / faster chip",
@@ -165,9 +171,7 @@ def table(found: list[Row]) -> Table:
        "commit", "tag"],
       [[r.record.get("model", "?").upper(), str(r.record.get("num_devices")),
         str(r.record.get("per_device_batch")), _scheme(r.record), fmt(r.tokens_per_s),
-        f"{fmt(r.slower.tokens_per_s)} / {fmt(r.faster.tokens_per_s)}"
-        + (f" (mean of {max(len(r.slower.runs), len(r.faster.runs))} runs)"
-           if max(len(r.slower.runs), len(r.faster.runs)) > 1 else ""),
+        _baseline(r),
         _percent(r.against_slower, r.se), f"{r.against_faster * 100:.1f}%",
         ", ".join(u.removeprefix("GPU-")[:8] for u in chips(r.record)),
         r.record.get("device_kind") or "?", campaign_label(campaign_of(r.record)),
