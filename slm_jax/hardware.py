@@ -95,15 +95,58 @@ _BOARDS = {
 
 
 @dataclasses.dataclass(frozen=True)
+class CollectiveCosts:
+  """What one NCCL collective took through XLA on a link, alone, by the bytes of the tensor it
+  combines per device (an all-reduce's or reduce-scatter's operand, an all-gather's result):
+  benchmarks/link_bandwidth.py's medians. A bucket-sized collective gets far less than the
+  link's datasheet rate (NCCL's protocol for the size, its launch), which the ring model misses.
+  """
+  source: str             # the records measured
+  group: int              # devices the collectives spanned
+  sizes: tuple[int, ...]  # bytes, ascending
+  all_reduce_s: tuple[float, ...]
+  reduce_scatter_all_gather_s: tuple[float, ...]  # the pair, one after the other
+
+  def seconds(self, kind: str, nbytes: int, group: int) -> float:
+    """One collective of `kind` over `group` devices, interpolated linearly in bytes (beyond
+    the largest size, at the last two sizes' slope); a reduce-scatter or all-gather is half the
+    pair. Another group size sends 2(n-1)/n of the tensor, against the measured group's."""
+    ring = lambda n: 2 * (n - 1) / n
+    nbytes = nbytes * ring(group) / ring(self.group)
+    times = self.all_reduce_s if kind == "all-reduce" else self.reduce_scatter_all_gather_s
+    share = 1.0 if kind == "all-reduce" else 0.5
+    xs, ys = self.sizes, times
+    if nbytes <= xs[0]:
+      return share * ys[0]
+    k = next((i for i in range(1, len(xs)) if nbytes <= xs[i]), len(xs) - 1)
+    slope = (ys[k] - ys[k - 1]) / (xs[k] - xs[k - 1])
+    return share * (ys[k - 1] + slope * (nbytes - xs[k - 1]))
+
+
+# NVLink 4 between the two H200s of one host, bf16 (fp32 measured the same within 3%), jax
+# 0.11.2: benchmarks/h200x2_link_bandwidth.jsonl, campaign h200x2-schedule-replay-2026-11-30.
+_NVLINK4_H200X2 = CollectiveCosts(
+    source="benchmarks/h200x2_link_bandwidth.jsonl (h200x2-schedule-replay-2026-11-30)", group=2,
+    sizes=(249856, 999424, 3999744, 15998976, 24999936, 33998848, 64000000, 128000000,
+           256000000),
+    all_reduce_s=(23.5e-6, 30.0e-6, 47.5e-6, 98.8e-6, 133.8e-6, 168.7e-6, 273.6e-6, 487.1e-6,
+                  906.3e-6),
+    reduce_scatter_all_gather_s=(48.0e-6, 48.0e-6, 72.7e-6, 128.5e-6, 173.7e-6, 218.6e-6,
+                                 355.6e-6, 618.9e-6, 1141.2e-6))
+
+
+@dataclasses.dataclass(frozen=True)
 class Interconnect:
   key: str
   name: str
   gbytes_per_s: float  # per direction, per GPU
   latency_s: float     # per ring step
+  costs: CollectiveCosts | None = None  # measured, where a run on the link has measured them
 
 
 INTERCONNECTS: dict[str, Interconnect] = {i.key: i for i in (
-    Interconnect("nvlink4", "NVLink 4 (H100/H200 SXM, 450 GB/s per direction)", 450.0, 3e-6),
+    Interconnect("nvlink4", "NVLink 4 (H100/H200 SXM, 450 GB/s per direction)", 450.0, 3e-6,
+                 _NVLINK4_H200X2),
     Interconnect("nvlink3", "NVLink 3 (A100 SXM, 300 GB/s per direction)", 300.0, 3e-6),
     Interconnect("pcie4", "PCIe 4.0 x16 (~25 GB/s achievable)", 25.0, 5e-6),
     Interconnect("pcie5", "PCIe 5.0 x16 (~50 GB/s achievable)", 50.0, 5e-6),

@@ -60,7 +60,9 @@ from pathlib import Path
 
 import ml_collections
 
-from slm_jax import collectives, hardware, results
+from slm_jax import collectives, hardware, overlap, results
+from slm_jax import profile as profile_lib
+from slm_jax import schedule as schedule_lib
 from slm_jax import config as config_lib
 from slm_jax.errors import UserError
 from slm_jax.model import count_params
@@ -773,20 +775,79 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                                    r["num_devices"], r.get("timestamp") or ""))
 
 
+# ----------------------------------------------------------------------------- schedules
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """A measured run's compiled GPU step (HLO text), which slm_jax.overlap replays."""
+  run_id: str
+  path: Path
+  text: str
+  num_devices: int
+
+
+SCHEDULE_SUFFIX = ".step.hlo.txt.gz"
+
+
+def record_schedule(record: dict, folders: list[str] = ()) -> Schedule | None:
+  """`record`'s compiled step: `<run_id>.step.hlo.txt.gz` in one of `folders`, else the one its
+  profile kept beside its trace (slm_jax.profile.PROGRAM_FILE); None where neither exists."""
+  run_id = record.get("run_id") or ""
+  trace = (record.get("breakdown") or {}).get("trace")
+  paths = [Path(f) / f"{run_id}{SCHEDULE_SUFFIX}" for f in folders if run_id]
+  if trace:
+    paths.append(Path(trace).parent / profile_lib.PROGRAM_FILE)
+  for path in paths:
+    if path.is_file():
+      try:
+        text = schedule_lib.read(path)
+      except (OSError, EOFError) as e:
+        raise UserError(f"cannot read the compiled step {path}: {e}")
+      return Schedule(run_id, path, text, record["num_devices"])
+  return None
+
+
+def point_schedule(c: ml_collections.ConfigDict, gpu: hardware.GPU, num_devices: int,
+                   records: list[dict], folders: list[str] = ()) -> Schedule | None:
+  """A compiled step of `c`'s point on `num_devices` GPUs: of the newest measured record with
+  the same model, scheme, attention, per-device batch, sequence length and options beyond its
+  GPU type's preset whose step was kept. It was compiled for the GPU type it ran on; replayed
+  for another, its ops and collectives are timed for that one."""
+  want = schedule_of_config(c, gpu)
+  same = [r for r in multi_gpu_records(records)
+          if r["num_devices"] == num_devices and r.get("strategy") == c.strategy
+          and _same_work(r, c) and schedule_of(r) == want]
+  for r in sorted(same, key=lambda r: r.get("timestamp") or "", reverse=True):
+    if kept := record_schedule(r, folders):
+      return kept
+  return None
+
+
 # ----------------------------------------------------------------------------- prediction
 
 
 def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
           target: hardware.GPU, compute: Compute, plan_n: dict, plan_1: dict,
-          calibration: Calibration, intra, inter) -> dict:
-  """One predicted point (the prediction's record)."""
+          calibration: Calibration, intra, inter, schedule: Schedule | None = None) -> dict:
+  """One predicted point (the prediction's record). With `schedule` (the point's compiled GPU
+  step, on one node), the exposed communication is its replay's (slm_jax.overlap)."""
   nodes, per_node = layout(num_devices, gpus_per_node)
   ops = gpu_ops(plan_n["ops"], c.strategy, num_devices, gpus_per_node)
   comm = comm_seconds(ops, per_node, intra, inter)
-  exposed = calibration.exposed.seconds(comm)
-  cost = calibration.step * comm
   compute_s = compute.seconds - compute.optimizer_s * (
       1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))
+  exposed = calibration.exposed.seconds(comm)
+  exposed_model = calibration.exposed.as_dict()
+  if schedule is not None and nodes == 1:
+    replayed = overlap.replay(schedule.text, compute_s, target, intra, num_devices)
+    exposed = replayed.exposed_s
+    exposed_model = {"form": "replay", "schedule": str(schedule.path),
+                     "schedule_record": schedule.run_id, "gemm_share": replayed.gemm_share,
+                     "collectives": replayed.collectives,
+                     "collectives_alone_s": replayed.collectives_s,
+                     "link_costs": intra.costs.source if intra.costs else None}
+  cost = calibration.step * comm
   step = compute_s + cost
   tps = num_devices * c.per_device_batch_size * c.seq_len / step
   price = c.price_per_device_hour if c.price_per_device_hour > 0 else target.usd_per_hour
@@ -808,7 +869,7 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
                                  if target.paper_price_ratio else None),
       "step_s": step, "compute_s": compute_s, "comm_s": comm, "exposed_comm_s": exposed,
       "exposed_fraction": exposed / comm if comm > 0 else calibration.exposed_fraction,
-      "comm_cost_s": cost, "exposed_model": calibration.exposed.as_dict(),
+      "comm_cost_s": cost, "exposed_model": exposed_model,
       "step_fraction": calibration.step,
       "fits": None if memory is None else memory <= budget, "expected_memory_bytes": memory,
       "memory_budget_bytes": budget, "price_per_device_hour": price,
@@ -823,9 +884,14 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
 def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[dict],
             gpu: str = "", gpus_per_node: int = 8, interconnects: list[str] = (),
             calibration: Calibration | None = None, plan_fn=None,
-            near: dict | None = None) -> tuple[list[dict], list[str]]:
+            near: dict | None = None, schedules: list[str] = (),
+            schedule: Schedule | None = None,
+            find_schedules: bool = True) -> tuple[list[dict], list[str]]:
   """(points, assumptions) for `c` on each device count of `counts`; `near`: the measured run
-  being predicted (check mode), whose code the one-GPU record is chosen nearest to."""
+  being predicted (check mode), whose code the one-GPU record is chosen nearest to. The exposed
+  communication at a count is replayed from a compiled step of the same point (`schedule`, else,
+  with `find_schedules`, one kept for a record of the point in `schedules` or beside its trace)
+  where there is one."""
   config_lib.validate(c)
   target = hardware.gpu(gpu or c.gpu) if (gpu or c.gpu != "cpu") else None
   if target is None:
@@ -844,10 +910,20 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
     calibration = (calibrate(c, target, records, gpus_per_node, list(interconnects), plan_fn)
                    or NO_OVERLAP)
   p = plan_fn(c, list(counts), gpus_per_node)
-  points = [point(c, n, gpus_per_node, target, compute, p[n], p[1], calibration, intra, inter)
-            for n in counts]
+  kept = {n: schedule if schedule is not None and n == schedule.num_devices
+          else point_schedule(c, target, n, records, schedules)
+          if find_schedules and schedule is None else None for n in counts}
+  points = [point(c, n, gpus_per_node, target, compute, p[n], p[1], calibration, intra, inter,
+                  kept[n]) for n in counts]
+  replayed = [f"{n} GPUs: the compiled step of record {k.run_id} ({k.path})"
+              for n, k in kept.items() if k is not None and layout(n, gpus_per_node)[0] == 1]
   notes = compute.notes + [
-      calibration.note,
+      calibration.note + (f"; exposed collectives replayed from the schedule (slm_jax.overlap, "
+                          f"a collective beside a GEMM at {overlap.GEMM_SHARE:g} of its rate, "
+                          f"{intra.key} collectives at "
+                          + (f"their measured cost, {intra.costs.source}" if intra.costs else
+                             "the ring model's time") + ") at " + "; ".join(replayed)
+                          if replayed else ""),
       f"communication: hierarchical rings, inside a node over {intra.name} "
       f"({intra.latency_s * 1e6:g} us a step), across nodes over {inter.name} "
       f"({inter.latency_s * 1e6:g} us a step), collectives from the step's HLO compiled for each "
@@ -881,11 +957,12 @@ def _percent(predicted, measured):
 
 
 def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] = (),
-          plan_fn=None) -> list[dict]:
+          plan_fn=None, schedules: list[str] = ()) -> list[dict]:
   """Predicts every measured multi-GPU record, calibrated on a record of another model (the
   same strategy first), each from the one-GPU record nearest its code, and says how far each
   prediction is from the measurement: tokens/s and, where the record was profiled, the exposed
-  collective time."""
+  collective time: replayed from the record's own compiled step where it was kept (in
+  `schedules` or beside its trace), else from the calibration."""
   plan_fn = _memo(plan_fn)
   rows = []
   for r in multi_gpu_records(records):
@@ -910,7 +987,8 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
         continue
       [p], _ = predict(rc, [r["num_devices"]], records=records, gpu=gpu_of(r).key,
                        gpus_per_node=gpus_per_node, interconnects=interconnects,
-                       calibration=cal, plan_fn=plan_fn, near=r)
+                       calibration=cal, plan_fn=plan_fn, near=r,
+                       schedule=record_schedule(r, schedules), find_schedules=False)
     except UserError as e:
       rows.append(dict(row, error=str(e)))
       continue
@@ -921,6 +999,8 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
         predicted_step_s=p["step_s"], predicted_compute_s=p["compute_s"],
         predicted_comm_s=p["comm_s"], predicted_exposed_comm_s=p["exposed_comm_s"],
         exposed_error_percent=_percent(p["exposed_comm_s"], row["measured_exposed_comm_s"]),
+        exposed_error_ms=(None if row["measured_exposed_comm_s"] is None else
+                          1e3 * (p["exposed_comm_s"] - row["measured_exposed_comm_s"])),
         compute_record=p["record"], compute_record_file=p["record_file"],
         compute_record_commit=p["record_commit"], compute_relation=p["record_relation"],
         calibrated_on=cal.record.get("run_id"), calibrated_model=cal.record.get("model"),
@@ -997,6 +1077,10 @@ def _flags():
       "json": flags.DEFINE_bool("json", False, "One JSON object per point instead of a table."),
       "check": flags.DEFINE_bool("check", False, "Predict every measured multi-GPU record in "
                                  "--records, calibrated on another model's, and print the error."),
+      "schedules": flags.DEFINE_list(
+          "schedules", [], "Folders of compiled GPU steps named <run_id>.step.hlo.txt.gz (as "
+          "benchmarks/schedules/): a point with one of its records' steps there, or beside the "
+          "record's trace, has its exposed communication replayed from it (slm_jax.overlap)."),
   }
   return f
 
@@ -1032,7 +1116,7 @@ def main(argv, flag) -> int:
     multi = multi_gpu_records(records)
     _use_fake_devices(max([r["num_devices"] for r in multi] or [1]))
     made = provenance()
-    rows = check(records, per_node, links)
+    rows = check(records, per_node, links, schedules=flag["schedules"].value)
     if flag["json"].value:
       for row in stamped(rows, made):
         print(json.dumps(row))
@@ -1045,7 +1129,8 @@ def main(argv, flag) -> int:
   counts = _counts(flag["num_devices"].value)
   _use_fake_devices(max(counts + [1]))
   points, notes = predict(c, counts, records=records, gpu=flag["gpu"].value,
-                          gpus_per_node=per_node, interconnects=links)
+                          gpus_per_node=per_node, interconnects=links,
+                          schedules=flag["schedules"].value)
   if flag["json"].value:
     for p in points:
       print(json.dumps(p))

@@ -1,0 +1,144 @@
+"""The communication a compiled multi-GPU step leaves exposed, from its schedule: a replay of
+the step's instructions in the order XLA runs them, each op timed by its FLOPs and bytes and each
+collective by what NCCL achieves for its size on the link.
+
+XLA runs the entry's instructions on one compute stream in the order it prints them; an
+asynchronous collective runs from its `-start` to its `-done` on a stream of its own, in start
+order (NCCL serialises the collectives of one communicator), and the compute stream waits at the
+`-done` for whatever of it is left. Two H200 traces show what runs beside it
+(benchmarks/PERF_NOTES.md section 26): next to a GEMM, which fills every SM, an NCCL kernel makes
+little progress; next to the memory-bound kernels between GEMMs it runs at its full rate. So a
+collective progresses at GEMM_SHARE of its rate while a GEMM or attention kernel runs and at its
+full rate otherwise, and what is left of it at its `-done` is exposed.
+
+  exposed = replay(hlo_text, compute_s, gpu, link).exposed_s
+
+Op times are the roofline's, max(FLOPs / peak, bytes / HBM bandwidth), scaled together so the
+step's compute adds up to `compute_s` (the predictor's one-GPU compute). A collective's time is
+the link's measured cost for its kind and size (hardware.CollectiveCosts) where the link has
+one, else the ring model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from slm_jax import collectives, hardware, hlo, profile
+
+# The share of its full rate an NCCL collective keeps while a GEMM or attention kernel runs
+# beside it. Fitted on the seven profiled two-H200 runs whose compiled steps were kept before
+# this model existed (campaigns h200x2-torch-new-best-batch-2026-11-30 and h200x2-zero2-
+# 2026-11-30: 100M-2B, ddp and fsdp_grad_op, batch 32-256), as the share in steps of 0.05 with
+# the smallest median |log(predicted / measured)| exposed time; checked on eight runs made
+# afterwards (PERF_NOTES section 26).
+GEMM_SHARE = 0.10
+
+_FREE = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")  # run no kernel
+
+
+@dataclasses.dataclass
+class Replay:
+  exposed_s: float      # collective time with the compute stream waiting for it
+  collectives_s: float  # every collective's time on its own, back to back
+  collectives: int
+  step_s: float         # the compute stream's end, collectives' waits included
+  gemm_share: float
+
+
+def _collective(instr: dict, num_devices: int) -> tuple[str, int, int]:
+  """(kind, bytes of the tensor it combines per device, group size) of a `-start`."""
+  kind = instr["op"][:-len("-start")]
+  line = f"{instr['type']} {instr['op']}({instr['operands']}){instr['attrs']}"
+  groups = collectives._groups(line, num_devices)
+  n = len(groups[0]) if groups else collectives._group_size(line, num_devices)
+  result, operand = hlo.async_result(instr["op"], instr["type"])
+  size = hlo.nbytes(result)
+  if kind == "reduce-scatter":
+    size = hlo.nbytes(operand or "") or size * n
+  return kind, size, n
+
+
+def collective_seconds(kind: str, nbytes: int, group: int,
+                       link: hardware.Interconnect) -> float:
+  """One collective's time on `link`: its measured cost where the link has one, else a ring's."""
+  if group <= 1:
+    return 0.0
+  if link.costs is not None:
+    return link.costs.seconds(kind, nbytes, group)
+  factor = 2 * (group - 1) / group if kind == "all-reduce" else (group - 1) / group
+  steps = 2 * (group - 1) if kind == "all-reduce" else group - 1
+  return factor * nbytes / (link.gbytes_per_s * 1e9) + steps * link.latency_s
+
+
+def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.Interconnect,
+           num_devices: int = 2, gemm_share: float = GEMM_SHARE) -> Replay:
+  """The schedule of a compiled step (GPU HLO text) replayed with its compute taking
+  `compute_s` in all; see the module's docstring."""
+  entry = hlo.computations(hlo_text).get("ENTRY", [])
+  costs = profile.hlo_ops(hlo_text)
+  roof: dict[str, float] = {}
+  blocking: set[str] = set()
+  for instr in entry:
+    op = instr["op"]
+    if op in _FREE or op.endswith(("-start", "-done")) and op.rsplit("-", 1)[0] in hlo.COLLECTIVES:
+      continue
+    cost = costs.get(instr["name"])
+    if cost is None:
+      continue
+    flops = cost.flops or (_attention_flops(instr) if cost.category == "attention" else 0.0)
+    roof[instr["name"]] = max(flops / (gpu.peak_bf16_tflops * 1e12),
+                              cost.bytes / (gpu.hbm_gbytes_per_s * 1e9))
+    if cost.category in ("matmul", "attention"):
+      blocking.add(instr["name"])
+  total = sum(roof.values())
+  scale = compute_s / total if total > 0 else 0.0
+
+  queue: list[list] = []  # [name, seconds left] in start order
+  finished: set[str] = set()
+  t = exposed = alone = 0.0
+  count = 0
+
+  def progress(dt: float, rate: float) -> None:
+    while dt > 0 and queue and rate > 0:
+      need = queue[0][1] / rate
+      if need > dt:
+        queue[0][1] -= dt * rate
+        return
+      dt -= need
+      finished.add(queue.pop(0)[0])
+
+  for instr in entry:
+    op = instr["op"]
+    base = op.rsplit("-", 1)[0]
+    if op.endswith("-start") and base in hlo.COLLECTIVES:
+      kind, nbytes, group = _collective(instr, num_devices)
+      seconds = collective_seconds(kind, nbytes, group, link)
+      queue.append([instr["name"], seconds])
+      alone += seconds
+      count += 1
+    elif op.endswith("-done") and base in hlo.COLLECTIVES:
+      name = hlo.operands(instr)[0].partition("#")[0]
+      while name not in finished and queue:
+        left = queue.pop(0)
+        exposed += left[1]
+        t += left[1]
+        finished.add(left[0])
+    elif instr["name"] in roof:
+      dt = roof[instr["name"]] * scale
+      progress(dt, gemm_share if instr["name"] in blocking else 1.0)
+      t += dt
+  for _, left in queue:  # collectives nothing waits for before the step ends
+    exposed += left
+    t += left
+  return Replay(exposed, alone, count, t, gemm_share)
+
+
+def _attention_flops(instr: dict) -> float:
+  """A fused attention kernel's FLOPs from its output [batch, heads, seq, head_dim]: causal
+  attention's two matmuls (4 B H S^2 D / 2) forward, 2.5 times that backward."""
+  shapes = hlo.shapes(instr["type"])
+  if not shapes or len(shapes[0][1]) != 4:
+    return 0.0
+  b, h, s, d = shapes[0][1]
+  forward = 2.0 * b * h * s * s * d
+  return 2.5 * forward if "Backward" in instr["attrs"] else forward

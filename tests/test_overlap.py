@@ -1,0 +1,179 @@
+"""slm_jax.overlap: a compiled step's schedule replayed, collectives timed by the link's measured
+costs, and the share of its rate a collective keeps beside a GEMM fitted by
+slm_jax.tools.overlap_fit."""
+
+import gzip
+import json
+
+import pytest
+
+from slm_jax import hardware, overlap, predict
+from slm_jax.tools import overlap_fit
+from test_predict import fake_plans, op, record, tiny
+
+GPU = hardware.GPUS["h200"]
+# A link whose every collective takes exactly 1 ms: the replay's arithmetic in round numbers.
+MS = hardware.CollectiveCosts("test", 2, (1, 10**12), (1e-3, 1e-3), (2e-3, 2e-3))
+LINK = hardware.Interconnect("test", "test link", 100.0, 0.0, MS)
+# A 1024^3 GEMM: 2 x 1024^3 FLOPs. Its roofline time is FLOPs over the GPU's peak.
+GEMM_S = 2 * 1024**3 / (GPU.peak_bf16_tflops * 1e12)
+
+
+def _module(body: str) -> str:
+  """An entry as XLA prints a scheduled GPU step: a GEMM is a cuBLAS call, elementwise work a
+  fusion over f32[n] (its bytes: n x 4 read, n x 4 written)."""
+  return f"""HloModule jit_step, is_scheduled=true
+
+%fused_add (p0: f32[262144]) -> f32[262144] {{
+  %p0 = f32[262144]{{0}} parameter(0)
+  ROOT %add.1 = f32[262144]{{0}} add(%p0, %p0)
+}}
+
+ENTRY %main (a: bf16[1024,1024], b: bf16[1024,1024], g: bf16[1000], e: f32[262144]) -> bf16[1000] {{
+  %a = bf16[1024,1024]{{1,0}} parameter(0)
+  %b = bf16[1024,1024]{{1,0}} parameter(1)
+  %g = bf16[1000]{{0}} parameter(2)
+  %e = f32[262144]{{0}} parameter(3)
+{body}
+}}
+"""
+
+
+def _gemm(i):
+  return (f'  %gemm.{i} = (bf16[1024,1024]{{1,0}}, s8[1024]{{0}}) custom-call(%a, %b), '
+          'custom_call_target="__cublas$lt$matmul", backend_config={"gemm_backend_config":'
+          '{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],'
+          '"rhs_contracting_dimensions":["0"]}}}')
+
+
+def _elementwise(i):
+  return f"  %fusion.{i} = f32[262144]{{0}} fusion(%e), kind=kLoop, calls=%fused_add"
+
+
+def _start(i, kind="all-reduce"):
+  return (f"  %{kind}-start.{i} = ((bf16[1000]{{0}}), bf16[1000]{{0}}) {kind}-start(%g), "
+          "replica_groups={{0,1}}, to_apply=%sum")
+
+
+def _done(i, kind="all-reduce"):
+  return f"  %{kind}-done.{i} = bf16[1000]{{0}} {kind}-done(%{kind}-start.{i})"
+
+
+def _h200(**overrides):
+  c = tiny(**overrides)
+  c.gpu = "h200"
+  return c
+
+
+def _replay(lines, compute_s, share=0.25):
+  return overlap.replay(_module("\n".join(lines)), compute_s, GPU, LINK, 2, share)
+
+
+def test_measured_costs_interpolate_in_bytes_and_halve_for_one_of_the_pair():
+  costs = hardware.CollectiveCosts("t", 2, (100, 200, 400), (1.0, 2.0, 3.0), (4.0, 6.0, 8.0))
+  assert costs.seconds("all-reduce", 150, 2) == pytest.approx(1.5)
+  assert costs.seconds("all-reduce", 50, 2) == 1.0  # no cheaper than the smallest measured
+  assert costs.seconds("all-reduce", 600, 2) == pytest.approx(4.0)  # the last slope on
+  assert costs.seconds("reduce-scatter", 200, 2) == pytest.approx(3.0)
+  assert costs.seconds("all-gather", 300, 2) == pytest.approx(3.5)
+  # Four devices send 2 x 3/4 of the tensor where two sent 2 x 1/2 of it: 1.5x the bytes.
+  assert costs.seconds("all-reduce", 200, 4) == pytest.approx(costs.seconds("all-reduce", 300, 2))
+  # NVLink 4's table is the measured one, and a bucket gets far less than the datasheet's rate.
+  nvlink = hardware.interconnect("nvlink4")
+  assert nvlink.costs is not None
+  bucket = 25_000_000
+  assert overlap.collective_seconds("all-reduce", bucket, 2, nvlink) > 2 * bucket / 450e9
+
+
+def test_a_collective_waited_for_at_once_is_exposed_whole():
+  r = _replay([_start(1), _done(1), _gemm(1)], compute_s=GEMM_S)
+  assert r.exposed_s == pytest.approx(1e-3) and r.collectives == 1
+  assert r.collectives_s == pytest.approx(1e-3)
+  assert r.step_s == pytest.approx(GEMM_S + 1e-3)
+
+
+def test_beside_a_gemm_a_collective_progresses_at_the_share_and_beside_other_work_in_full():
+  # The compute is scaled to 2 ms: the GEMM alone takes it all.
+  r = _replay([_start(1), _gemm(1), _done(1)], compute_s=2e-3, share=0.25)
+  assert r.exposed_s == pytest.approx(1e-3 - 0.25 * 2e-3)
+  r = _replay([_start(1), _gemm(1), _done(1)], compute_s=2e-3, share=0.5)
+  assert r.exposed_s == pytest.approx(0.0, abs=1e-12)
+  # An elementwise op of 0.6 ms hides 0.6 ms of it whatever the share.
+  r = _replay([_start(1), _elementwise(1), _done(1)], compute_s=0.6e-3, share=0.0)
+  assert r.exposed_s == pytest.approx(0.4e-3)
+
+
+def test_collectives_run_one_after_another_in_start_order():
+  # Two 1 ms collectives started together behind 1.5 ms of elementwise work: the first ends at
+  # 1 ms, the second at 2 ms, so its done waits 0.5 ms, and waiting for the second first waits
+  # for both.
+  lines = [_start(1), _start(2), _elementwise(1), _done(2), _done(1)]
+  r = _replay(lines, compute_s=1.5e-3)
+  assert r.exposed_s == pytest.approx(0.5e-3)
+  # A collective no done waits for before the entry ends still holds the step.
+  r = _replay([_start(1), _elementwise(1)], compute_s=0.25e-3)
+  assert r.exposed_s == pytest.approx(0.75e-3)
+
+
+def _write(path, text):
+  with gzip.open(path, "wt") as f:
+    f.write(text)
+
+
+def test_a_check_replays_the_record_s_own_kept_step_and_a_prediction_finds_one(tmp_path):
+  ops = {2: [op("all-reduce", 4e8, range(2))]}
+  plan_fn = fake_plans(ops, {1: 1, 2: 1})
+  rows = []
+  for model, layers in (("tiny", 2), ("custom", 3)):
+    c = _h200(strategy="ddp", num_layers=layers)
+    step = 0.02 * layers + 0.002
+    rows += [record(c, step_s=0.02 * layers, run_id=f"{model}-1", gpu="NVIDIA H200"),
+             record(c, step_s=step, num_devices=2, run_id=f"{model}-2",
+                    gpu="NVIDIA H200",
+                    breakdown={"step_ms": step * 1e3, "collectives_exposed_ms": 1.0})]
+  # The kept step of tiny's two-GPU run waits for its collective at once.
+  _write(tmp_path / f"tiny-2{predict.SCHEDULE_SUFFIX}", _module("\n".join(
+      [_start(1), _done(1), _gemm(1)])))
+  checked = {r["run_id"]: r for r in predict.check(rows, plan_fn=plan_fn,
+                                                   schedules=[str(tmp_path)])}
+  nvlink = hardware.interconnect("nvlink4")
+  alone = overlap.collective_seconds("all-reduce", 2000, 2, nvlink)
+  tiny_row = checked["tiny-2"]
+  assert tiny_row["exposed_model"]["form"] == "replay"
+  assert tiny_row["predicted_exposed_comm_s"] == pytest.approx(alone)
+  assert tiny_row["exposed_error_ms"] == pytest.approx(alone * 1e3 - 1.0)
+  # The other model's run kept no step: its exposed time comes from the calibration.
+  assert checked["custom-2"]["exposed_model"]["form"] != "replay"
+  # Predicting tiny's point finds its run's step; another scheme's point does not.
+  c = _h200(strategy="ddp", num_layers=2)
+  [p], notes = predict.predict(c, [2], records=rows, plan_fn=plan_fn, schedules=[str(tmp_path)])
+  assert p["exposed_model"]["schedule_record"] == "tiny-2"
+  assert any("tiny-2" in n for n in notes)
+  c.strategy = "fsdp_full"
+  [p], _ = predict.predict(c, [2], records=rows, plan_fn=plan_fn, schedules=[str(tmp_path)])
+  assert p["exposed_model"]["form"] != "replay"
+
+
+def test_the_fit_recovers_the_share_its_records_were_made_with(tmp_path, capsys):
+  # Three runs whose exposed time is what the replay gives at share 0.3.
+  lines = [_start(1), _gemm(1), _done(1), _start(2), _gemm(2), _elementwise(1), _done(2)]
+  text = _module("\n".join(lines))
+  nvlink = hardware.interconnect("nvlink4")
+  records = []
+  for i, compute_ms in enumerate((0.004, 0.008, 0.02)):
+    exposed = overlap.replay(text, compute_ms / 1e3, GPU, nvlink, 2, 0.3).exposed_s
+    step_ms = compute_ms + exposed * 1e3
+    c = _h200(strategy="ddp")
+    records.append(record(c, step_s=step_ms / 1e3, num_devices=2, run_id=f"run{i}",
+                          gpu="NVIDIA H200", campaign="fit",
+                          breakdown={"step_ms": step_ms, "per_device": [
+                              {"device": "0", "compute_ms": compute_ms,
+                               "collectives_exposed_ms": exposed * 1e3}]}))
+    _write(tmp_path / f"run{i}{predict.SCHEDULE_SUFFIX}", text)
+  path = tmp_path / "records.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert overlap_fit.run([str(path)], [str(tmp_path)], ["fit"], step=0.1,
+                         min_exposed_ms=0.0) == 0
+  assert "best share on the 3 fit records: 0.3" in capsys.readouterr().out
+  assert overlap_fit.run([str(path)], [str(tmp_path / "none")]) == 2
+  assert "no profiled multi-GPU record" in capsys.readouterr().err
