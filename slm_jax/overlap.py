@@ -26,11 +26,12 @@ import dataclasses
 from slm_jax import collectives, hardware, hlo, profile
 
 # The share of its full rate an NCCL collective keeps while a GEMM or attention kernel runs
-# beside it. Fitted on the seven profiled two-H200 runs whose compiled steps were kept before
-# this model existed (campaigns h200x2-torch-new-best-batch-2026-11-30 and h200x2-zero2-
-# 2026-11-30: 100M-2B, ddp and fsdp_grad_op, batch 32-256), as the share in steps of 0.05 with
-# the smallest median |log(predicted / measured)| exposed time; checked on eight runs made
-# afterwards (PERF_NOTES section 26).
+# beside it. Fitted with `python -m slm_jax.tools.overlap_fit` on the seven profiled two-H200 runs
+# whose compiled steps were kept before this model was written (campaigns h200x2-torch-new-best-
+# batch-2026-11-30 and h200x2-zero2-2026-11-30: 100M-2B, ddp and fsdp_grad_op, batch 32-256): of
+# the shares 0, 0.05, ..., 1, the one with the smallest mean |log(replayed / measured)| exposed
+# time over the six that exposed at least 0.5 ms. Checked on eleven runs made afterwards
+# (benchmarks/PERF_NOTES.md section 26).
 GEMM_SHARE = 0.10
 
 _FREE = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")  # run no kernel
