@@ -6,6 +6,7 @@ slm_jax.hardware, on one node or several, without running it.
       --num_devices=1,2,4,8,16,32,64 --gpus_per_node=8 --interconnect=nvlink4,ib400 \
       --records=benchmarks/h200_grid.jsonl [--gpu=A100-80GB] [--json]
   python -m slm_jax.predict --check --records=runs/2gpu/results.jsonl   # against measurements
+  python -m slm_jax.predict --check --schedules=benchmarks/schedules --records=...
 
 The model, per point of N devices on nodes of G GPUs:
 - compute: the median step of the matching one-GPU record (same model, attention, per-device
@@ -35,7 +36,10 @@ The model, per point of N devices on nodes of G GPUs:
   least squares on their exposed collective time. With fewer it is e x communication, e from
   one record's profile (its exposed collective time), else e = s (at most 1). Without a
   measured multi-GPU record, s = e = 1 (nothing hidden: the conservative bound). --check never
-  calibrates a run on its own model's records (leave one model out).
+  calibrates a run on its own model's records (leave one model out). Where a measured run of the
+  same point kept its compiled GPU step (--schedules, or beside its trace), the exposed time is
+  that step's schedule replayed instead (slm_jax.overlap: ops by FLOPs and bytes scaled to the
+  predicted compute, collectives at the link's measured cost, each slowed beside a GEMM).
 - memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
   optimizer state laid out as the mesh shards them (exact, from the shardings) and its
   temporaries unchanged (activations are per device; XLA's CPU plans of 2 and 8 devices differ by

@@ -1228,7 +1228,10 @@ def load_predictions(paths: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
 
 
 def _exposed_line(model: dict | None) -> str:
-  """Where a check's exposed time came from a line fitted on several runs, a + b x comm."""
+  """Where a check's exposed time came from a line fitted on several runs, a + b x comm, or from
+  its own compiled step replayed."""
+  if model and model.get("form") == "replay":
+    return f"; exposed replayed from its compiled step (GEMM share {model['gemm_share']:g})"
   if not model or model.get("form") != "affine":
     return ""
   return (f"; exposed {model['a_s'] * 1e3:.2f} ms + {model['b']:.3f} x comm, fitted on "

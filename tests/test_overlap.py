@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from slm_jax import hardware, overlap, predict
+from slm_jax import hardware, overlap, predict, report
 from slm_jax.tools import overlap_fit
 from test_predict import fake_plans, op, record, tiny
 
@@ -177,3 +177,13 @@ def test_the_fit_recovers_the_share_its_records_were_made_with(tmp_path, capsys)
   assert "best share on the 3 fit records: 0.3" in capsys.readouterr().out
   assert overlap_fit.run([str(path)], [str(tmp_path / "none")]) == 2
   assert "no profiled multi-GPU record" in capsys.readouterr().err
+
+
+def test_the_report_says_a_checked_run_s_exposed_time_was_replayed():
+  row = {"model": "1b", "strategy": "ddp", "num_devices": 2, "per_device_batch": 64,
+         "measured_tokens_per_s": 1.0, "predicted_tokens_per_s": 1.0, "error_percent": 0.0,
+         "measured_exposed_comm_s": 0.005, "predicted_exposed_comm_s": 0.006,
+         "exposed_error_percent": 20.0, "calibrated_model": "500m", "calibrated_strategy": "ddp",
+         "exposed_model": {"form": "replay", "gemm_share": 0.1}}
+  [cells] = report.check_table([row]).rows
+  assert "replayed from its compiled step (GEMM share 0.1)" in cells[10]
