@@ -10,7 +10,8 @@ Each plotted point is, as in the paper, the best record over everything not on t
 `--campaign` name given to slm_jax.main, .sweep, .compare or .torch_ref.main; records without
 one belong to the campaign named by their commit): a curve, and any ratio the report quotes,
 never mixes GPU types or code versions. Where several campaigns could draw a figure, the one with
-the most points is drawn (ties: the newest); `--campaign` restricts the choice. A one-GPU run
+the most points is drawn (ties: the newest; for the scheme figures, first the most points that
+two or more schemes measured); `--campaign` restricts the choice. A one-GPU run
 has no distribution scheme: the scheme curves (Figures 3 and 4) come from runs on 2 or more GPUs.
 
 Token/Dollar is in the paper's normalised unit (tokens/s per GPU over the GPU-hour price ratio:
@@ -223,10 +224,14 @@ class Selection:
 
 
 def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...] = (),
-           prefer: Callable[[str, str], bool] | None = None) -> Selection | None:
+           prefer: Callable[[str, str], bool] | None = None,
+           compared: str | None = None) -> Selection | None:
   """The GPU type and campaign to draw from: of those `prefer`(gpu, campaign) likes, the one
   with the most measured points (distinct `key` values; a point that ran out of memory was
-  measured too), then the newest; only `campaigns` when given."""
+  measured too), then the newest; only `campaigns` when given. With `compared` (the key field
+  that tells the curves apart, e.g. the scheme), first the most points that two or more curves
+  measured: a campaign that ran each scheme at other batches compares nothing, however many
+  points it has."""
   groups = defaultdict(list)
   for r in records:
     if in_campaigns(r["campaign"], campaigns):
@@ -237,7 +242,14 @@ def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...]
   def score(item):
     (gpu, campaign), rs = item
     points = {tuple(r[k] for k in key) for r in rs}
-    return (bool(prefer and prefer(gpu, campaign)), len(points),
+    shared = 0
+    if compared is not None:
+      rest = [k for k in key if k != compared]
+      series = defaultdict(set)
+      for r in rs:
+        series[tuple(r[k] for k in rest)].add(r[compared])
+      shared = sum(len(s) > 1 for s in series.values())
+    return (bool(prefer and prefer(gpu, campaign)), shared, len(points),
             max(r.get("timestamp") or "" for r in rs))
 
   (gpu, campaign), rs = max(groups.items(), key=score)
@@ -376,7 +388,7 @@ def fig3_nodes(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
   """By node count (1 node = the best of 2-8 GPUs), one curve per scheme: runs on 2 or more
   GPUs only. The paper's is on the A100-80GB, so that GPU type is drawn where measured."""
   sel = choose([r for r in ours if r["scheme"]], ("model", "scheme", "num_nodes"), campaigns,
-               prefer=lambda g, c: g == "A100-80GB")
+               prefer=lambda g, c: g == "A100-80GB", compared="scheme")
   return Figure("Fig3", "by node count (1 node = best of 2-8 GPUs), per scheme (paper: "
                 "A100-80GB)", "nodes",
                 curves_of(sel, "num_nodes", "scheme"), [("schemes", sel)] if sel else [],
@@ -388,7 +400,7 @@ def fig4_schemes(ours: list[dict], paper: list[dict], campaigns=()) -> Figure:
   """By global batch, one curve per scheme (runs on 2 or more GPUs), and the one-GPU runs as
   a curve of their own (no scheme)."""
   schemes = [r for r in ours if r["scheme"]]
-  multi = choose(schemes, ("model", "scheme", "global_batch"), campaigns)
+  multi = choose(schemes, ("model", "scheme", "global_batch"), campaigns, compared="scheme")
   one = choose([r for r in ours if not r["scheme"]], ("model", "global_batch"), campaigns,
                prefer=lambda g, c: multi is not None and g == multi.gpu)
   sels = [(what, s) for what, s in (("schemes", multi), (ONE_GPU, one)) if s]
@@ -1320,7 +1332,8 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
            "one GPU type and one campaign (a `--campaign` name; records without one: their "
            "commit); each figure's title names them and how many runs each point is the best "
            "of. Where several campaigns could draw a figure, the one with the most points is "
-           "drawn (ties: the newest)" + (f"; chosen among {', '.join(campaigns)} (--campaign)"
+           "drawn (ties: the newest; for the scheme figures, first the one with the most points "
+           "two or more schemes measured)" + (f"; chosen among {', '.join(campaigns)} (--campaign)"
                                          if campaigns else "; `--campaign` chooses") + "."),
       Para("Error bars: ours, Token/Dollar at the 25th and 75th percentile step time of the "
            "plotted run's timed steps; the paper's, its plotted error bars (err_low/err_high). "

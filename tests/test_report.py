@@ -208,6 +208,21 @@ def test_the_campaign_with_the_most_points_is_drawn_ties_to_the_newest():
                        campaigns=("old",)).campaign == "old"
 
 
+def test_a_scheme_figure_is_drawn_from_the_campaign_whose_schemes_share_points():
+  # "apart" ran more points, each scheme at its own batch; "side" ran both schemes at one batch.
+  apart = [record(strategy=s, batch=b, devices=2, kind=H200, campaign="apart",
+                  timestamp="2026-02-01T00:00:00")
+           for s, b in (("ddp", 4), ("ddp", 8), ("fsdp_full", 16), ("fsdp_grad_op", 32))]
+  side = [record(strategy=s, batch=8, devices=2, kind=H200, campaign="side")
+          for s in ("ddp", "fsdp_full")]
+  ours = report.prepare(apart + side, oom=True)
+  schemes = [r for r in ours if r["scheme"]]
+  key = ("model", "scheme", "global_batch")
+  assert report.choose(schemes, key).campaign == "apart"
+  assert report.choose(schemes, key, compared="scheme").campaign == "side"
+  assert report.fig4_schemes(ours, []).selections[0][1].campaign == "side"
+
+
 def test_scheme_curves_and_questions_come_from_multi_gpu_runs_only():
   one_gpu = [record(m, "cudnn", s, b, 1, H200, 1000 * b ** 0.1)
              for m in ("100m", "1b") for s in ("single", "ddp", "fsdp_full") for b in (4, 8)]
