@@ -86,28 +86,29 @@ class Op:
   groups: list[list[int]] | None
 
 
+def op(line: str, num_devices: int) -> Op | None:
+  """The collective an HLO line runs (its `-start` where asynchronous), None for any other
+  line and for a collective over one device, which moves nothing."""
+  line = hlo.uncommented(line)
+  instr = hlo.instruction(line)
+  kind = _KIND_OF_OP.get(instr["op"]) if instr else None
+  if kind is None:
+    return None
+  groups = _groups(line, num_devices)
+  n = len(groups[0]) if groups and kind != "collective-permute" else _group_size(line,
+                                                                                num_devices)
+  result, operand = hlo.async_result(instr["op"], instr["type"])
+  result_bytes = hlo.nbytes(result)
+  if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
+    size = hlo.nbytes(operand or instr["operands"]) or result_bytes * n
+  else:
+    size = result_bytes
+  return Op(kind, size, n, groups) if n > 1 else None
+
+
 def ops(hlo_text: str, num_devices: int) -> list[Op]:
   """Every collective of one call of the HLO module over more than one device, in order."""
-  out = []
-  for line in hlo_text.splitlines():
-    line = hlo.uncommented(line)
-    instr = hlo.instruction(line)
-    kind = _KIND_OF_OP.get(instr["op"]) if instr else None
-    if kind is None:
-      continue
-    groups = _groups(line, num_devices)
-    n = len(groups[0]) if groups and kind != "collective-permute" else _group_size(line,
-                                                                                  num_devices)
-    result, operand = hlo.async_result(instr["op"], instr["type"])
-    result_bytes = hlo.nbytes(result)
-    if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
-      size = hlo.nbytes(operand or instr["operands"]) or result_bytes * n
-    else:
-      size = result_bytes
-    if n <= 1:
-      continue  # a collective over one device moves nothing
-    out.append(Op(kind, size, n, groups))
-  return out
+  return [o for line in hlo_text.splitlines() if (o := op(line, num_devices)) is not None]
 
 
 def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:

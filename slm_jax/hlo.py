@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import re
 
+# Instructions that run no kernel of their own.
+NO_KERNEL = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
 # Collective opcodes (run asynchronously as a "-start" and "-done" pair).
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 # Bytes per element of the types that count; others (tokens, 4-bit, complex) span 0 bytes here.

@@ -5,7 +5,7 @@ collective by what NCCL achieves for its size on the link.
 XLA runs the entry's instructions on one compute stream in the order it prints them; an
 asynchronous collective runs from its `-start` to its `-done` on a stream of its own, in start
 order (NCCL serialises the collectives of one communicator), and the compute stream waits at the
-`-done` for whatever of it is left. Two H200 traces show what runs beside it
+`-done` for whatever of it is left. A trace of two H200s shows what runs beside it
 (benchmarks/PERF_NOTES.md section 26): next to a GEMM, which fills every SM, an NCCL kernel makes
 little progress; next to the memory-bound kernels between GEMMs it runs at its full rate. So a
 collective progresses at GEMM_SHARE of its rate while a GEMM or attention kernel runs and at its
@@ -30,12 +30,9 @@ from slm_jax import collectives, hardware, hlo, profile
 # whose compiled steps were kept before this model was written (campaigns h200x2-torch-new-best-
 # batch-2026-11-30 and h200x2-zero2-2026-11-30: 100M-2B, ddp and fsdp_grad_op, batch 32-256): of
 # the shares 0, 0.05, ..., 1, the one with the smallest mean |log(replayed / measured)| exposed
-# time over the six that exposed at least 0.5 ms. Checked on eleven runs made afterwards
+# time over the six that exposed at least 0.5 ms. Checked on twelve runs made afterwards
 # (benchmarks/PERF_NOTES.md section 26).
 GEMM_SHARE = 0.10
-
-_FREE = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")  # run no kernel
-
 
 @dataclasses.dataclass
 class Replay:
@@ -44,19 +41,6 @@ class Replay:
   collectives: int
   step_s: float         # the compute stream's end, collectives' waits included
   gemm_share: float
-
-
-def _collective(instr: dict, num_devices: int) -> tuple[str, int, int]:
-  """(kind, bytes of the tensor it combines per device, group size) of a `-start`."""
-  kind = instr["op"][:-len("-start")]
-  line = f"{instr['type']} {instr['op']}({instr['operands']}){instr['attrs']}"
-  groups = collectives._groups(line, num_devices)
-  n = len(groups[0]) if groups else collectives._group_size(line, num_devices)
-  result, operand = hlo.async_result(instr["op"], instr["type"])
-  size = hlo.nbytes(result)
-  if kind == "reduce-scatter":
-    size = hlo.nbytes(operand or "") or size * n
-  return kind, size, n
 
 
 def collective_seconds(kind: str, nbytes: int, group: int,
@@ -81,7 +65,8 @@ def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.In
   blocking: set[str] = set()
   for instr in entry:
     op = instr["op"]
-    if op in _FREE or op.endswith(("-start", "-done")) and op.rsplit("-", 1)[0] in hlo.COLLECTIVES:
+    if op in hlo.NO_KERNEL or (op.endswith(("-start", "-done"))
+                               and op.rsplit("-", 1)[0] in hlo.COLLECTIVES):
       continue
     cost = costs.get(instr["name"])
     if cost is None:
@@ -112,8 +97,10 @@ def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.In
     op = instr["op"]
     base = op.rsplit("-", 1)[0]
     if op.endswith("-start") and base in hlo.COLLECTIVES:
-      kind, nbytes, group = _collective(instr, num_devices)
-      seconds = collective_seconds(kind, nbytes, group, link)
+      line = f"%{instr['name']} = {instr['type']} {op}({instr['operands']}){instr['attrs']}"
+      moved = collectives.op(line, num_devices)
+      seconds = (collective_seconds(moved.kind, moved.bytes, moved.group_size, link)
+                 if moved else 0.0)
       queue.append([instr["name"], seconds])
       alone += seconds
       count += 1

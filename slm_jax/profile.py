@@ -65,7 +65,7 @@ def hlo_ops(hlo_text: str) -> dict[str, Op]:
     if comp in fused:
       continue
     for i in instrs:
-      if i["op"] in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
+      if i["op"] in hlo.NO_KERNEL:
         continue
       body = []
       for c in re.findall(r"calls=%([\w.\-]+)", i["attrs"]):

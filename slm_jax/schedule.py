@@ -33,9 +33,6 @@ class Window:
   in_flight: int  # other collectives started and not yet done when it starts
 
 
-_FREE = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")  # run no kernel
-
-
 def windows(hlo_text: str) -> list[Window]:
   """Every asynchronous collective of the module's entry, in schedule order."""
   entry = hlo.computations(hlo_text).get("ENTRY", [])
@@ -51,7 +48,7 @@ def windows(hlo_text: str) -> list[Window]:
       open_at[instr["name"]] = k
     elif op.endswith("-done") and op[:-len("-done")] in hlo.COLLECTIVES:
       open_at.pop(hlo.operands(instr)[0].partition("#")[0], None)
-    elif op not in _FREE and not op.endswith(("-start", "-done")):
+    elif op not in hlo.NO_KERNEL and not op.endswith(("-start", "-done")):
       for name in open_at:
         out[name].ops += 1
         out[name].gemms += costs.get(instr["name"]) is not None and \
