@@ -1114,6 +1114,10 @@ def main(argv, flag) -> int:
     raise UserError("--records is required: result files with one-GPU records, e.g. "
                     "--records=benchmarks/h200_grid.jsonl")
   records = read_records(flag["records"].value)
+  for folder in flag["schedules"].value:
+    if not Path(folder).is_dir():
+      raise UserError(f"--schedules: no folder {folder!r} (a folder of compiled steps named "
+                      f"<run_id>{SCHEDULE_SUFFIX}, e.g. benchmarks/schedules)")
   per_node = flag["gpus_per_node"].value
   links = flag["interconnect"].value
   if flag["check"].value:

@@ -4,12 +4,14 @@ slm_jax.tools.overlap_fit."""
 
 import gzip
 import json
+import subprocess
+import sys
 
 import pytest
 
 from slm_jax import hardware, overlap, predict, report
 from slm_jax.tools import overlap_fit
-from test_predict import fake_plans, op, record, tiny
+from test_predict import ROOT, fake_plans, op, record, tiny
 
 GPU = hardware.GPUS["h200"]
 # A link whose every collective takes exactly 1 ms: the replay's arithmetic in round numbers.
@@ -187,3 +189,19 @@ def test_the_report_says_a_checked_run_s_exposed_time_was_replayed():
          "exposed_model": {"form": "replay", "gemm_share": 0.1}}
   [cells] = report.check_table([row]).rows
   assert "replayed from its compiled step (GEMM share 0.1)" in cells[10]
+
+
+def test_a_schedules_folder_that_is_not_there_and_a_broken_step_are_one_error_line(tmp_path):
+  path = tmp_path / "one.jsonl"
+  path.write_text(json.dumps(record(tiny(), step_s=0.1)) + "\n")
+  done = subprocess.run(
+      [sys.executable, "-m", "slm_jax.predict", "--check", f"--records={path}",
+       f"--schedules={tmp_path / 'nope'}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2
+  [line] = done.stderr.strip().splitlines()
+  assert line.startswith("error: --schedules: no folder") and "nope" in line
+  # A kept step that is not gzip text says which file.
+  (tmp_path / f"run{predict.SCHEDULE_SUFFIX}").write_text("not gzip")
+  with pytest.raises(predict.UserError, match="cannot read the compiled step"):
+    predict.record_schedule({"run_id": "run", "num_devices": 2}, [str(tmp_path)])
