@@ -11,7 +11,7 @@ little progress; next to the memory-bound kernels between GEMMs it runs at its f
 collective progresses at GEMM_SHARE of its rate while a GEMM or attention kernel runs and at its
 full rate otherwise, and what is left of it at its `-done` is exposed.
 
-  exposed = replay(hlo_text, compute_s, gpu, link).exposed_s
+  exposed = replay(hlo_text, compute_s, gpu, link, num_devices).exposed_s
 
 Op times are the roofline's, max(FLOPs / peak, bytes / HBM bandwidth), scaled together so the
 step's compute adds up to `compute_s` (the predictor's one-GPU compute). A collective's time is
@@ -56,9 +56,9 @@ def collective_seconds(kind: str, nbytes: int, group: int,
 
 
 def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.Interconnect,
-           num_devices: int = 2, gemm_share: float = GEMM_SHARE) -> Replay:
-  """The schedule of a compiled step (GPU HLO text) replayed with its compute taking
-  `compute_s` in all; see the module's docstring."""
+           num_devices: int, gemm_share: float = GEMM_SHARE) -> Replay:
+  """The schedule of a compiled step (GPU HLO text) for `num_devices` devices replayed with its
+  compute taking `compute_s` in all; see the module's docstring."""
   entry = hlo.computations(hlo_text).get("ENTRY", [])
   costs = profile.hlo_ops(hlo_text)
   roof: dict[str, float] = {}
