@@ -55,30 +55,50 @@ def collective_seconds(kind: str, nbytes: int, group: int,
   return factor * nbytes / (link.gbytes_per_s * 1e9) + steps * link.latency_s
 
 
+@dataclasses.dataclass
+class Program:
+  """A compiled step read once for replaying: its entry in order as ("op", roofline seconds,
+  runs beside a collective at the GEMM share), ("start", name, collective seconds) and ("done",
+  name) events."""
+  events: list[tuple]
+  roofline_s: float  # the ops' roofline seconds, summed
+
+
+def program(hlo_text: str, gpu: hardware.GPU, link: hardware.Interconnect,
+            num_devices: int) -> Program:
+  """The events of a compiled step (GPU HLO text) for `num_devices` devices on `gpu` and `link`."""
+  costs = profile.hlo_ops(hlo_text)  # no entry for the instructions that run no kernel
+  events, total = [], 0.0
+  for instr in hlo.computations(hlo_text).get("ENTRY", []):
+    op = instr["op"]
+    collective = op.endswith(("-start", "-done")) and op.rsplit("-", 1)[0] in hlo.COLLECTIVES
+    if collective and op.endswith("-start"):
+      line = f"%{instr['name']} = {instr['type']} {op}({instr['operands']}){instr['attrs']}"
+      moved = collectives.op(line, num_devices)
+      events.append(("start", instr["name"],
+                     collective_seconds(moved.kind, moved.bytes, moved.group_size, link)
+                     if moved else 0.0))
+    elif collective:
+      events.append(("done", hlo.operands(instr)[0].partition("#")[0]))
+    elif (cost := costs.get(instr["name"])) is not None:
+      flops = cost.flops or (_attention_flops(instr) if cost.category == "attention" else 0.0)
+      seconds = max(flops / (gpu.peak_bf16_tflops * 1e12),
+                    cost.bytes / (gpu.hbm_gbytes_per_s * 1e9))
+      events.append(("op", seconds, cost.category in ("matmul", "attention")))
+      total += seconds
+  return Program(events, total)
+
+
 def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.Interconnect,
            num_devices: int, gemm_share: float = GEMM_SHARE) -> Replay:
   """The schedule of a compiled step (GPU HLO text) for `num_devices` devices replayed with its
   compute taking `compute_s` in all; see the module's docstring."""
-  entry = hlo.computations(hlo_text).get("ENTRY", [])
-  costs = profile.hlo_ops(hlo_text)
-  roof: dict[str, float] = {}
-  blocking: set[str] = set()
-  for instr in entry:
-    op = instr["op"]
-    if op in hlo.NO_KERNEL or (op.endswith(("-start", "-done"))
-                               and op.rsplit("-", 1)[0] in hlo.COLLECTIVES):
-      continue
-    cost = costs.get(instr["name"])
-    if cost is None:
-      continue
-    flops = cost.flops or (_attention_flops(instr) if cost.category == "attention" else 0.0)
-    roof[instr["name"]] = max(flops / (gpu.peak_bf16_tflops * 1e12),
-                              cost.bytes / (gpu.hbm_gbytes_per_s * 1e9))
-    if cost.category in ("matmul", "attention"):
-      blocking.add(instr["name"])
-  total = sum(roof.values())
-  scale = compute_s / total if total > 0 else 0.0
+  return replay_program(program(hlo_text, gpu, link, num_devices), compute_s, gemm_share)
 
+
+def replay_program(prog: Program, compute_s: float, gemm_share: float = GEMM_SHARE) -> Replay:
+  """`replay` of a step already read by `program` (to replay one step at several shares)."""
+  scale = compute_s / prog.roofline_s if prog.roofline_s > 0 else 0.0
   queue: list[list] = []  # [name, seconds left] in start order
   finished: set[str] = set()
   t = exposed = alone = 0.0
@@ -93,27 +113,20 @@ def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.In
       dt -= need
       finished.add(queue.pop(0)[0])
 
-  for instr in entry:
-    op = instr["op"]
-    base = op.rsplit("-", 1)[0]
-    if op.endswith("-start") and base in hlo.COLLECTIVES:
-      line = f"%{instr['name']} = {instr['type']} {op}({instr['operands']}){instr['attrs']}"
-      moved = collectives.op(line, num_devices)
-      seconds = (collective_seconds(moved.kind, moved.bytes, moved.group_size, link)
-                 if moved else 0.0)
-      queue.append([instr["name"], seconds])
-      alone += seconds
+  for event in prog.events:
+    if event[0] == "start":
+      queue.append([event[1], event[2]])
+      alone += event[2]
       count += 1
-    elif op.endswith("-done") and base in hlo.COLLECTIVES:
-      name = hlo.operands(instr)[0].partition("#")[0]
-      while name not in finished and queue:
+    elif event[0] == "done":
+      while event[1] not in finished and queue:
         left = queue.pop(0)
         exposed += left[1]
         t += left[1]
         finished.add(left[0])
-    elif instr["name"] in roof:
-      dt = roof[instr["name"]] * scale
-      progress(dt, gemm_share if instr["name"] in blocking else 1.0)
+    else:
+      dt = event[1] * scale
+      progress(dt, gemm_share if event[2] else 1.0)
       t += dt
   for _, left in queue:  # collectives nothing waits for before the step ends
     exposed += left

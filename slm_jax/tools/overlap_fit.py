@@ -29,10 +29,10 @@ _STEP = flags.DEFINE_float("step", 0.05, "Grid step of the shares tried, from 0 
 _MIN = flags.DEFINE_float("min_exposed_ms", 0.5, "Fit only on records exposing at least this.")
 
 
-def cases(records: list[dict], folders: list[str]) -> list[tuple[dict, predict.Schedule, float,
+def cases(records: list[dict], folders: list[str]) -> list[tuple[dict, overlap.Program, float,
                                                                    float]]:
-  """(record, its kept step, the slowest GPU's compute s, its exposed s) of each profiled
-  multi-GPU record with a kept step and a per-GPU breakdown."""
+  """(record, its kept step read for replaying, the slowest GPU's compute s, its exposed s) of
+  each profiled multi-GPU record with a kept step and a per-GPU breakdown."""
   out = []
   for r in predict.multi_gpu_records(records):
     b = r.get("breakdown") or {}
@@ -44,15 +44,17 @@ def cases(records: list[dict], folders: list[str]) -> list[tuple[dict, predict.S
     slow = max(b["per_device"], key=lambda d: d["compute_ms"])
     # The profiled steps' compute, scaled to the timed median step as measured_exposed_s is.
     scale = r["step_time_s"]["median"] * 1e3 / b["step_ms"]
-    out.append((r, kept, slow["compute_ms"] / 1e3 * scale, predict.measured_exposed_s(r)))
+    gpu = predict.gpu_of(r)
+    # Read once: every share replays the same events.
+    prog = overlap.program(kept.text, gpu, hardware.interconnect(gpu.intra_node),
+                           r["num_devices"])
+    out.append((r, prog, slow["compute_ms"] / 1e3 * scale, predict.measured_exposed_s(r)))
   return out
 
 
 def replayed(case, share: float) -> float:
-  r, kept, compute_s, _ = case
-  gpu = predict.gpu_of(r)
-  return overlap.replay(kept.text, compute_s, gpu, hardware.interconnect(gpu.intra_node),
-                        r["num_devices"], share).exposed_s
+  _, prog, compute_s, _ = case
+  return overlap.replay_program(prog, compute_s, share).exposed_s
 
 
 def run(record_files: list[str], folders: list[str], fit_campaigns: list[str] = (),
