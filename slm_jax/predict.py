@@ -546,16 +546,25 @@ NO_OVERLAP = Calibration(1.0, "overlap: none assumed (exposed fraction 1: every 
                          "waits; the conservative bound), no measured multi-GPU record given")
 
 
+def _slowest_gpu(breakdown: dict) -> dict | None:
+  devices = breakdown.get("per_device")
+  return max(devices, key=lambda d: d["compute_ms"]) if devices else None
+
+
 def measured_exposed_s(record: dict) -> float | None:
-  """Exposed collective seconds of a median step from the record's profile, scaled from the
-  profiled step to the timed one; None without a profile that says. Where the profile has every
-  GPU (`per_device`), the slowest GPU's: a faster one's exposed time also holds its wait for the
-  slowest at each collective (`compute_skew_ms`), which is no property of the communication."""
+  """Exposed communication of a median step from the record's profile, scaled from the profiled
+  step to the timed one; None without a profile that says. Where the profile has every GPU
+  (`per_device`), the slowest GPU's exposed collective time less its own wait for another GPU
+  (`collectives_waiting_ms`, where recorded): a faster GPU's exposed time holds its wait for the
+  slowest at each collective (`compute_skew_ms`), and the slowest still arrives first at some
+  collectives of a step, so waits are no property of the communication. Left in, they are what
+  repeats of one point disagree on most (two H200s: 1B fsdp_grad_op at 64 exposed 6.0 and 8.0
+  ms, 5.0 and 5.4 without its waits; benchmarks/PERF_NOTES.md section 27)."""
   b = record.get("breakdown") or {}
   if not b.get("step_ms"):
     return None
-  if b.get("per_device"):
-    exposed = max(b["per_device"], key=lambda d: d["compute_ms"])["collectives_exposed_ms"]
+  if slow := _slowest_gpu(b):
+    exposed = slow["collectives_exposed_ms"] - slow.get("collectives_waiting_ms", 0.0)
   elif b.get("collectives_exposed_ms") is not None:
     exposed = b["collectives_exposed_ms"]
   elif b.get("collectives_busy_ms") is not None and b.get("collectives_overlapped_ms") is not None:
@@ -563,6 +572,16 @@ def measured_exposed_s(record: dict) -> float | None:
   else:
     return None
   return exposed / b["step_ms"] * record["step_time_s"]["median"]
+
+
+def measured_waiting_s(record: dict) -> float | None:
+  """The slowest GPU's exposed wait for another GPU in a median step, which measured_exposed_s
+  leaves out; None where the profile does not separate it."""
+  b = record.get("breakdown") or {}
+  slow = _slowest_gpu(b) if b.get("step_ms") else None
+  if slow is None or slow.get("collectives_waiting_ms") is None:
+    return None
+  return slow["collectives_waiting_ms"] / b["step_ms"] * record["step_time_s"]["median"]
 
 
 def record_config(record: dict) -> ml_collections.ConfigDict:
@@ -978,6 +997,7 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
            "record_timestamp": r.get("timestamp"), "measured_tokens_per_s": r["tokens_per_s"],
            "measured_step_s": r["step_time_s"]["median"],
            "measured_exposed_comm_s": measured_exposed_s(r),
+           "measured_waiting_s": measured_waiting_s(r),
            "schedule": " ".join(sorted(schedule_of(r)))}
     if gpu_of(r) is None:
       rows.append(dict(row, error=f"ran on {r.get('device_kind')!r}, not a known GPU type"))

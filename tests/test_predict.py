@@ -208,6 +208,24 @@ def test_the_measured_exposed_time_is_the_slowest_gpu_s_where_the_profile_has_ev
   assert predict.measured_exposed_s(two) == pytest.approx(0.028)
 
 
+def test_the_measured_exposed_time_leaves_out_the_slowest_gpu_s_own_wait_for_the_other():
+  # Slower over the step, GPU 1 still reached 3 ms of collectives before GPU 0 did (the skew
+  # changes sign inside a step): that wait is no communication, and is the part repeats of
+  # one point disagree on. The profile's scale (timed 0.72 s over profiled 0.71 s) applies.
+  c = tiny(strategy="ddp")
+  two = record(c, step_s=0.720, num_devices=2, run_id="two", breakdown={
+      "step_ms": 710.0, "collectives_exposed_ms": 28.0,
+      "per_device": [{"device": "/device:GPU:0", "compute_ms": 680.0, "collectives_busy_ms": 56.0,
+                      "collectives_exposed_ms": 28.0, "collectives_waiting_ms": 20.0},
+                     {"device": "/device:GPU:1", "compute_ms": 698.0, "collectives_busy_ms": 50.0,
+                      "collectives_exposed_ms": 10.0, "collectives_waiting_ms": 3.0}],
+      "compute_skew_ms": 18.0})
+  assert predict.measured_exposed_s(two) == pytest.approx(0.007 * 720 / 710)
+  assert predict.measured_waiting_s(two) == pytest.approx(0.003 * 720 / 710)
+  del two["breakdown"]["per_device"]
+  assert predict.measured_waiting_s(two) is None
+
+
 def test_calibration_prefers_a_run_whose_one_gpu_record_ran_at_its_own_commit():
   # Two profiled two-GPU runs of another model could calibrate tiny's: the newer has no one-GPU
   # record of its own commit (its step fraction would rest on another host's one-GPU step), so
