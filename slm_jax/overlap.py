@@ -5,11 +5,13 @@ collective by what NCCL achieves for its size on the link.
 XLA runs the entry's instructions on one compute stream in the order it prints them; an
 asynchronous collective runs from its `-start` to its `-done` on a stream of its own, in start
 order (NCCL serialises the collectives of one communicator), and the compute stream waits at the
-`-done` for whatever of it is left. A trace of two H200s shows what runs beside it
-(benchmarks/PERF_NOTES.md section 26): next to a GEMM, which fills every SM, an NCCL kernel makes
-little progress; next to the memory-bound kernels between GEMMs it runs at its full rate. So a
-collective progresses at GEMM_SHARE of its rate while a GEMM or attention kernel runs and at its
-full rate otherwise, and what is left of it at its `-done` is exposed.
+`-done` for whatever of it is left. What decides how much of it hides is when its kernel can get
+onto the GPU, as a trace of 2B ddp on two H200s shows (benchmarks/PERF_NOTES.md section 27): an
+NCCL kernel launched before a GEMM keeps its SMs and runs beside the GEMM at its full rate,
+while one that comes due (the collective before it ends) once a GEMM is running waits until
+the GEMM's last wave frees SMs, about its last GEMM_TAIL of its time; between the memory-bound
+kernels around the GEMMs it launches at once. Its kernel then runs to its end, and what is
+left of it at its `-done` is exposed.
 
   exposed = replay(hlo_text, compute_s, gpu, link, num_devices).exposed_s
 
@@ -25,14 +27,12 @@ import dataclasses
 
 from slm_jax import collectives, hardware, hlo, profile
 
-# The share of its full rate an NCCL collective keeps while a GEMM or attention kernel runs
-# beside it. Fitted with `python -m slm_jax.tools.overlap_fit` on the seven profiled two-H200 runs
-# whose compiled steps were kept before this model was written (campaigns h200x2-torch-new-best-
-# batch-2026-11-30 and h200x2-zero2-2026-11-30: 100M-2B, ddp and fsdp_grad_op, batch 32-256): of
-# the shares 0, 0.05, ..., 1, the one with the smallest mean |log(replayed / measured)| exposed
-# time over the six that exposed at least 0.5 ms. Checked on twelve runs made afterwards
-# (benchmarks/PERF_NOTES.md section 26).
-GEMM_SHARE = 0.10
+# The part of a GEMM (or attention kernel), at its end, during which a collective that came due
+# while it ran can launch: its last wave. Read from the trace of 2B ddp at batch 48 on two H200s
+# (traces/h200x2_2b_b48_ddp_7b812d8.*): the all-reduce due during each 980 us GEMM launched
+# 117-122 us before the GEMM's end, on both GPUs. Not fitted on the runs it is checked against;
+# `python -m slm_jax.tools.overlap_fit` scores other values on them (PERF_NOTES section 27).
+GEMM_TAIL = 0.12
 
 @dataclasses.dataclass
 class Replay:
@@ -40,7 +40,7 @@ class Replay:
   collectives_s: float  # every collective's time on its own, back to back
   collectives: int
   step_s: float         # the compute stream's end, collectives' waits included
-  gemm_share: float
+  gemm_tail: float
 
 
 def collective_seconds(kind: str, nbytes: int, group: int,
@@ -58,7 +58,7 @@ def collective_seconds(kind: str, nbytes: int, group: int,
 @dataclasses.dataclass
 class Program:
   """A compiled step read once for replaying: its entry in order as ("op", roofline seconds,
-  runs beside a collective at the GEMM share), ("start", name, collective seconds) and ("done",
+  is a GEMM or attention kernel), ("start", name, collective seconds) and ("done",
   name) events."""
   events: list[tuple]
   roofline_s: float  # the ops' roofline seconds, summed
@@ -90,28 +90,40 @@ def program(hlo_text: str, gpu: hardware.GPU, link: hardware.Interconnect,
 
 
 def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.Interconnect,
-           num_devices: int, gemm_share: float = GEMM_SHARE) -> Replay:
+           num_devices: int, gemm_tail: float = GEMM_TAIL) -> Replay:
   """The schedule of a compiled step (GPU HLO text) for `num_devices` devices replayed with its
   compute taking `compute_s` in all; see the module's docstring."""
-  return replay_program(program(hlo_text, gpu, link, num_devices), compute_s, gemm_share)
+  return replay_program(program(hlo_text, gpu, link, num_devices), compute_s, gemm_tail)
 
 
-def replay_program(prog: Program, compute_s: float, gemm_share: float = GEMM_SHARE) -> Replay:
-  """`replay` of a step already read by `program` (to replay one step at several shares)."""
+def replay_program(prog: Program, compute_s: float, gemm_tail: float = GEMM_TAIL) -> Replay:
+  """`replay` of a step already read by `program` (to replay one step at several tails)."""
   scale = compute_s / prog.roofline_s if prog.roofline_s > 0 else 0.0
-  queue: list[list] = []  # [name, seconds left] in start order
+  queue: list[list] = []  # [name, seconds left], in start order; the first is the next to run
+  launched = False        # whether the first has its kernel on the GPU
   finished: set[str] = set()
   t = exposed = alone = 0.0
   count = 0
 
-  def progress(dt: float, rate: float) -> None:
-    while dt > 0 and queue and rate > 0:
-      need = queue[0][1] / rate
-      if need > dt:
-        queue[0][1] -= dt * rate
+  def run(t0: float, dt: float, gemm: bool) -> None:
+    """The collectives' progress while the compute stream runs one op over [t0, t0 + dt]."""
+    nonlocal launched
+    now, end = t0, t0 + dt
+    while queue and now < end:
+      if not launched:
+        # A GEMM that started before the kernel could launch holds every SM until its last
+        # wave; one already launched when the GEMM starts keeps its SMs beside it.
+        if gemm and now > t0:
+          now = max(now, end - gemm_tail * dt)
+        if now >= end:
+          return
+        launched = True
+      if now + queue[0][1] > end:
+        queue[0][1] -= end - now
         return
-      dt -= need
+      now += queue[0][1]
       finished.add(queue.pop(0)[0])
+      launched = False
 
   for event in prog.events:
     if event[0] == "start":
@@ -120,18 +132,19 @@ def replay_program(prog: Program, compute_s: float, gemm_share: float = GEMM_SHA
       count += 1
     elif event[0] == "done":
       while event[1] not in finished and queue:
-        left = queue.pop(0)
-        exposed += left[1]
-        t += left[1]
-        finished.add(left[0])
+        name, left = queue.pop(0)
+        exposed += left
+        t += left
+        finished.add(name)
+        launched = False
     else:
       dt = event[1] * scale
-      progress(dt, gemm_share if event[2] else 1.0)
+      run(t, dt, event[2])
       t += dt
   for _, left in queue:  # collectives nothing waits for before the step ends
     exposed += left
     t += left
-  return Replay(exposed, alone, count, t, gemm_share)
+  return Replay(exposed, alone, count, t, gemm_tail)
 
 
 def _attention_flops(instr: dict) -> float:

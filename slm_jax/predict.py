@@ -866,7 +866,7 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
     replayed = overlap.replay(schedule.text, compute_s, target, intra, num_devices)
     exposed = replayed.exposed_s
     exposed_model = {"form": "replay", "schedule": str(schedule.path),
-                     "schedule_record": schedule.run_id, "gemm_share": replayed.gemm_share,
+                     "schedule_record": schedule.run_id, "gemm_tail": replayed.gemm_tail,
                      "collectives": replayed.collectives,
                      "collectives_alone_s": replayed.collectives_s,
                      "link_costs": intra.costs.source if intra.costs else None}
@@ -942,7 +942,8 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
               for n, k in kept.items() if k is not None and layout(n, gpus_per_node)[0] == 1]
   notes = compute.notes + [
       calibration.note + (f"; exposed collectives replayed from the schedule (slm_jax.overlap, "
-                          f"a collective beside a GEMM at {overlap.GEMM_SHARE:g} of its rate, "
+                          f"a collective that comes due during a GEMM launched at its last "
+                          f"{overlap.GEMM_TAIL:g} of it, "
                           f"{intra.key} collectives at "
                           + (f"their measured cost, {intra.costs.source}" if intra.costs else
                              "the ring model's time") + ") at " + "; ".join(replayed)

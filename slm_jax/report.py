@@ -1243,7 +1243,10 @@ def _exposed_line(model: dict | None) -> str:
   """Where a check's exposed time came from a line fitted on several runs, a + b x comm, or from
   its own compiled step replayed."""
   if model and model.get("form") == "replay":
-    return f"; exposed replayed from its compiled step (GEMM share {model['gemm_share']:g})"
+    # Checks written before the GEMM-tail replay (slm_jax.overlap) carry a GEMM share.
+    knob = ("GEMM tail", model["gemm_tail"]) if "gemm_tail" in model else (
+        "GEMM share", model.get("gemm_share"))
+    return f"; exposed replayed from its compiled step ({knob[0]} {knob[1]:g})"
   if not model or model.get("form") != "affine":
     return ""
   return (f"; exposed {model['a_s'] * 1e3:.2f} ms + {model['b']:.3f} x comm, fitted on "

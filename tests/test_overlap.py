@@ -1,6 +1,6 @@
 """slm_jax.overlap: a compiled step's schedule replayed, collectives timed by the link's measured
-costs, and the share of its rate a collective keeps beside a GEMM fitted by
-slm_jax.tools.overlap_fit."""
+costs, a collective that comes due during a GEMM held to the GEMM's last wave, and that tail
+scored on profiled runs by slm_jax.tools.overlap_fit."""
 
 import gzip
 import json
@@ -67,8 +67,8 @@ def _h200(**overrides):
   return c
 
 
-def _replay(lines, compute_s, share=0.25):
-  return overlap.replay(_module("\n".join(lines)), compute_s, GPU, LINK, 2, share)
+def _replay(lines, compute_s, tail=0.25):
+  return overlap.replay(_module("\n".join(lines)), compute_s, GPU, LINK, 2, tail)
 
 
 def test_measured_costs_interpolate_in_bytes_and_halve_for_one_of_the_pair():
@@ -94,15 +94,27 @@ def test_a_collective_waited_for_at_once_is_exposed_whole():
   assert r.step_s == pytest.approx(GEMM_S + 1e-3)
 
 
-def test_beside_a_gemm_a_collective_progresses_at_the_share_and_beside_other_work_in_full():
-  # The compute is scaled to 2 ms: the GEMM alone takes it all.
-  r = _replay([_start(1), _gemm(1), _done(1)], compute_s=2e-3, share=0.25)
-  assert r.exposed_s == pytest.approx(1e-3 - 0.25 * 2e-3)
-  r = _replay([_start(1), _gemm(1), _done(1)], compute_s=2e-3, share=0.5)
+def test_a_collective_launched_before_a_gemm_runs_beside_it_in_full():
+  # The compute is scaled to 2 ms: the GEMM alone takes it all, and the 1 ms all-reduce that
+  # was on the GPU when it started is over before its done.
+  r = _replay([_start(1), _gemm(1), _done(1)], compute_s=2e-3, tail=0.0)
   assert r.exposed_s == pytest.approx(0.0, abs=1e-12)
-  # An elementwise op of 0.6 ms hides 0.6 ms of it whatever the share.
-  r = _replay([_start(1), _elementwise(1), _done(1)], compute_s=0.6e-3, share=0.0)
-  assert r.exposed_s == pytest.approx(0.4e-3)
+
+
+def test_a_collective_that_comes_due_during_a_gemm_waits_for_its_last_wave():
+  # The first all-reduce runs beside the 2 ms GEMM from its start and ends at 1 ms; the second
+  # can launch only when the GEMM's last `tail` of its time begins.
+  lines = [_start(1), _start(2), _gemm(1), _done(1), _done(2)]
+  r = _replay(lines, compute_s=2e-3, tail=0.25)  # launched at 1.5 ms, done at 2.5 ms
+  assert r.exposed_s == pytest.approx(0.5e-3)
+  r = _replay(lines, compute_s=2e-3, tail=0.0)  # at the GEMM's end
+  assert r.exposed_s == pytest.approx(1e-3)
+  r = _replay(lines, compute_s=2e-3, tail=0.5)  # at once
+  assert r.exposed_s == pytest.approx(0.0, abs=1e-12)
+  # Between memory-bound kernels it launches as soon as the first ends, whatever the tail.
+  lines = [_start(1), _start(2), _elementwise(1), _done(1), _done(2)]
+  r = _replay(lines, compute_s=1.5e-3, tail=0.0)
+  assert r.exposed_s == pytest.approx(0.5e-3)
 
 
 def test_collectives_run_one_after_another_in_start_order():
@@ -156,14 +168,17 @@ def test_a_check_replays_the_record_s_own_kept_step_and_a_prediction_finds_one(t
   assert p["exposed_model"]["form"] != "replay"
 
 
-def test_the_fit_recovers_the_share_its_records_were_made_with(tmp_path, capsys):
-  # Three runs whose exposed time is what the replay gives at share 0.3.
-  lines = [_start(1), _gemm(1), _done(1), _start(2), _gemm(2), _elementwise(1), _done(2)]
+def test_the_fit_recovers_the_tail_its_records_were_made_with(tmp_path, capsys):
+  # Three runs whose exposed time is what the replay gives at a tail of 0.3: the second
+  # all-reduce (23.5 us on NVLink 4) comes due during the GEMM of 40-60 us and waits for the
+  # last 0.3 of it, so each GEMM length leaves a different part of it exposed.
+  lines = [_start(1), _start(2), _gemm(1), _done(1), _done(2)]
   text = _module("\n".join(lines))
   nvlink = hardware.interconnect("nvlink4")
   records = []
-  for i, compute_ms in enumerate((0.004, 0.008, 0.02)):
+  for i, compute_ms in enumerate((0.04, 0.05, 0.06)):
     exposed = overlap.replay(text, compute_ms / 1e3, GPU, nvlink, 2, 0.3).exposed_s
+    assert exposed > 0
     step_ms = compute_ms + exposed * 1e3
     c = _h200(strategy="ddp")
     records.append(record(c, step_s=step_ms / 1e3, num_devices=2, run_id=f"run{i}",
@@ -176,7 +191,7 @@ def test_the_fit_recovers_the_share_its_records_were_made_with(tmp_path, capsys)
   path.write_text("".join(json.dumps(r) + "\n" for r in records))
   assert overlap_fit.run([str(path)], [str(tmp_path)], ["fit"], step=0.1,
                          min_exposed_ms=0.0) == 0
-  assert "best share on the 3 fit records: 0.3" in capsys.readouterr().out
+  assert "best tail on the 3 fit records: 0.3" in capsys.readouterr().out
   assert overlap_fit.run([str(path)], [str(tmp_path / "none")]) == 2
   assert "no profiled multi-GPU record" in capsys.readouterr().err
 
@@ -186,9 +201,9 @@ def test_the_report_says_a_checked_run_s_exposed_time_was_replayed():
          "measured_tokens_per_s": 1.0, "predicted_tokens_per_s": 1.0, "error_percent": 0.0,
          "measured_exposed_comm_s": 0.005, "predicted_exposed_comm_s": 0.006,
          "exposed_error_percent": 20.0, "calibrated_model": "500m", "calibrated_strategy": "ddp",
-         "exposed_model": {"form": "replay", "gemm_share": 0.1}}
+         "exposed_model": {"form": "replay", "gemm_tail": 0.12}}
   [cells] = report.check_table([row]).rows
-  assert "replayed from its compiled step (GEMM share 0.1)" in cells[10]
+  assert "replayed from its compiled step (GEMM tail 0.12)" in cells[10]
 
 
 def test_a_schedules_folder_that_is_not_there_and_a_broken_step_are_one_error_line(tmp_path):
