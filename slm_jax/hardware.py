@@ -125,6 +125,8 @@ class CollectiveCosts:
 
 # NVLink 4 between the two H200s of one host, bf16 (fp32 measured the same within 3%), jax
 # 0.11.2: benchmarks/h200x2_link_bandwidth.jsonl, campaign h200x2-schedule-replay-2026-11-30.
+# Hosts differ: another (campaign h200x2-gemm-tail-2026-11-30) took 17-31% longer from 16 to
+# 34 MB and the same within 10% from 64 MB up (benchmarks/PERF_NOTES.md section 27).
 _NVLINK4_H200X2 = CollectiveCosts(
     source="benchmarks/h200x2_link_bandwidth.jsonl (h200x2-schedule-replay-2026-11-30)", group=2,
     sizes=(249856, 999424, 3999744, 15998976, 24999936, 33998848, 64000000, 128000000,
