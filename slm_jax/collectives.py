@@ -129,6 +129,22 @@ def from_hlo(hlo_text: str, num_devices: int) -> dict[str, dict]:
   return out
 
 
+def ring_seconds(kind: str, nbytes: float, group: int, nodes: int, intra: hardware.Interconnect,
+                 inter: hardware.Interconnect) -> float:
+  """One collective over `group` devices spread evenly over `nodes` nodes, as hierarchical
+  rings: inside each node over `intra`, then across the nodes over `inter`, one latency per
+  ring step. An all-reduce is a reduce-scatter and an all-gather."""
+  k = group // nodes
+  bi, bo = intra.gbytes_per_s * 1e9, inter.gbytes_per_s * 1e9
+  steps = (k - 1) * intra.latency_s + (nodes - 1) * inter.latency_s
+  if kind in ("all-gather", "reduce-scatter", "all-reduce"):
+    t = (k - 1) / k * nbytes / bi + (nodes - 1) / nodes * nbytes / k / bo + steps
+    return 2 * t if kind == "all-reduce" else t
+  if kind == "all-to-all":
+    return (k - 1) / group * nbytes / bi + (group - k) / group * nbytes / bo + steps
+  return nbytes / (bo if nodes > 1 else bi) + steps  # collective-permute
+
+
 def predict_seconds(collectives: dict, interconnect: str) -> float:
   """Ring time for every collective of one step, run back to back with no overlap."""
   link = hardware.interconnect(interconnect)

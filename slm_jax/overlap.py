@@ -50,9 +50,7 @@ def collective_seconds(kind: str, nbytes: int, group: int,
     return 0.0
   if link.costs is not None:
     return link.costs.seconds(kind, nbytes, group)
-  factor = 2 * (group - 1) / group if kind == "all-reduce" else (group - 1) / group
-  steps = 2 * (group - 1) if kind == "all-reduce" else group - 1
-  return factor * nbytes / (link.gbytes_per_s * 1e9) + steps * link.latency_s
+  return collectives.ring_seconds(kind, nbytes, group, 1, link, link)
 
 
 @dataclasses.dataclass

@@ -477,18 +477,9 @@ def summary(ops: list[dict]) -> dict:
 def op_seconds(op: dict, per_node: int, intra: hardware.Interconnect,
                inter: hardware.Interconnect) -> float:
   """Hierarchical ring time of one collective (see the module docstring)."""
-  n, size, kind = op["group_size"], op["bytes"], op["kind"]
-  groups = op["groups"]
-  m = len({i // per_node for i in groups[0]}) if groups else math.ceil(n / per_node)
-  k = n // m
-  bi, bo = intra.gbytes_per_s * 1e9, inter.gbytes_per_s * 1e9
-  steps = (k - 1) * intra.latency_s + (m - 1) * inter.latency_s
-  if kind in ("all-gather", "reduce-scatter", "all-reduce"):
-    t = (k - 1) / k * size / bi + (m - 1) / m * size / k / bo + steps
-    return 2 * t if kind == "all-reduce" else t
-  if kind == "all-to-all":
-    return (k - 1) / n * size / bi + (n - k) / n * size / bo + steps
-  return size / (bo if m > 1 else bi) + steps  # collective-permute
+  n, groups = op["group_size"], op["groups"]
+  nodes = len({i // per_node for i in groups[0]}) if groups else math.ceil(n / per_node)
+  return collectives.ring_seconds(op["kind"], op["bytes"], n, nodes, intra, inter)
 
 
 def comm_seconds(ops: list[dict], per_node: int, intra, inter) -> float:
