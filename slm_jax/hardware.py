@@ -10,6 +10,7 @@ and `name`, as the price table and the paper do ("A100-40GB", "H100"). `gpu()` t
 from __future__ import annotations
 
 import dataclasses
+import statistics
 
 from slm_jax.errors import UserError
 
@@ -121,6 +122,33 @@ class CollectiveCosts:
     k = next((i for i in range(1, len(xs)) if nbytes <= xs[i]), len(xs) - 1)
     slope = (ys[k] - ys[k - 1]) / (xs[k] - xs[k - 1])
     return share * (ys[k - 1] + slope * (nbytes - xs[k - 1]))
+
+
+def link_costs(rows: list[dict], source: str,
+               dtype: str = "bfloat16") -> dict[tuple[str, ...], CollectiveCosts]:
+  """{host (its GPUs' UUIDs, sorted): CollectiveCosts} from benchmarks/link_bandwidth.py's lines
+  of `dtype`: at each size measured for both kinds, the median over the rounds. Lines without
+  both kinds, or of another dtype, are left out."""
+  by_host: dict[tuple[str, ...], list[dict]] = {}
+  for r in rows:
+    if r.get("dtype") == dtype and r.get("kind") and r.get("median_us") is not None:
+      host = tuple(sorted(g.get("uuid", "") for g in r.get("gpus") or [])) or ("unknown host",)
+      by_host.setdefault(host, []).append(r)
+  out = {}
+  for host, lines in by_host.items():
+    times: dict[str, dict[int, list[float]]] = {}
+    for r in lines:
+      times.setdefault(r["kind"], {}).setdefault(int(r["bytes"]), []).append(r["median_us"])
+    pair, ar = times.get("reduce-scatter+all-gather", {}), times.get("all-reduce", {})
+    sizes = tuple(sorted(set(ar) & set(pair)))
+    if not sizes:
+      continue
+    median = lambda xs: statistics.median(xs) * 1e-6
+    out[host] = CollectiveCosts(
+        source=f"{source} ({' / '.join(host)})", group=int(lines[0].get("num_devices") or 2),
+        sizes=sizes, all_reduce_s=tuple(median(ar[b]) for b in sizes),
+        reduce_scatter_all_gather_s=tuple(median(pair[b]) for b in sizes))
+  return out
 
 
 # NVLink 4 between the two H200s of one host, bf16 (fp32 measured the same within 3%), jax

@@ -101,6 +101,40 @@ def read_records(paths) -> list[dict]:
   return out
 
 
+LinkCosts = dict[tuple[str, ...], hardware.CollectiveCosts]
+
+
+def read_link_costs(paths) -> LinkCosts:
+  """Each measured host's collective costs in the files of benchmarks/link_bandwidth.py
+  (`--out`), by its GPUs' UUIDs (hardware.link_costs)."""
+  hosts: LinkCosts = {}
+  for pattern in paths:
+    for f in sorted(glob.glob(pattern)) or [pattern]:
+      if not Path(f).is_file():
+        raise UserError(f"--link_costs: no file {f!r} (lines written by "
+                        "benchmarks/link_bandwidth.py --out)")
+      hosts.update(hardware.link_costs(list(results.read(f)), f))
+  if not hosts:
+    raise UserError(f"--link_costs: {', '.join(paths)} hold no bf16 timings of both an "
+                    "all-reduce and a reduce-scatter + all-gather (benchmarks/link_bandwidth.py "
+                    "--out writes them)")
+  return hosts
+
+
+def one_link(hosts: LinkCosts) -> hardware.CollectiveCosts:
+  """The one host's costs a prediction replays with."""
+  if len(hosts) != 1:
+    raise UserError(f"--link_costs: the files hold the link timings of {len(hosts)} hosts "
+                    f"({'; '.join(' / '.join(h) for h in hosts)}); keep one host's lines to "
+                    "predict with (--check takes each run's own host)")
+  return next(iter(hosts.values()))
+
+
+def host_of(record: dict) -> tuple[str, ...]:
+  """A record's host as link_costs keys it: its GPUs' UUIDs, sorted."""
+  return tuple(sorted(g.get("uuid", "") for g in record.get("gpus") or []))
+
+
 def gpu_of(record: dict) -> hardware.GPU | None:
   return hardware.from_device_kind(record.get("device_kind") or "")
 
@@ -900,12 +934,14 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
             calibration: Calibration | None = None, plan_fn=None,
             near: dict | None = None, schedules: list[str] = (),
             schedule: Schedule | None = None,
-            find_schedules: bool = True) -> tuple[list[dict], list[str]]:
+            find_schedules: bool = True,
+            link_costs: LinkCosts | None = None) -> tuple[list[dict], list[str]]:
   """(points, assumptions) for `c` on each device count of `counts`; `near`: the measured run
   being predicted (check mode), whose code the one-GPU record is chosen nearest to. The exposed
   communication at a count is replayed from a compiled step of the same point (`schedule`, else,
   with `find_schedules`, one kept for a record of the point in `schedules` or beside its trace)
-  where there is one."""
+  where there is one, its collectives timed by `link_costs` (one host's measured costs) where
+  given, else by the link's built-in table."""
   config_lib.validate(c)
   target = hardware.gpu(gpu or c.gpu) if (gpu or c.gpu != "cpu") else None
   if target is None:
@@ -916,6 +952,8 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
   if len(interconnects) > 2:
     raise UserError("--interconnect takes at most two: inside a node, across nodes")
   intra, inter = _links(target, list(interconnects))
+  if link_costs:
+    intra = dataclasses.replace(intra, costs=one_link(link_costs))
   for n in counts:
     check_count(c.strategy, n, gpus_per_node)
   compute = compute_time(c, records, target, near=near)
@@ -972,12 +1010,14 @@ def _percent(predicted, measured):
 
 
 def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] = (),
-          plan_fn=None, schedules: list[str] = ()) -> list[dict]:
+          plan_fn=None, schedules: list[str] = (),
+          link_costs: LinkCosts | None = None) -> list[dict]:
   """Predicts every measured multi-GPU record, calibrated on a record of another model (the
   same strategy first), each from the one-GPU record nearest its code, and says how far each
   prediction is from the measurement: tokens/s and, where the record was profiled, the exposed
   collective time: replayed from the record's own compiled step where it was kept (in
-  `schedules` or beside its trace), else from the calibration."""
+  `schedules` or beside its trace), with the collective costs measured on its own host where
+  `link_costs` has them, else from the calibration."""
   plan_fn = _memo(plan_fn)
   rows = []
   for r in multi_gpu_records(records):
@@ -1004,7 +1044,9 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
       [p], _ = predict(rc, [r["num_devices"]], records=records, gpu=gpu_of(r).key,
                        gpus_per_node=gpus_per_node, interconnects=interconnects,
                        calibration=cal, plan_fn=plan_fn, near=r,
-                       schedule=record_schedule(r, schedules), find_schedules=False)
+                       schedule=record_schedule(r, schedules), find_schedules=False,
+                       link_costs=({host_of(r): link_costs[host_of(r)]}
+                                   if link_costs and host_of(r) in link_costs else None))
     except UserError as e:
       rows.append(dict(row, error=str(e)))
       continue
@@ -1097,6 +1139,11 @@ def _flags():
           "schedules", [], "Folders of compiled GPU steps named <run_id>.step.hlo.txt.gz (as "
           "benchmarks/schedules/): a point with one of its records' steps there, or beside the "
           "record's trace, has its exposed communication replayed from it (slm_jax.overlap)."),
+      "link_costs": flags.DEFINE_list(
+          "link_costs", [], "Files of collective timings from benchmarks/link_bandwidth.py --out "
+          "(globs allowed): a replay times collectives with them instead of the link's built-in "
+          "table; a prediction takes the files' one host, --check each run's own host where "
+          "measured."),
   }
   return f
 
@@ -1130,13 +1177,14 @@ def main(argv, flag) -> int:
     if not Path(folder).is_dir():
       raise UserError(f"--schedules: no folder {folder!r} (a folder of compiled steps named "
                       f"<run_id>{SCHEDULE_SUFFIX}, e.g. benchmarks/schedules)")
+  hosts = read_link_costs(flag["link_costs"].value) if flag["link_costs"].value else None
   per_node = flag["gpus_per_node"].value
   links = flag["interconnect"].value
   if flag["check"].value:
     multi = multi_gpu_records(records)
     _use_fake_devices(max([r["num_devices"] for r in multi] or [1]))
     made = provenance()
-    rows = check(records, per_node, links, schedules=flag["schedules"].value)
+    rows = check(records, per_node, links, schedules=flag["schedules"].value, link_costs=hosts)
     if flag["json"].value:
       for row in stamped(rows, made):
         print(json.dumps(row))
@@ -1150,7 +1198,7 @@ def main(argv, flag) -> int:
   _use_fake_devices(max(counts + [1]))
   points, notes = predict(c, counts, records=records, gpu=flag["gpu"].value,
                           gpus_per_node=per_node, interconnects=links,
-                          schedules=flag["schedules"].value)
+                          schedules=flag["schedules"].value, link_costs=hosts)
   if flag["json"].value:
     for p in points:
       print(json.dumps(p))

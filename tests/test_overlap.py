@@ -220,3 +220,91 @@ def test_a_schedules_folder_that_is_not_there_and_a_broken_step_are_one_error_li
   (tmp_path / f"run{predict.SCHEDULE_SUFFIX}").write_text("not gzip")
   with pytest.raises(predict.UserError, match="cannot read the compiled step"):
     predict.record_schedule({"run_id": "run", "num_devices": 2}, [str(tmp_path)])
+
+
+def _link_rows(uuids, all_reduce_us, pair_us, campaign="c", dtype="bfloat16"):
+  """benchmarks/link_bandwidth.py's lines for one host: two rounds (the second 10% slower) at
+  2 KB (a bf16[1000] operand, the test steps' all-reduce) and 1 MB."""
+  gpus = [{"index": str(i), "uuid": u} for i, u in enumerate(uuids)]
+  return [{"kind": kind, "dtype": dtype, "bytes": size, "round": r, "median_us": us * (1 + r / 10),
+           "num_devices": len(uuids), "gpus": gpus, "campaign": campaign}
+          for r in (0, 1) for kind, times in (("all-reduce", all_reduce_us),
+                                              ("reduce-scatter+all-gather", pair_us))
+          for size, us in zip((2000, 10**6), times)]
+
+
+def test_the_built_in_nvlink_costs_are_their_campaign_s_medians():
+  path = ROOT / "benchmarks" / "h200x2_link_bandwidth.jsonl"
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  rows = [r for r in rows if r["campaign"] == "h200x2-schedule-replay-2026-11-30"]
+  [costs] = hardware.link_costs(rows, "x").values()
+  table = hardware.interconnect("nvlink4").costs
+  assert costs.sizes == table.sizes and costs.group == table.group
+  assert costs.all_reduce_s == pytest.approx(table.all_reduce_s, abs=0.06e-6)
+  assert costs.reduce_scatter_all_gather_s == pytest.approx(table.reduce_scatter_all_gather_s,
+                                                            abs=0.06e-6)
+
+
+def test_link_costs_are_each_host_s_medians_of_its_rounds():
+  rows = (_link_rows(["GPU-a", "GPU-b"], (10.0, 100.0), (20.0, 200.0))
+          + _link_rows(["GPU-c", "GPU-d"], (30.0, 300.0), (40.0, 400.0))
+          + _link_rows(["GPU-c", "GPU-d"], (99.0, 999.0), (99.0, 999.0), dtype="float32"))
+  hosts = hardware.link_costs(rows, "file")
+  assert set(hosts) == {("GPU-a", "GPU-b"), ("GPU-c", "GPU-d")}
+  ab = hosts["GPU-a", "GPU-b"]
+  # The median of rounds at 1x and 1.1x; bf16 only.
+  assert ab.sizes == (2000, 10**6) and ab.group == 2
+  assert ab.all_reduce_s == pytest.approx((10.5e-6, 105e-6))
+  assert hosts["GPU-c", "GPU-d"].reduce_scatter_all_gather_s == pytest.approx((42e-6, 420e-6))
+  assert "file" in ab.source and "GPU-a" in ab.source
+
+
+def test_a_check_replays_with_the_link_of_the_host_the_run_ran_on(tmp_path):
+  ops = {2: [op("all-reduce", 4e8, range(2))]}
+  plan_fn = fake_plans(ops, {1: 1, 2: 1})
+  rows = []
+  for model, layers, host in (("tiny", 2, ["GPU-a", "GPU-b"]), ("custom", 3, ["GPU-e", "GPU-f"])):
+    c = _h200(strategy="ddp", num_layers=layers)
+    step = 0.02 * layers + 0.002
+    rows += [record(c, step_s=0.02 * layers, run_id=f"{model}-1", gpu="NVIDIA H200"),
+             record(c, step_s=step, num_devices=2, run_id=f"{model}-2", gpu="NVIDIA H200",
+                    gpus=[{"index": str(i), "uuid": u} for i, u in enumerate(host)],
+                    breakdown={"step_ms": step * 1e3, "collectives_exposed_ms": 1.0})]
+    # Each run's step waits for its 2 KB all-reduce at once: the exposed time is its cost.
+    _write(tmp_path / f"{model}-2{predict.SCHEDULE_SUFFIX}", _module("\n".join(
+        [_start(1), _done(1), _gemm(1)])))
+  links = tmp_path / "link.jsonl"
+  links.write_text("".join(json.dumps(r) + "\n" for r in
+                           _link_rows(["GPU-a", "GPU-b"], (70.0, 700.0), (80.0, 800.0))))
+  hosts = predict.read_link_costs([str(links)])
+  checked = {r["run_id"]: r for r in predict.check(rows, plan_fn=plan_fn,
+                                                   schedules=[str(tmp_path)], link_costs=hosts)}
+  # tiny ran on the measured host: its link's 2 KB all-reduce (73.5 us, the median of rounds
+  # at 70 and 77). custom's host was not measured: the built-in table's.
+  assert checked["tiny-2"]["predicted_exposed_comm_s"] == pytest.approx(73.5e-6)
+  assert checked["tiny-2"]["exposed_model"]["link_costs"] == hosts["GPU-a", "GPU-b"].source
+  builtin = overlap.collective_seconds("all-reduce", 2000, 2, hardware.interconnect("nvlink4"))
+  assert checked["custom-2"]["predicted_exposed_comm_s"] == pytest.approx(builtin)
+  # A prediction with one host's timings replays with them.
+  c = _h200(strategy="ddp", num_layers=2)
+  [p], notes = predict.predict(c, [2], records=rows, plan_fn=plan_fn, schedules=[str(tmp_path)],
+                               link_costs=hosts)
+  assert p["exposed_comm_s"] == pytest.approx(73.5e-6)
+  assert any(str(links) in n for n in notes)
+
+
+def test_link_cost_files_that_cannot_be_used_are_one_error_line(tmp_path):
+  path = tmp_path / "one.jsonl"
+  path.write_text(json.dumps(record(tiny(), step_s=0.1)) + "\n")
+  for bad, says in ((tmp_path / "none.jsonl", "no file"), (path, "no bf16 timings")):
+    done = subprocess.run(
+        [sys.executable, "-m", "slm_jax.predict", "--check", f"--records={path}",
+         f"--link_costs={bad}"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: --link_costs"), done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
+  two = tmp_path / "two.jsonl"
+  two.write_text("".join(json.dumps(r) + "\n" for r in
+                         _link_rows(["GPU-a", "GPU-b"], (1.0, 2.0), (2.0, 4.0))
+                         + _link_rows(["GPU-c", "GPU-d"], (1.0, 2.0), (2.0, 4.0))))
+  with pytest.raises(predict.UserError, match="2 hosts"):
+    predict.one_link(predict.read_link_costs([str(two)]))
