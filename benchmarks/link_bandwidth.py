@@ -1,5 +1,6 @@
 """What one NCCL collective of a given size costs through XLA on this host's GPUs: the rate the
-schedule replay (slm_jax.overlap) times each collective of a compiled step with.
+schedule replay (slm_jax.overlap) times each collective of a compiled step with (the built-in
+table, slm_jax.hardware, or this host's with `python -m slm_jax.predict --link_costs=F`).
 
 The ring model's link figure (slm_jax.hardware.INTERCONNECTS, a datasheet's) is what the wires
 carry; a collective of a gradient bucket's size gets a fraction of it (NCCL's protocol for the
