@@ -230,8 +230,9 @@ def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...]
   with the most measured points (distinct `key` values; a point that ran out of memory was
   measured too), then the newest; only `campaigns` when given. With `compared` (the key field
   that tells the curves apart, e.g. the scheme), first the most points that two or more curves
-  measured: a campaign that ran each scheme at other batches compares nothing, however many
-  points it has."""
+  measured at one global batch on one host (the GPUs' UUIDs, where recorded): a campaign that
+  ran each scheme at other batches, or on another machine, compares nothing of the schemes,
+  however many points it has."""
   groups = defaultdict(list)
   for r in records:
     if in_campaigns(r["campaign"], campaigns):
@@ -247,7 +248,8 @@ def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...]
       rest = [k for k in key if k != compared]
       series = defaultdict(set)
       for r in rs:
-        series[tuple(r[k] for k in rest)].add(r[compared])
+        host = tuple(sorted(g.get("uuid", "") for g in r.get("gpus") or []))
+        series[tuple(r[k] for k in rest) + (r.get("global_batch"), host)].add(r[compared])
       shared = sum(len(s) > 1 for s in series.values())
     return (bool(prefer and prefer(gpu, campaign)), shared, len(points),
             max(r.get("timestamp") or "" for r in rs))

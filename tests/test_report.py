@@ -223,6 +223,25 @@ def test_a_scheme_figure_is_drawn_from_the_campaign_whose_schemes_share_points()
   assert report.fig4_schemes(ours, []).selections[0][1].campaign == "side"
 
 
+def test_a_scheme_figure_shares_points_on_one_host_not_across_hosts():
+  # "hosts" ran each scheme at both batches, but every scheme on a host of its own: its ratios
+  # would pair machines. "one" ran both schemes at one batch on one host.
+  def on(host, **kw):
+    return dict(record(devices=2, kind=H200, **kw), gpus=[{"index": "0", "uuid": host}])
+  hosts = [on(f"GPU-{s}", strategy=s, batch=b, campaign="hosts", timestamp="2026-02-01T00:00:00")
+           for s in ("ddp", "fsdp_full") for b in (8, 16)]
+  one = [on("GPU-x", strategy=s, batch=8, campaign="one") for s in ("ddp", "fsdp_full")]
+  ours = report.prepare(hosts + one, oom=True)
+  schemes = [r for r in ours if r["scheme"]]
+  key = ("model", "scheme", "global_batch")
+  assert report.choose(schemes, key, compared="scheme").campaign == "one"
+  # Records that do not name their GPUs count as one host, as before the field.
+  for r in hosts:
+    del r["gpus"]
+  ours = report.prepare(hosts + one, oom=True)
+  assert report.choose([r for r in ours if r["scheme"]], key, compared="scheme").campaign == "hosts"
+
+
 def test_scheme_curves_and_questions_come_from_multi_gpu_runs_only():
   one_gpu = [record(m, "cudnn", s, b, 1, H200, 1000 * b ** 0.1)
              for m in ("100m", "1b") for s in ("single", "ddp", "fsdp_full") for b in (4, 8)]
