@@ -124,6 +124,12 @@ class CollectiveCosts:
     return share * (ys[k - 1] + slope * (nbytes - xs[k - 1]))
 
 
+def host_key(gpus: list[dict] | None) -> tuple[str, ...]:
+  """A host as records and link timings name it: its GPUs' UUIDs (`gpus`, written by
+  slm_jax.results.gpu_identity), sorted; () where they were not recorded."""
+  return tuple(sorted(g.get("uuid", "") for g in gpus or []))
+
+
 def link_costs(rows: list[dict], source: str,
                dtype: str = "bfloat16") -> dict[tuple[str, ...], CollectiveCosts]:
   """{host (its GPUs' UUIDs, sorted): CollectiveCosts} from benchmarks/link_bandwidth.py's lines
@@ -132,7 +138,7 @@ def link_costs(rows: list[dict], source: str,
   by_host: dict[tuple[str, ...], list[dict]] = {}
   for r in rows:
     if r.get("dtype") == dtype and r.get("kind") and r.get("median_us") is not None:
-      host = tuple(sorted(g.get("uuid", "") for g in r.get("gpus") or [])) or ("unknown host",)
+      host = host_key(r.get("gpus")) or ("unknown host",)
       by_host.setdefault(host, []).append(r)
   out = {}
   for host, lines in by_host.items():

@@ -130,11 +130,6 @@ def one_link(hosts: LinkCosts) -> hardware.CollectiveCosts:
   return next(iter(hosts.values()))
 
 
-def host_of(record: dict) -> tuple[str, ...]:
-  """A record's host as link_costs keys it: its GPUs' UUIDs, sorted."""
-  return tuple(sorted(g.get("uuid", "") for g in record.get("gpus") or []))
-
-
 def gpu_of(record: dict) -> hardware.GPU | None:
   return hardware.from_device_kind(record.get("device_kind") or "")
 
@@ -1005,6 +1000,12 @@ def _memo(plan_fn):
   return cached
 
 
+def _own_host(record: dict, link_costs: LinkCosts | None) -> LinkCosts | None:
+  """The costs measured on the host `record` ran on, where `link_costs` has them."""
+  host = hardware.host_key(record.get("gpus"))
+  return {host: link_costs[host]} if link_costs and host in link_costs else None
+
+
 def _percent(predicted, measured):
   return None if predicted is None or not measured else 100 * (predicted / measured - 1)
 
@@ -1045,8 +1046,7 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
                        gpus_per_node=gpus_per_node, interconnects=interconnects,
                        calibration=cal, plan_fn=plan_fn, near=r,
                        schedule=record_schedule(r, schedules), find_schedules=False,
-                       link_costs=({host_of(r): link_costs[host_of(r)]}
-                                   if link_costs and host_of(r) in link_costs else None))
+                       link_costs=_own_host(r, link_costs))
     except UserError as e:
       rows.append(dict(row, error=str(e)))
       continue

@@ -248,7 +248,7 @@ def choose(records: list[dict], key: tuple[str, ...], campaigns: tuple[str, ...]
       rest = [k for k in key if k != compared]
       series = defaultdict(set)
       for r in rs:
-        host = tuple(sorted(g.get("uuid", "") for g in r.get("gpus") or []))
+        host = hardware.host_key(r.get("gpus"))
         series[tuple(r[k] for k in rest) + (r.get("global_batch"), host)].add(r[compared])
       shared = sum(len(s) > 1 for s in series.values())
     return (bool(prefer and prefer(gpu, campaign)), shared, len(points),
