@@ -89,18 +89,23 @@ class Op:
 def op(line: str, num_devices: int) -> Op | None:
   """The collective an HLO line runs (its `-start` where asynchronous), None for any other
   line and for a collective over one device, which moves nothing."""
-  line = hlo.uncommented(line)
-  instr = hlo.instruction(line)
-  kind = _KIND_OF_OP.get(instr["op"]) if instr else None
+  instr = hlo.instruction(hlo.uncommented(line))
+  return op_of(instr, num_devices) if instr else None
+
+
+def op_of(instr: dict, num_devices: int) -> Op | None:
+  """`op` of an instruction already parsed (slm_jax.hlo.instruction, .computations)."""
+  kind = _KIND_OF_OP.get(instr["op"])
   if kind is None:
     return None
-  groups = _groups(line, num_devices)
-  n = len(groups[0]) if groups and kind != "collective-permute" else _group_size(line,
+  attrs = instr["attrs"]  # the device groups are attributes
+  groups = _groups(attrs, num_devices)
+  n = len(groups[0]) if groups and kind != "collective-permute" else _group_size(attrs,
                                                                                 num_devices)
-  result, operand = hlo.async_result(instr["op"], instr["type"])
+  result, operand = hlo.async_result(instr["op"], hlo.uncommented(instr["type"]))
   result_bytes = hlo.nbytes(result)
   if kind == "reduce-scatter":  # compiled HLO may print operands without shapes
-    size = hlo.nbytes(operand or instr["operands"]) or result_bytes * n
+    size = hlo.nbytes(operand or hlo.uncommented(instr["operands"])) or result_bytes * n
   else:
     size = result_bytes
   return Op(kind, size, n, groups) if n > 1 else None

@@ -98,6 +98,17 @@ def computations(hlo_text: str) -> dict[str, list[dict]]:
   return comps
 
 
+def async_collective(op: str) -> tuple[str, str] | None:
+  """(kind, "start" or "done") of an asynchronous collective's opcode, None for any other."""
+  kind, _, phase = op.rpartition("-")
+  return (kind, phase) if phase in ("start", "done") and kind in COLLECTIVES else None
+
+
+def started(done: dict) -> str:
+  """The name of the `-start` instruction a collective's `-done` waits for."""
+  return operands(done)[0].partition("#")[0]
+
+
 def operands(instr: dict) -> list[str]:
   """The names of an instruction's operands (`x#1` for a tuple's element, as newer XLA prints)."""
   return [o.strip().split()[-1].lstrip("%") for o in instr["operands"].split(",") if o.strip()]

@@ -68,16 +68,14 @@ def program(hlo_text: str, gpu: hardware.GPU, link: hardware.Interconnect,
   costs = profile.hlo_ops(hlo_text)  # no entry for the instructions that run no kernel
   events, total = [], 0.0
   for instr in hlo.computations(hlo_text).get("ENTRY", []):
-    op = instr["op"]
-    collective = op.endswith(("-start", "-done")) and op.rsplit("-", 1)[0] in hlo.COLLECTIVES
-    if collective and op.endswith("-start"):
-      line = f"%{instr['name']} = {instr['type']} {op}({instr['operands']}){instr['attrs']}"
-      moved = collectives.op(line, num_devices)
+    collective = hlo.async_collective(instr["op"])
+    if collective and collective[1] == "start":
+      moved = collectives.op_of(instr, num_devices)
       events.append(("start", instr["name"],
                      collective_seconds(moved.kind, moved.bytes, moved.group_size, link)
                      if moved else 0.0))
     elif collective:
-      events.append(("done", hlo.operands(instr)[0].partition("#")[0]))
+      events.append(("done", hlo.started(instr)))
     elif (cost := costs.get(instr["name"])) is not None:
       flops = cost.flops or (_attention_flops(instr) if cost.category == "attention" else 0.0)
       seconds = max(flops / (gpu.peak_bf16_tflops * 1e12),

@@ -39,7 +39,8 @@ The model, per point of N devices on nodes of G GPUs:
   calibrates a run on its own model's records (leave one model out). Where a measured run of the
   same point kept its compiled GPU step (--schedules, or beside its trace), the exposed time is
   that step's schedule replayed instead (slm_jax.overlap: ops by FLOPs and bytes scaled to the
-  predicted compute, collectives at the link's measured cost, each slowed beside a GEMM).
+  predicted compute, collectives at the link's measured cost, one that comes due during a GEMM
+  launched at its last wave).
 - memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
   optimizer state laid out as the mesh shards them (exact, from the shardings) and its
   temporaries unchanged (activations are per device; XLA's CPU plans of 2 and 8 devices differ by

@@ -11,8 +11,9 @@ Each plotted point is, as in the paper, the best record over everything not on t
 one belong to the campaign named by their commit): a curve, and any ratio the report quotes,
 never mixes GPU types or code versions. Where several campaigns could draw a figure, the one with
 the most points is drawn (ties: the newest; for the scheme figures, first the most points that
-two or more schemes measured); `--campaign` restricts the choice. A one-GPU run
-has no distribution scheme: the scheme curves (Figures 3 and 4) come from runs on 2 or more GPUs.
+two or more schemes measured at one batch on one host); `--campaign` restricts the choice. A
+one-GPU run has no distribution scheme: the scheme curves (Figures 3 and 4) come from runs on 2
+or more GPUs.
 
 Token/Dollar is in the paper's normalised unit (tokens/s per GPU over the GPU-hour price ratio:
 A100-40GB 1.00, A100-80GB 1.46, H100 2.53; H200 3.37, derived); the tables add tokens per US
@@ -1338,8 +1339,9 @@ def write_report(paths: list[str], out_dir: Path, paper_csv: Path = PAPER_CSV,
            "commit); each figure's title names them and how many runs each point is the best "
            "of. Where several campaigns could draw a figure, the one with the most points is "
            "drawn (ties: the newest; for the scheme figures, first the one with the most points "
-           "two or more schemes measured)" + (f"; chosen among {', '.join(campaigns)} (--campaign)"
-                                         if campaigns else "; `--campaign` chooses") + "."),
+           "two or more schemes measured at one batch on one host)"
+           + (f"; chosen among {', '.join(campaigns)} (--campaign)"
+              if campaigns else "; `--campaign` chooses") + "."),
       Para("Error bars: ours, Token/Dollar at the 25th and 75th percentile step time of the "
            "plotted run's timed steps; the paper's, its plotted error bars (err_low/err_high). "
            "Crosses on a panel's floor are points that ran out of memory."),

@@ -41,13 +41,14 @@ def windows(hlo_text: str) -> list[Window]:
   out: dict[str, Window] = {}
   for k, instr in enumerate(entry):
     op = instr["op"]
-    if op.endswith("-start") and op[:-len("-start")] in hlo.COLLECTIVES:
-      out[instr["name"]] = Window(op[:-len("-start")], instr["name"],
+    collective = hlo.async_collective(op)
+    if collective and collective[1] == "start":
+      out[instr["name"]] = Window(collective[0], instr["name"],
                                   hlo.nbytes(hlo.async_result(op, instr["type"])[0]),
                                   k, 0, 0, len(open_at))
       open_at[instr["name"]] = k
-    elif op.endswith("-done") and op[:-len("-done")] in hlo.COLLECTIVES:
-      open_at.pop(hlo.operands(instr)[0].partition("#")[0], None)
+    elif collective:
+      open_at.pop(hlo.started(instr), None)
     elif op not in hlo.NO_KERNEL and not op.endswith(("-start", "-done")):
       for name in open_at:
         out[name].ops += 1
