@@ -13,12 +13,12 @@ the GEMM's last wave frees SMs, about its last GEMM_TAIL of its time; between th
 kernels around the GEMMs it launches at once. Its kernel then runs to its end, and what is
 left of it at its `-done` is exposed.
 
-  exposed = replay(hlo_text, compute_s, gpu, link, num_devices).exposed_s
-
-Op times are the roofline's, max(FLOPs / peak, bytes / HBM bandwidth), scaled together so the
-step's compute adds up to `compute_s` (the predictor's one-GPU compute). A collective's time is
-the link's measured cost for its kind and size (hardware.CollectiveCosts) where the link has
-one, else the ring model's.
+Where the compute stream has waited at a `-done`, the next collective and the GEMM after the
+wait both become ready as that collective ends, and the kernel dispatched first takes the SMs.
+In the traces of ZeRO-2 and fsdp_full the GEMM came first in 70 of 76 such races and the
+reduce-scatter launched at its end (in 9, halfway through it); in ddp's the all-reduce came
+first in 36 of 40 (2.6-4.4 us after the one before it, the GEMM 5-6 us) and ran beside it. A
+collective of a kind in GEMM_FIRST_KINDS that comes due that way waits for the whole GEMM.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ from slm_jax import collectives, hardware, hlo, profile
 # `python -m slm_jax.tools.overlap_fit` scores other values on them (PERF_NOTES section 27).
 GEMM_TAIL = 0.12
 
+# Collectives whose kernel, due as the compute stream stops waiting for the collective before
+# it, loses the race for the SMs to the GEMM dispatched at that moment and launches at the
+# GEMM's end: reduce-scatters, in traces of ZeRO-2 at 1B and 2B and fsdp_full at 2B on two
+# H200s (PERF_NOTES section 28). No trace shows an all-gather due that way; all-gathers keep
+# the default, as all-reduces, which won 36 of 40 such races in ddp at 2B.
+GEMM_FIRST_KINDS = ("reduce-scatter",)
+
 @dataclasses.dataclass
 class Replay:
   exposed_s: float      # collective time with the compute stream waiting for it
@@ -41,6 +48,7 @@ class Replay:
   collectives: int
   step_s: float         # the compute stream's end, collectives' waits included
   gemm_tail: float
+  gemm_first: tuple[str, ...] = GEMM_FIRST_KINDS
 
 
 def collective_seconds(kind: str, nbytes: int, group: int,
@@ -56,7 +64,7 @@ def collective_seconds(kind: str, nbytes: int, group: int,
 @dataclasses.dataclass
 class Program:
   """A compiled step read once for replaying: its entry in order as ("op", roofline seconds,
-  is a GEMM or attention kernel), ("start", name, collective seconds) and ("done",
+  is a GEMM or attention kernel), ("start", name, collective seconds, kind) and ("done",
   name) events."""
   events: list[tuple]
   roofline_s: float  # the ops' roofline seconds, summed
@@ -73,7 +81,7 @@ def program(hlo_text: str, gpu: hardware.GPU, link: hardware.Interconnect,
       moved = collectives.op_of(instr, num_devices)
       events.append(("start", instr["name"],
                      collective_seconds(moved.kind, moved.bytes, moved.group_size, link)
-                     if moved else 0.0))
+                     if moved else 0.0, moved.kind if moved else collective[0]))
     elif collective:
       events.append(("done", hlo.started(instr)))
     elif (cost := costs.get(instr["name"])) is not None:
@@ -95,20 +103,25 @@ def replay(hlo_text: str, compute_s: float, gpu: hardware.GPU, link: hardware.In
 def replay_program(prog: Program, compute_s: float, gemm_tail: float = GEMM_TAIL) -> Replay:
   """`replay` of a step already read by `program` (to replay one step at several tails)."""
   scale = compute_s / prog.roofline_s if prog.roofline_s > 0 else 0.0
-  queue: list[list] = []  # [name, seconds left], in start order; the first is the next to run
+  queue: list[list] = []  # [name, seconds left, kind], in start order; the first runs next
   launched = False        # whether the first has its kernel on the GPU
+  behind_gemm = False     # whether the first, due as a wait ended, loses the SMs to a GEMM
   finished: set[str] = set()
   t = exposed = alone = 0.0
   count = 0
 
   def run(t0: float, dt: float, gemm: bool) -> None:
     """The collectives' progress while the compute stream runs one op over [t0, t0 + dt]."""
-    nonlocal launched
+    nonlocal launched, behind_gemm
     now, end = t0, t0 + dt
+    lost_race, behind_gemm = behind_gemm and gemm, False
     while queue and now < end:
       if not launched:
         # A GEMM that started before the kernel could launch holds every SM until its last
-        # wave; one already launched when the GEMM starts keeps its SMs beside it.
+        # wave (or, having won the race at a wait's end, to its end); one already launched
+        # when the GEMM starts keeps its SMs beside it.
+        if lost_race:
+          return
         if gemm and now > t0:
           now = max(now, end - gemm_tail * dt)
         if now >= end:
@@ -123,21 +136,26 @@ def replay_program(prog: Program, compute_s: float, gemm_tail: float = GEMM_TAIL
 
   for event in prog.events:
     if event[0] == "start":
-      queue.append([event[1], event[2]])
+      queue.append([event[1], event[2], event[3]])
       alone += event[2]
       count += 1
     elif event[0] == "done":
+      waited = False
       while event[1] not in finished and queue:
-        name, left = queue.pop(0)
+        name, left, _ = queue.pop(0)
         exposed += left
         t += left
         finished.add(name)
         launched = False
+        waited = True
+      if waited:
+        behind_gemm = bool(queue) and queue[0][2] in GEMM_FIRST_KINDS
     else:
       dt = event[1] * scale
-      run(t, dt, event[2])
+      if dt > 0:
+        run(t, dt, event[2])
       t += dt
-  for _, left in queue:  # collectives nothing waits for before the step ends
+  for _, left, _ in queue:  # collectives nothing waits for before the step ends
     exposed += left
     t += left
   return Replay(exposed, alone, count, t, gemm_tail)

@@ -888,6 +888,7 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
     exposed = replayed.exposed_s
     exposed_model = {"form": "replay", "schedule": str(schedule.path),
                      "schedule_record": schedule.run_id, "gemm_tail": replayed.gemm_tail,
+                     "gemm_first": list(replayed.gemm_first),
                      "collectives": replayed.collectives,
                      "collectives_alone_s": replayed.collectives_s,
                      "link_costs": intra.costs.source if intra.costs else None}
@@ -968,7 +969,9 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
   notes = compute.notes + [
       calibration.note + (f"; exposed collectives replayed from the schedule (slm_jax.overlap, "
                           f"a collective that comes due during a GEMM launched at its last "
-                          f"{overlap.GEMM_TAIL:g} of it, "
+                          f"{overlap.GEMM_TAIL:g} of it, a "
+                          f"{' or '.join(overlap.GEMM_FIRST_KINDS)} due as a wait ends at "
+                          f"the end of the GEMM after the wait, "
                           f"{intra.key} collectives at "
                           + (f"their measured cost, {intra.costs.source}" if intra.costs else
                              "the ring model's time") + ") at " + "; ".join(replayed)

@@ -1249,7 +1249,9 @@ def _exposed_line(model: dict | None) -> str:
     # Checks written before the GEMM-tail replay (slm_jax.overlap) carry a GEMM share.
     knob = ("GEMM tail", model["gemm_tail"]) if "gemm_tail" in model else (
         "GEMM share", model.get("gemm_share"))
-    return f"; exposed replayed from its compiled step ({knob[0]} {knob[1]:g})"
+    first = model.get("gemm_first")  # absent from checks written before the race was modelled
+    race = f", {' and '.join(first)} behind the GEMM after a wait" if first else ""
+    return f"; exposed replayed from its compiled step ({knob[0]} {knob[1]:g}{race})"
   if not model or model.get("form") != "affine":
     return ""
   return (f"; exposed {model['a_s'] * 1e3:.2f} ms + {model['b']:.3f} x comm, fitted on "

@@ -1,6 +1,7 @@
 """slm_jax.overlap: a compiled step's schedule replayed, collectives timed by the link's measured
-costs, a collective that comes due during a GEMM held to the GEMM's last wave, and that tail
-scored on profiled runs by slm_jax.tools.overlap_fit."""
+costs, a collective that comes due during a GEMM held to the GEMM's last wave, a reduce-scatter
+due as a wait ends held to the GEMM's end, and the tail scored on profiled runs by
+slm_jax.tools.overlap_fit."""
 
 import gzip
 import json
@@ -117,6 +118,24 @@ def test_a_collective_that_comes_due_during_a_gemm_waits_for_its_last_wave():
   assert r.exposed_s == pytest.approx(0.5e-3)
 
 
+def test_a_reduce_scatter_due_as_a_wait_ends_loses_the_sms_to_the_gemm_after_it():
+  # The compute stream waits 1 ms for the first collective; the second becomes due as that
+  # ends, at the moment the 2 ms GEMM is dispatched. A reduce-scatter launches only at the
+  # GEMM's end and is waited for whole; an all-reduce runs beside the GEMM.
+  for kind, exposed_ms in (("reduce-scatter", 2.0), ("all-reduce", 1.0)):
+    lines = [_start(1, kind), _start(2, kind), _done(1, kind), _gemm(1), _done(2, kind)]
+    r = _replay(lines, compute_s=2e-3, tail=0.25)
+    assert r.exposed_s == pytest.approx(exposed_ms * 1e-3), kind
+  # With memory-bound work between the wait and the GEMM, the reduce-scatter is on the GPU
+  # before the GEMM starts and hides behind it.
+  lines = [_start(1, "reduce-scatter"), _start(2, "reduce-scatter"), _done(1, "reduce-scatter"),
+           _elementwise(1), _gemm(1), _done(2, "reduce-scatter")]
+  assert _replay(lines, compute_s=2e-3).exposed_s == pytest.approx(1e-3)
+  # Without a wait there is no race: started before the GEMM, it runs beside it.
+  lines = [_start(1, "reduce-scatter"), _gemm(1), _done(1, "reduce-scatter")]
+  assert _replay(lines, compute_s=2e-3).exposed_s == pytest.approx(0.0, abs=1e-12)
+
+
 def test_collectives_run_one_after_another_in_start_order():
   # Two 1 ms collectives started together behind 1.5 ms of elementwise work: the first ends at
   # 1 ms, the second at 2 ms, so its done waits 0.5 ms, and waiting for the second first waits
@@ -204,6 +223,9 @@ def test_the_report_says_a_checked_run_s_exposed_time_was_replayed():
          "exposed_model": {"form": "replay", "gemm_tail": 0.12}}
   [cells] = report.check_table([row]).rows
   assert "replayed from its compiled step (GEMM tail 0.12)" in cells[10]
+  row["exposed_model"]["gemm_first"] = ["reduce-scatter"]
+  [cells] = report.check_table([row]).rows
+  assert ("(GEMM tail 0.12, reduce-scatter behind the GEMM after a wait)" in cells[10])
 
 
 def test_a_schedules_folder_that_is_not_there_and_a_broken_step_are_one_error_line(tmp_path):
