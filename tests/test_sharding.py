@@ -85,6 +85,21 @@ def test_shardings_hold_what_each_strategy_promises():
   assert op_o == pytest.approx(ddp_o / 8, rel=0.001)
 
 
+@pytest.mark.parametrize("name", ["fsdp_full", "hsdp"])
+def test_zero3_splits_the_embedding_table_on_rows_and_the_other_weights_on_the_model_dim(name):
+  # Rows keep the backward's scatter-add into the table coalesced (the table split on its
+  # columns was laid out column-major on GPU); the LM head, (embed, vocab), splits on embed.
+  program = train.build(tiny(strategy=name))
+  specs = {jax.tree_util.keystr(path): s.spec for path, s in
+           jax.tree_util.tree_flatten_with_path(program.state_shardings.params)[0]}
+  table = next(v for k, v in specs.items() if "embed_tokens" in k)
+  head = next(v for k, v in specs.items() if "lm_head" in k)
+  assert table[0] == "fsdp" and table[1] is None, table
+  assert head[0] == "fsdp" and head[1] is None, head
+  q = next(v for k, v in specs.items() if "q_proj" in k)
+  assert q[0] == "fsdp"
+
+
 def compiled_collectives(name, **overrides):
   c = tiny(strategy=name, **overrides)
   program = train.build(c)
