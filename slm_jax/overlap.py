@@ -17,7 +17,7 @@ Where the compute stream has waited at a `-done`, the next collective and the GE
 wait both become ready as that collective ends, and the kernel dispatched first takes the SMs.
 In the traces of ZeRO-2 and fsdp_full the GEMM came first in 70 of 76 such races and the
 reduce-scatter launched at its end (in 9, halfway through it); in ddp's the all-reduce came
-first in 36 of 40 (2.6-4.4 us after the one before it, the GEMM 5-6 us) and ran beside it. A
+first in 36 of 40 (2.5-4.4 us after the one before it, the GEMM 5-7 us) and ran beside it. A
 collective of a kind in GEMM_FIRST_KINDS that comes due that way waits for the whole GEMM.
 """
 

@@ -35,7 +35,7 @@ class Strategy:
 # on its rows (vocab): split on its columns, GPU XLA laid the table out column-major for the
 # gather, and the backward's scatter-add of each token's row into it then wrote a float
 # 32,000 apart per element (10 ms a step at 1B batch 64 on H200, against 0.4-0.6 ms into rows;
-# PERF_NOTES section 28). Rules apply in a parameter's axis order, so lm_head (embed, vocab)
+# PERF_NOTES section 29). Rules apply in a parameter's axis order, so lm_head (embed, vocab)
 # still splits on embed.
 _SHARD_EMBED = {"vocab": "fsdp", "embed": "fsdp"}
 # Every logical axis: a parameter is split on its first dimension the devices divide, so that a
