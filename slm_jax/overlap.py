@@ -19,6 +19,13 @@ In the traces of ZeRO-2 and fsdp_full the GEMM came first in 70 of 76 such races
 reduce-scatter launched at its end (in 9, halfway through it); in ddp's the all-reduce came
 first in 36 of 40 (2.5-4.4 us after the one before it, the GEMM 5-7 us) and ran beside it. A
 collective of a kind in GEMM_FIRST_KINDS that comes due that way waits for the whole GEMM.
+
+  exposed = replay(hlo_text, compute_s, gpu, link, num_devices).exposed_s
+
+Op times are the roofline's, max(FLOPs / peak, bytes / HBM bandwidth), scaled together so the
+step's compute adds up to `compute_s` (the predictor's one-GPU compute). A collective's time is
+the link's measured cost for its kind and size (hardware.CollectiveCosts) where the link has
+one, else the ring model's.
 """
 
 from __future__ import annotations
@@ -118,8 +125,8 @@ def replay_program(prog: Program, compute_s: float, gemm_tail: float = GEMM_TAIL
     while queue and now < end:
       if not launched:
         # A GEMM that started before the kernel could launch holds every SM until its last
-        # wave (or, having won the race at a wait's end, to its end); one already launched
-        # when the GEMM starts keeps its SMs beside it.
+        # wave (to its end where it won the race at a wait's end); one already launched when
+        # the GEMM starts keeps its SMs beside it.
         if lost_race:
           return
         if gemm and now > t0:

@@ -33,8 +33,8 @@ class Strategy:
 
 # ZeRO-3 splits each weight on its model dimension, except the embedding table, which it splits
 # on its rows (vocab): split on its columns, GPU XLA laid the table out column-major for the
-# gather, and the backward's scatter-add of each token's row into it then wrote a float
-# 32,000 apart per element (10 ms a step at 1B batch 64 on H200, against 0.4-0.6 ms into rows;
+# gather, and the backward's scatter-add of each token's row into it wrote a float 32,000 apart
+# per element (10 ms a step at 1B batch 64 on H200; 0.4-0.6 ms into rows under ZeRO-2;
 # PERF_NOTES section 29). Rules apply in a parameter's axis order, so lm_head (embed, vocab)
 # still splits on embed.
 _SHARD_EMBED = {"vocab": "fsdp", "embed": "fsdp"}
