@@ -55,7 +55,6 @@ class Replay:
   collectives: int
   step_s: float         # the compute stream's end, collectives' waits included
   gemm_tail: float
-  gemm_first: tuple[str, ...] = GEMM_FIRST_KINDS
 
 
 def collective_seconds(kind: str, nbytes: int, group: int,

@@ -888,7 +888,7 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
     exposed = replayed.exposed_s
     exposed_model = {"form": "replay", "schedule": str(schedule.path),
                      "schedule_record": schedule.run_id, "gemm_tail": replayed.gemm_tail,
-                     "gemm_first": list(replayed.gemm_first),
+                     "gemm_first": list(overlap.GEMM_FIRST_KINDS),
                      "collectives": replayed.collectives,
                      "collectives_alone_s": replayed.collectives_s,
                      "link_costs": intra.costs.source if intra.costs else None}
