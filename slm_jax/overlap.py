@@ -55,6 +55,9 @@ class Replay:
   collectives: int
   step_s: float         # the compute stream's end, collectives' waits included
   gemm_tail: float
+  # Each collective's exposed seconds, by its -start instruction, in start order (to set
+  # beside a trace's: slm_jax.tools.trace_collectives).
+  exposed_by_collective: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def collective_seconds(kind: str, nbytes: int, group: int,
@@ -70,8 +73,8 @@ def collective_seconds(kind: str, nbytes: int, group: int,
 @dataclasses.dataclass
 class Program:
   """A compiled step read once for replaying: its entry in order as ("op", roofline seconds,
-  is a GEMM or attention kernel), ("start", name, collective seconds, kind) and ("done",
-  name) events."""
+  is a GEMM or attention kernel, category), ("start", name, collective seconds, kind) and
+  ("done", name) events."""
   events: list[tuple]
   roofline_s: float  # the ops' roofline seconds, summed
 
@@ -94,7 +97,7 @@ def program(hlo_text: str, gpu: hardware.GPU, link: hardware.Interconnect,
       flops = cost.flops or (_attention_flops(instr) if cost.category == "attention" else 0.0)
       seconds = max(flops / (gpu.peak_bf16_tflops * 1e12),
                     cost.bytes / (gpu.hbm_gbytes_per_s * 1e9))
-      events.append(("op", seconds, cost.category in ("matmul", "attention")))
+      events.append(("op", seconds, cost.category in ("matmul", "attention"), cost.category))
       total += seconds
   return Program(events, total)
 
@@ -113,8 +116,8 @@ def replay_program(prog: Program, compute_s: float, gemm_tail: float = GEMM_TAIL
   launched = False        # whether the first has its kernel on the GPU
   behind_gemm = False     # whether the first, due as a wait ended, loses the SMs to a GEMM
   finished: set[str] = set()
-  t = exposed = alone = 0.0
-  count = 0
+  by_collective: dict[str, float] = {}
+  t = alone = 0.0
 
   def run(t0: float, dt: float, gemm: bool) -> None:
     """The collectives' progress while the compute stream runs one op over [t0, t0 + dt]."""
@@ -143,13 +146,13 @@ def replay_program(prog: Program, compute_s: float, gemm_tail: float = GEMM_TAIL
   for event in prog.events:
     if event[0] == "start":
       queue.append([event[1], event[2], event[3]])
+      by_collective[event[1]] = 0.0
       alone += event[2]
-      count += 1
     elif event[0] == "done":
       waited = False
       while event[1] not in finished and queue:
         name, left, _ = queue.pop(0)
-        exposed += left
+        by_collective[name] += left
         t += left
         finished.add(name)
         launched = False
@@ -161,10 +164,11 @@ def replay_program(prog: Program, compute_s: float, gemm_tail: float = GEMM_TAIL
       if dt > 0:
         run(t, dt, event[2])
       t += dt
-  for _, left, _ in queue:  # collectives nothing waits for before the step ends
-    exposed += left
+  for name, left, _ in queue:  # collectives nothing waits for before the step ends
+    by_collective[name] += left
     t += left
-  return Replay(exposed, alone, count, t, gemm_tail)
+  return Replay(sum(by_collective.values()), alone, len(by_collective), t, gemm_tail,
+                by_collective)
 
 
 def _attention_flops(instr: dict) -> float:

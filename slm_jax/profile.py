@@ -340,12 +340,12 @@ def _waiting_for_peers(timelines: dict[str, list], ops: dict[str, Op],
         continue
       arrived = min(max(starts[key].values()), e)
       if arrived > s:
-        wait += (arrived - s) - _covered(compute, s, arrived)
+        wait += (arrived - s) - covered(compute, s, arrived)
     out[device] = wait / 1e3 / steps
   return out
 
 
-def _covered(intervals: list[tuple[float, float]], a: float, b: float) -> float:
+def covered(intervals: list[tuple[float, float]], a: float, b: float) -> float:
   """How much of [a, b] the union of `intervals` covers."""
   clipped = sorted((max(s, a), min(e, b)) for s, e in intervals if s < b and e > a)
   total, end = 0.0, a

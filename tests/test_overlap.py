@@ -330,3 +330,22 @@ def test_link_cost_files_that_cannot_be_used_are_one_error_line(tmp_path):
                          + _link_rows(["GPU-c", "GPU-d"], (1.0, 2.0), (2.0, 4.0))))
   with pytest.raises(predict.UserError, match="2 hosts"):
     predict.one_link(predict.read_link_costs([str(two)]))
+
+
+def test_op_times_by_measured_category_rescale_each_kind_to_its_profile():
+  prog = overlap.program(_module("\n".join([_gemm(1), _elementwise(1), _start(1), _gemm(2),
+                                            _done(1)])), GPU, LINK, 2)
+  gemm_s, fusion_s = (next(e[1] for e in prog.events if e[0] == "op" and e[3] == c)
+                      for c in ("matmul", "norm/elementwise"))
+  # The profile measured the GEMMs at twice their roofline time and has no elementwise time:
+  # the fusion takes the GEMMs' scale too.
+  scaled = overlap_fit.measured_categories(prog, {"matmul": 2 * 2 * gemm_s * 1e3})
+  assert [e[1] for e in scaled.events if e[0] == "op"] == pytest.approx(
+      [2 * gemm_s, 2 * fusion_s, 2 * gemm_s])
+  assert scaled.roofline_s == pytest.approx(2 * prog.roofline_s)
+  # Measured elementwise time sets the fusion's apart from the GEMMs'.
+  scaled = overlap_fit.measured_categories(
+      prog, {"matmul": 2 * gemm_s * 1e3, "norm/elementwise": 3 * fusion_s * 1e3})
+  assert [e[1] for e in scaled.events if e[0] == "op"] == pytest.approx(
+      [gemm_s, 3 * fusion_s, gemm_s])
+  assert [e for e in scaled.events if e[0] != "op"] == [e for e in prog.events if e[0] != "op"]

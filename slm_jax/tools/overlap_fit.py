@@ -11,6 +11,11 @@ apart from the predictor's compute model) and compared with that GPU's exposed c
 smallest mean |log(replayed / measured)| over the fit campaigns' records that measured at least
 --min_exposed_ms: below that a profile's exposed time is within its repeats' spread of zero
 (100M ddp at batch 256 measured 0.04-1.26 ms on two H200s) and a ratio to it says nothing.
+
+--op_times=measured_categories times each kind of op (matmul, attention, norm/elementwise,
+loss, optimizer) by what the record's profile measured for that kind, instead of one scale for
+every op's roofline time: whether the replay's misses come from the roofline's balance
+between GEMMs and memory-bound ops (PERF_NOTES section 30: they do not).
 """
 
 from __future__ import annotations
@@ -27,10 +32,33 @@ _SCHEDULES = flags.DEFINE_list("schedules", [], "Folders of <run_id>.step.hlo.tx
 _FIT = flags.DEFINE_list("fit_campaigns", [], "Campaigns to fit on (default: every record).")
 _STEP = flags.DEFINE_float("step", 0.02, "Grid step of the tails tried, from 0 to 0.5.")
 _MIN = flags.DEFINE_float("min_exposed_ms", 0.5, "Fit only on records exposing at least this.")
+_OP_TIMES = flags.DEFINE_enum(
+    "op_times", "roofline", ["roofline", "measured_categories"],
+    "roofline: every op's roofline time, scaled together to the measured compute (as the "
+    "predictor replays); measured_categories: each kind of op scaled to the time the record's "
+    "profile measured for that kind.")
 
 
-def cases(records: list[dict], folders: list[str]) -> list[tuple[dict, overlap.Program, float,
-                                                                   float]]:
+def measured_categories(prog: overlap.Program, ms: dict[str, float]) -> overlap.Program:
+  """`prog` with each category's ops rescaled so that they add up to `ms` (a profile's ms per
+  step by category) in proportion; ops of a category the profile has no time for keep the
+  scale of the rest."""
+  roofline: dict[str, float] = {}
+  for e in prog.events:
+    if e[0] == "op":
+      roofline[e[3]] = roofline.get(e[3], 0.0) + e[1]
+  scale = {c: ms[c] / 1e3 / s for c, s in roofline.items()
+           if c != "collectives" and ms.get(c, 0.0) > 0 and s > 0}
+  if not scale:
+    return prog
+  rest = sum(ms[c] / 1e3 for c in scale) / sum(roofline[c] for c in scale)
+  events = [("op", e[1] * scale.get(e[3], rest), e[2], e[3]) if e[0] == "op" else e
+            for e in prog.events]
+  return overlap.Program(events, sum(e[1] for e in events if e[0] == "op"))
+
+
+def cases(records: list[dict], folders: list[str],
+          op_times: str = "roofline") -> list[tuple[dict, overlap.Program, float, float]]:
   """(record, its kept step read for replaying, the slowest GPU's compute s, its exposed s) of
   each profiled multi-GPU record with a kept step and a per-GPU breakdown."""
   out = []
@@ -48,6 +76,8 @@ def cases(records: list[dict], folders: list[str]) -> list[tuple[dict, overlap.P
     # Read once: every tail replays the same events.
     prog = overlap.program(kept.text, gpu, hardware.interconnect(gpu.intra_node),
                            r["num_devices"])
+    if op_times == "measured_categories":
+      prog = measured_categories(prog, b.get("ms") or {})
     out.append((r, prog, slow["compute_ms"] / 1e3 * scale, predict.measured_exposed_s(r)))
   return out
 
@@ -58,11 +88,11 @@ def replayed(case, tail: float) -> float:
 
 
 def run(record_files: list[str], folders: list[str], fit_campaigns: list[str] = (),
-        step: float = 0.02, min_exposed_ms: float = 0.5) -> int:
+        step: float = 0.02, min_exposed_ms: float = 0.5, op_times: str = "roofline") -> int:
   """Prints each tail's score on the fit campaigns' records and the others', the best tail,
   and every record replayed at it and at GEMM_TAIL; 2 where no record can be replayed."""
   try:
-    found = cases(predict.read_records(record_files), folders)
+    found = cases(predict.read_records(record_files), folders, op_times)
   except predict.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -91,7 +121,9 @@ def run(record_files: list[str], folders: list[str], fit_campaigns: list[str] = 
           f"{score(rest, tail):>19.3f} {within(rest, tail):>5}/{len(usable(rest)):<5}")
   best = min(tails, key=lambda s: scores[s])
   print(f"\nbest tail on the {len(usable(fit))} fit records: {best:g} "
-        f"(slm_jax.overlap.GEMM_TAIL is {overlap.GEMM_TAIL:g})\n")
+        f"(slm_jax.overlap.GEMM_TAIL is {overlap.GEMM_TAIL:g})")
+  print(f"at GEMM_TAIL, op times {op_times}: {within(found, overlap.GEMM_TAIL)} of "
+        f"{len(usable(found))} records exposing {min_exposed_ms:g} ms or more within 15%\n")
   print(f"{'record':<14} {'campaign':<36} {'tag':<30} {'measured ms':>11} "
         f"{'at ' + format(best, 'g'):>9} {'error':>7} {'at ' + format(overlap.GEMM_TAIL, 'g'):>9} "
         f"{'error':>7}")
@@ -106,7 +138,8 @@ def run(record_files: list[str], folders: list[str], fit_campaigns: list[str] = 
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  return run(_RECORDS.value, _SCHEDULES.value, _FIT.value, _STEP.value, _MIN.value)
+  return run(_RECORDS.value, _SCHEDULES.value, _FIT.value, _STEP.value, _MIN.value,
+             _OP_TIMES.value)
 
 
 if __name__ == "__main__":
