@@ -35,15 +35,16 @@ from slm_jax import hardware, hlo, overlap, profile
 from slm_jax import schedule as schedule_lib
 
 # A compute kernel that starts this soon after a collective's kernel ends was waiting for it
-# (launch latency on H200 is 2-8 us), one that ended this long before the collective's end had
-# left the compute stream idle (us).
+# (the GEMMs after a wait started 2-7 us after its end in the two-H200 traces of PERF_NOTES
+# section 28), one that ended this long before the collective's end had left the compute stream
+# idle (us).
 _RESUMED_WITHIN_US = 8.0
 _IDLE_BEFORE_US = 5.0
 # Kernels shorter than this are no GEMM a collective could be held behind (us).
 _MIN_GEMM_US = 50.0
 # Launch fractions are read only inside kernels at least this long: in shorter ones the launch
 # latency alone is a large part of the kernel (us).
-_MIN_HOST_US = 200.0
+_MIN_LAUNCH_GEMM_US = 200.0
 
 
 @dataclasses.dataclass
@@ -131,7 +132,7 @@ def analyse(events: list[dict], hlo_text: str, gpu: hardware.GPU,
                      alone.get(name, 0.0) * 1e6)
       i = bisect.bisect_right(begins, s) - 1
       if i >= 0 and compute[i][0] < s < compute[i][1] and _is_gemm(compute[i], ops) and \
-          compute[i][1] - compute[i][0] >= _MIN_HOST_US:
+          compute[i][1] - compute[i][0] >= _MIN_LAUNCH_GEMM_US:
         c.launched_in = compute[i][3]
         c.launched_at = (s - compute[i][0]) / (compute[i][1] - compute[i][0])
       collectives.append(c)
