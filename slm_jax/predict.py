@@ -764,10 +764,10 @@ def _median_of_repeats(cal: Calibration, records: list[dict]) -> Calibration:
 
 def calibrate(c: ml_collections.ConfigDict, target: hardware.GPU, records: list[dict],
               gpus_per_node: int, interconnects: list[str], plan_fn=None,
-              exclude_model: str | None = None) -> Calibration | None:
+              exclude_model: str | None = None, commit: str | None = None) -> Calibration | None:
   """The calibration for `c` on `target`: the step fraction from pick_calibration's record, the
   exposed communication fitted by fit_exposed; None without a multi-GPU record to use."""
-  chosen = pick_calibration(c, records, exclude_model=exclude_model)
+  chosen = pick_calibration(c, records, exclude_model=exclude_model, commit=commit)
   if chosen is None:
     return None
   cal = calibrate_on(chosen, records, gpus_per_node, list(interconnects), plan_fn)
@@ -780,7 +780,7 @@ def multi_gpu_records(records: list[dict]) -> list[dict]:
 
 
 def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
-                     exclude_model: str | None = None) -> dict | None:
+                     exclude_model: str | None = None, commit: str | None = None) -> dict | None:
   """The measured multi-GPU record to calibrate on: the same strategy first (the overlap is a
   property of the scheme's schedule), then one compiled with the same schedule options (each
   GPU type's preset, or the same `xla_options` and `nccl_options`), failing that the preset's
@@ -794,7 +794,9 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   type differ by a few percent, as much as the growth), then the same model, then the nearest
   in parameters (a step fraction carries, beside the collectives, what grows with the model:
   from 100M's 1 ms of all-reduce to 2B's 18 ms it is extrapolated furthest), then the most
-  devices, then the newest; none of model `exclude_model`."""
+  devices, then one of commit `commit` (a checked run's own code: an A/B's arm run from an older
+  checkout is newer than the records of its code), then the newest; none of model
+  `exclude_model`."""
   multi = [r for r in multi_gpu_records(records) if r.get("model") != exclude_model]
   if not multi:
     return None
@@ -816,7 +818,9 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                                    measured_exposed_s(r) is not None,
                                    r.get("per_device_batch") == c.per_device_batch_size,
                                    own_one_gpu(r), r.get("model") == model, -size_gap(r),
-                                   r["num_devices"], r.get("timestamp") or ""))
+                                   r["num_devices"],
+                                   commit is not None and r.get("git_commit") == commit,
+                                   r.get("timestamp") or ""))
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -1042,7 +1046,7 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
     try:
       # Leave one model out: nothing of the checked run's model calibrates its prediction.
       cal = calibrate(rc, gpu_of(r), records, gpus_per_node, list(interconnects), plan_fn,
-                      exclude_model=r.get("model"))
+                      exclude_model=r.get("model"), commit=r.get("git_commit"))
       if cal is None:
         rows.append(dict(row, error="no multi-GPU record of another model to calibrate on"))
         continue

@@ -263,6 +263,31 @@ def test_calibration_prefers_the_model_nearest_in_size_before_the_newest():
   assert predict.pick_calibration(c, records)["run_id"] == "near-two"
 
 
+def test_a_check_calibrates_on_the_checked_run_s_own_commit_before_the_newest():
+  # An A/B ran the old code's arm (commit "old", from a checkout) after the new code's: by
+  # time alone the old arm would calibrate a run of the new code.
+  c = tiny(strategy="ddp")
+  other = tiny(strategy="ddp", num_layers=3)
+  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
+                           "collectives_overlapped_ms": 1.0}}
+  records = [
+      record(other, step_s=0.050, run_id="one-new", git_commit="new"),
+      record(other, step_s=0.050, run_id="one-old", git_commit="old"),
+      record(other, step_s=0.052, num_devices=2, run_id="two-new", git_commit="new",
+             timestamp="2026-01-01T00:00:00", **profile),
+      record(other, step_s=0.060, num_devices=2, run_id="two-old", git_commit="old",
+             timestamp="2026-01-01T00:05:00", **profile)]
+  assert predict.pick_calibration(c, records)["run_id"] == "two-old"  # the newest
+  assert predict.pick_calibration(c, records, commit="new")["run_id"] == "two-new"
+  assert predict.pick_calibration(c, records, commit="old")["run_id"] == "two-old"
+  checked = records + [record(c, step_s=0.05, run_id="tiny-one", git_commit="new"),
+                       record(c, step_s=0.052, num_devices=2, run_id="tiny-two",
+                              git_commit="new", **profile)]
+  plan_fn = fake_plans({2: [op("all-reduce", 4e6, range(2))]}, {1: 1, 2: 1})
+  [row] = [r for r in predict.check(checked, plan_fn=plan_fn) if r["run_id"] == "tiny-two"]
+  assert row["calibrated_on"] == "two-new"
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"gpu": "V100"}, "unknown GPU type 'V100'"),
     ({"interconnects": ["nvlink9"]}, "unknown interconnect 'nvlink9'"),
