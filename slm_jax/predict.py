@@ -788,7 +788,7 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   one with exactly the config's options (of two preset runs, the one from before the preset
   gained an option is the other schedule), then one whose profile measured the exposed
   collective time (else it is inferred from the step time, which carries every other
-  difference from one GPU), then the same per-device batch
+  difference from one GPU), then the nearest per-device batch, by ratio
   (the compute there is to hide collectives behind), then one with a one-GPU record of its own
   commit (its step fraction is its step's growth over that record, and two hosts of one GPU
   type differ by a few percent, as much as the growth), then the same model, then the nearest
@@ -809,6 +809,10 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
 
   params = count_params(config_lib.model_config(c))
 
+  def batch_gap(r: dict) -> float:
+    return (abs(math.log(r["per_device_batch"] / c.per_device_batch_size))
+            if r.get("per_device_batch") else math.inf)
+
   def size_gap(r: dict) -> float:
     return abs(math.log(r["params"] / params)) if r.get("params") else math.inf
 
@@ -816,8 +820,8 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
   return max(multi, key=lambda r: (r.get("strategy") == c.strategy, schedule_of(r) == want,
                                    not schedule_of(r), options_of(r) == options,
                                    measured_exposed_s(r) is not None,
-                                   r.get("per_device_batch") == c.per_device_batch_size,
-                                   own_one_gpu(r), r.get("model") == model, -size_gap(r),
+                                   -batch_gap(r), own_one_gpu(r), r.get("model") == model,
+                                   -size_gap(r),
                                    r["num_devices"],
                                    commit is not None and r.get("git_commit") == commit,
                                    r.get("timestamp") or ""))

@@ -263,6 +263,23 @@ def test_calibration_prefers_the_model_nearest_in_size_before_the_newest():
   assert predict.pick_calibration(c, records)["run_id"] == "near-two"
 
 
+def test_calibration_prefers_the_nearest_per_device_batch():
+  # No run of tiny's batch (16) exists: of the other model's runs at 32 and 128, the one at 32
+  # has the compute nearer tiny's to hide collectives behind, though the one at 128 is newer.
+  c = tiny(strategy="ddp", per_device_batch_size=16)
+  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
+                           "collectives_overlapped_ms": 1.0}}
+  records = []
+  for batch, when in ((32, "2026-01-01"), (128, "2026-02-01")):
+    other = tiny(strategy="ddp", num_layers=3, per_device_batch_size=batch)
+    records += [record(other, step_s=0.05, run_id=f"one-{batch}", git_commit="aaa"),
+                record(other, step_s=0.052, num_devices=2, run_id=f"two-{batch}",
+                       git_commit="aaa", timestamp=f"{when}T00:00:00", **profile)]
+  assert predict.pick_calibration(c, records)["run_id"] == "two-32"
+  c.per_device_batch_size = 96
+  assert predict.pick_calibration(c, records)["run_id"] == "two-128"
+
+
 def test_a_check_calibrates_on_the_checked_run_s_own_commit_before_the_newest():
   # An A/B ran the old code's arm (commit "old", from a checkout) after the new code's: by
   # time alone the old arm would calibrate a run of the new code.
