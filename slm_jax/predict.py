@@ -821,8 +821,7 @@ def pick_calibration(c: ml_collections.ConfigDict, records: list[dict],
                                    not schedule_of(r), options_of(r) == options,
                                    measured_exposed_s(r) is not None,
                                    -batch_gap(r), own_one_gpu(r), r.get("model") == model,
-                                   -size_gap(r),
-                                   r["num_devices"],
+                                   -size_gap(r), r["num_devices"],
                                    commit is not None and r.get("git_commit") == commit,
                                    r.get("timestamp") or ""))
 
