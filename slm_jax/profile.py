@@ -182,15 +182,20 @@ def device_spans(events: list[dict], ops: dict[str, Op],
   return spans
 
 
+def trace_events(path: Path) -> list[dict]:
+  """The events of a profiler trace (`.trace.json.gz`, or uncompressed `.json`)."""
+  with gzip.open(path, "rt") if str(path).endswith(".gz") else open(path) as f:
+    data = json.load(f)
+  return data["traceEvents"] if isinstance(data, dict) else data
+
+
 def breakdown(trace_path: Path, ops: dict[str, Op], steps: int, peak_tflops: float | None = None,
               peak_gbytes_per_s: float | None = None, top: int = 8,
               top_per_category: int = 5) -> dict:
   """The record's `breakdown` field: ms and % of a step per category, the heaviest ops, and
   the heaviest few of each category (the GEMMs fill the overall list, and a category's own
   list is what says which fusion to work on)."""
-  with gzip.open(trace_path, "rt") as f:
-    data = json.load(f)
-  events = data["traceEvents"] if isinstance(data, dict) else data
+  events = trace_events(trace_path)
   ops = dict(ops)  # device_spans adds the kernels it cannot tie to an instruction
   spans = device_spans(events, ops)
   if not spans:

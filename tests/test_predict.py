@@ -226,20 +226,30 @@ def test_the_measured_exposed_time_leaves_out_the_slowest_gpu_s_own_wait_for_the
   assert predict.measured_waiting_s(two) is None
 
 
+# A profiled two-GPU record's breakdown, enough for a calibration to use its exposed time.
+PROFILED = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
+                          "collectives_overlapped_ms": 1.0}}
+
+
+def _calibration_pair(cfg, name, commit, when, **extra):
+  """A one-GPU record and a profiled two-GPU record of `cfg` at `commit`, run at `when`."""
+  return [record(cfg, step_s=0.05, run_id=f"{name}-one", git_commit=commit, **extra),
+          record(cfg, step_s=0.052, num_devices=2, run_id=f"{name}-two", git_commit=commit,
+                 timestamp=f"{when}T00:00:00", **PROFILED, **extra)]
+
+
 def test_calibration_prefers_a_run_whose_one_gpu_record_ran_at_its_own_commit():
   # Two profiled two-GPU runs of another model could calibrate tiny's: the newer has no one-GPU
   # record of its own commit (its step fraction would rest on another host's one-GPU step), so
   # the older one, whose campaign ran both, is chosen.
   c = tiny(strategy="ddp")
   other = tiny(strategy="ddp", num_layers=3)
-  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
-                           "collectives_overlapped_ms": 1.0}}
   records = [
       record(other, step_s=0.050, run_id="old-one", git_commit="aaa"),
       record(other, step_s=0.052, num_devices=2, run_id="old-two", git_commit="aaa",
-             timestamp="2026-01-01T00:00:00", **profile),
+             timestamp="2026-01-01T00:00:00", **PROFILED),
       record(other, step_s=0.049, num_devices=2, run_id="new-two", git_commit="bbb",
-             timestamp="2026-02-01T00:00:00", **profile)]
+             timestamp="2026-02-01T00:00:00", **PROFILED)]
   assert predict.pick_calibration(c, records)["run_id"] == "old-two"
   records.append(record(other, step_s=0.048, run_id="new-one", git_commit="bbb"))
   assert predict.pick_calibration(c, records)["run_id"] == "new-two"  # then the newest
@@ -252,14 +262,8 @@ def test_calibration_prefers_the_model_nearest_in_size_before_the_newest():
   c = tiny(strategy="ddp")
   near, far = tiny(strategy="ddp", num_layers=3), tiny(strategy="ddp", num_layers=12)
   n = count_params(config_lib.model_config(c))
-  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
-                           "collectives_overlapped_ms": 1.0}}
-  records = []
-  for cfg, name, params, when in ((near, "near", 2 * n, "2026-01-01"),
-                                  (far, "far", 20 * n, "2026-02-01")):
-    records += [record(cfg, step_s=0.05, run_id=f"{name}-one", git_commit=name, params=params),
-                record(cfg, step_s=0.052, num_devices=2, run_id=f"{name}-two", git_commit=name,
-                       params=params, timestamp=f"{when}T00:00:00", **profile)]
+  records = (_calibration_pair(near, "near", "near", "2026-01-01", params=2 * n)
+             + _calibration_pair(far, "far", "far", "2026-02-01", params=20 * n))
   assert predict.pick_calibration(c, records)["run_id"] == "near-two"
 
 
@@ -267,17 +271,13 @@ def test_calibration_prefers_the_nearest_per_device_batch():
   # No run of tiny's batch (16) exists: of the other model's runs at 32 and 128, the one at 32
   # has the compute nearer tiny's to hide collectives behind, though the one at 128 is newer.
   c = tiny(strategy="ddp", per_device_batch_size=16)
-  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
-                           "collectives_overlapped_ms": 1.0}}
   records = []
   for batch, when in ((32, "2026-01-01"), (128, "2026-02-01")):
     other = tiny(strategy="ddp", num_layers=3, per_device_batch_size=batch)
-    records += [record(other, step_s=0.05, run_id=f"one-{batch}", git_commit="aaa"),
-                record(other, step_s=0.052, num_devices=2, run_id=f"two-{batch}",
-                       git_commit="aaa", timestamp=f"{when}T00:00:00", **profile)]
-  assert predict.pick_calibration(c, records)["run_id"] == "two-32"
+    records += _calibration_pair(other, f"b{batch}", "aaa", when)
+  assert predict.pick_calibration(c, records)["run_id"] == "b32-two"
   c.per_device_batch_size = 96
-  assert predict.pick_calibration(c, records)["run_id"] == "two-128"
+  assert predict.pick_calibration(c, records)["run_id"] == "b128-two"
 
 
 def test_a_check_calibrates_on_the_checked_run_s_own_commit_before_the_newest():
@@ -285,21 +285,19 @@ def test_a_check_calibrates_on_the_checked_run_s_own_commit_before_the_newest():
   # time alone the old arm would calibrate a run of the new code.
   c = tiny(strategy="ddp")
   other = tiny(strategy="ddp", num_layers=3)
-  profile = {"breakdown": {"step_ms": 50.0, "collectives_busy_ms": 2.0,
-                           "collectives_overlapped_ms": 1.0}}
   records = [
       record(other, step_s=0.050, run_id="one-new", git_commit="new"),
       record(other, step_s=0.050, run_id="one-old", git_commit="old"),
       record(other, step_s=0.052, num_devices=2, run_id="two-new", git_commit="new",
-             timestamp="2026-01-01T00:00:00", **profile),
+             timestamp="2026-01-01T00:00:00", **PROFILED),
       record(other, step_s=0.060, num_devices=2, run_id="two-old", git_commit="old",
-             timestamp="2026-01-01T00:05:00", **profile)]
+             timestamp="2026-01-01T00:05:00", **PROFILED)]
   assert predict.pick_calibration(c, records)["run_id"] == "two-old"  # the newest
   assert predict.pick_calibration(c, records, commit="new")["run_id"] == "two-new"
   assert predict.pick_calibration(c, records, commit="old")["run_id"] == "two-old"
   checked = records + [record(c, step_s=0.05, run_id="tiny-one", git_commit="new"),
                        record(c, step_s=0.052, num_devices=2, run_id="tiny-two",
-                              git_commit="new", **profile)]
+                              git_commit="new", **PROFILED)]
   plan_fn = fake_plans({2: [op("all-reduce", 4e6, range(2))]}, {1: 1, 2: 1})
   [row] = [r for r in predict.check(checked, plan_fn=plan_fn) if r["run_id"] == "tiny-two"]
   assert row["calibrated_on"] == "two-new"

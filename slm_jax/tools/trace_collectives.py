@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import dataclasses
-import gzip
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -81,12 +79,6 @@ class TraceError(Exception):
   pass
 
 
-def read_events(path: Path) -> list[dict]:
-  with gzip.open(path, "rt") if str(path).endswith(".gz") else open(path) as f:
-    data = json.load(f)
-  return data["traceEvents"] if isinstance(data, dict) else data
-
-
 def analyse(events: list[dict], hlo_text: str, gpu: hardware.GPU,
             link: hardware.Interconnect) -> list[Device]:
   """Each GPU timeline of the trace, its last step's collectives set beside the replay's."""
@@ -108,10 +100,10 @@ def analyse(events: list[dict], hlo_text: str, gpu: hardware.GPU,
   alone = {e[1]: e[2] for e in prog.events if e[0] == "start"}
   out = []
   for device in timelines:
-    ops = dict(ops)  # device_spans adds the kernels it cannot tie to an instruction
-    spans = sorted(profile.device_spans(events, ops, device))
+    seen = dict(ops)  # device_spans adds the kernels it cannot tie to an instruction
+    spans = sorted(profile.device_spans(events, seen, device))
     is_collective = lambda s: s[3].lower().startswith("nccl") or (
-        s[2] in ops and ops[s[2]].category == "collectives")
+        s[2] in seen and seen[s[2]].category == "collectives")
     kernels = [s for s in spans if is_collective(s)]
     compute = [s for s in spans if not is_collective(s)]
     if not kernels or len(kernels) % len(starts):
@@ -131,13 +123,13 @@ def analyse(events: list[dict], hlo_text: str, gpu: hardware.GPU,
                      replayed.exposed_by_collective.get(name, 0.0) * 1e6,
                      alone.get(name, 0.0) * 1e6)
       i = bisect.bisect_right(begins, s) - 1
-      if i >= 0 and compute[i][0] < s < compute[i][1] and _is_gemm(compute[i], ops) and \
+      if i >= 0 and compute[i][0] < s < compute[i][1] and _is_gemm(compute[i], seen) and \
           compute[i][1] - compute[i][0] >= _MIN_LAUNCH_GEMM_US:
         c.launched_in = compute[i][3]
         c.launched_at = (s - compute[i][0]) / (compute[i][1] - compute[i][0])
       collectives.append(c)
     out.append(Device(device, steps, compute_us / steps / 1e3, collectives,
-                      _races(collectives, compute, begins, ops)))
+                      _races(collectives, compute, begins, seen)))
   return out
 
 
@@ -244,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
   args = ap.parse_args(argv)
   gpu = hardware.GPUS[args.gpu]
   try:
-    events = read_events(args.trace)
+    events = profile.trace_events(args.trace)
     text = schedule_lib.read(args.step)
   except (OSError, EOFError, ValueError) as e:
     print(f"error: cannot read {e.filename if isinstance(e, OSError) else 'the trace'}: {e}",

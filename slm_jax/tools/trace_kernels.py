@@ -20,7 +20,6 @@ from pathlib import Path
 
 from slm_jax import profile
 from slm_jax import schedule as schedule_lib
-from slm_jax.tools import trace_collectives
 
 
 def kernels(events: list[dict], ops: dict[str, profile.Op], steps: int,
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print("error: --steps must be at least 1", file=sys.stderr)
     return 2
   try:
-    events = trace_collectives.read_events(args.trace)
+    events = profile.trace_events(args.trace)
     ops = profile.hlo_ops(schedule_lib.read(args.step)) if args.step else {}
   except (OSError, EOFError, ValueError) as e:
     print(f"error: cannot read {getattr(e, 'filename', None) or args.trace}: {e}",
