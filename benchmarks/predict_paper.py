@@ -8,7 +8,9 @@ Runs on a CPU: every model in --models with a profiled one-GPU record at --batch
 to the A100-80GB (slm_jax.predict), under each scheme, at 1-64 GPUs, with NVLink 3 inside a node
 and each of --inter across nodes, at both overlap bounds (exposed fraction 1: nothing hidden;
 0: every collective hidden behind compute). Each line carries the paper's point at the same
-GPU count (Fig2) and, past one node, the same scheme and node count (Fig3).
+GPU count (Fig2) and, past one node, the same scheme and node count (Fig3). The report draws,
+at each GPU or node count, the best of a model's batches that fits (as the paper's points are
+the best over batch sizes).
 """
 
 import argparse
@@ -35,12 +37,28 @@ def paper_points() -> dict:
   return out
 
 
+def model_batches(spec: str, models: list[str]) -> list[tuple[str, int]]:
+  """(model, per-device batch) pairs of --batch: "64" gives every model 64; "1b:64,2b:16,2b:32"
+  names each model's batches (models not named are left out)."""
+  pairs = []
+  for item in spec.split(","):
+    model, _, batch = item.rpartition(":")
+    for m in ([model] if model else models):
+      if m not in models or not batch.isdigit() or int(batch) < 1:
+        raise SystemExit(f"error: --batch {item!r}: want N or MODEL:N with MODEL one of "
+                         f"{', '.join(models)} and N >= 1")
+      pairs.append((m, int(batch)))
+  return sorted(set(pairs), key=lambda p: (models.index(p[0]), p[1]))
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--records", default="benchmarks/h200_perf.jsonl")
   ap.add_argument("--out", default="benchmarks/predict_paper_a100_80gb.jsonl")
   ap.add_argument("--models", default="100m,500m,1b,2b")
-  ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--batch", default="64",
+                  help="per-device batches: N for every model, or MODEL:N pairs (a model may "
+                       "have several), comma-separated")
   ap.add_argument("--strategies", default="ddp,fsdp_full,fsdp_grad_op")
   ap.add_argument("--inter", default="ib400,efa100")
   args = ap.parse_args()
@@ -50,15 +68,16 @@ def main() -> None:
   from slm_jax import config as config_lib, predict, results
   from slm_jax.errors import UserError
 
+  batches = model_batches(args.batch, args.models.split(","))
   records = predict.read_records(args.records.split(","))
   paper = paper_points()
   commit = results.git_commit()
   out = Path(args.out)
   out.write_text("")
-  for model in args.models.split(","):
+  for model, batch in batches:
     for strategy in args.strategies.split(","):
       c = config_lib.paper_config(model, "h200")
-      c.update(per_device_batch_size=args.batch, strategy=strategy)
+      c.update(per_device_batch_size=batch, strategy=strategy)
       plan_fn = functools.lru_cache(maxsize=None)(
           lambda n, c=c: predict.plans(c, [n], 8)[n])
       fake = lambda c, counts, g, plan_fn=plan_fn: {n: plan_fn(n) for n in set(counts) | {1}}
@@ -70,7 +89,7 @@ def main() -> None:
                 interconnects=["nvlink3", inter], plan_fn=fake,
                 calibration=predict.Calibration(e, f"exposed fraction {e:g} (a bound)"))
           except UserError as err:
-            print(f"{model} {strategy}: skipped: {err}", flush=True)
+            print(f"{model} b{batch} {strategy}: skipped: {err}", flush=True)
             break
           for p in points:
             n, nodes = p["num_devices"], p["num_nodes"]
@@ -81,7 +100,7 @@ def main() -> None:
                                    if n >= 8 else None))
             with out.open("a") as f:
               f.write(json.dumps(row) + "\n")
-            print(f"{model} {strategy} {inter} e={e:g} N={n}: predicted "
+            print(f"{model} b{batch} {strategy} {inter} e={e:g} N={n}: predicted "
                   f"{p['token_per_dollar_paper']:,.0f} (fits {p['fits']}), paper Fig2 "
                   f"{row['paper_fig2']}, Fig3 {row['paper_fig3']}", flush=True)
         else:
