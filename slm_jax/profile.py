@@ -130,7 +130,7 @@ def save_program(hlo_text: str, trace: Path) -> Path:
   return path
 
 
-def _kernel_category(kernel: str) -> str:
+def kernel_category(kernel: str) -> str:
   """A category from a GPU kernel's own name, for kernels the trace does not tie to an HLO
   instruction (library kernels launched inside a CUDA graph, say)."""
   k = kernel.lower()
@@ -177,7 +177,7 @@ def device_spans(events: list[dict], ops: dict[str, Op],
       if not gpu_pids:
         continue
       name = f"kernel:{raw[:200]}"
-      ops.setdefault(name, Op(_kernel_category(raw), op_name=raw[:200]))
+      ops.setdefault(name, Op(kernel_category(raw), op_name=raw[:200]))
     spans.append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), name, raw))
   return spans
 
