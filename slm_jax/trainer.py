@@ -167,7 +167,8 @@ def _preemption_service():
 TRAJECTORY_FIELDS = ("learning_rate", "lr_warmup_steps", "weight_decay", "adam_b1", "adam_b2",
                      "adam_eps", "grad_clip_norm", "seed", "data_files", "data_format",
                      "text_field", "dataset", "dataset_split", "tokenizer_path", "eval_fraction",
-                     "seq_len", "compute_dtype", "param_dtype")
+                     "seq_len", "compute_dtype", "param_dtype", "fp8", "fp8_scaling",
+                     "logits_dtype", "logits_grad_dtype")
 
 
 def _warn_if_changed(c, saved: dict, directory: Path, step: int) -> None:
@@ -192,8 +193,9 @@ class Session:
   a bad step, SIGTERM or SIGINT: the state, the data position, the clock and the loss history."""
 
   def __init__(self, c, program: train.Program, compiled, eval_loss, eval_batches, ckpt,
-               price: float | None, writer, on_step):
+               price: float | None, writer, on_step, tokens_per_step: int):
     self.c, self.program, self.compiled, self.eval_loss = c, program, compiled, eval_loss
+    self.tokens_per_step = tokens_per_step
     self.eval_batches, self.ckpt, self.writer, self.on_step = eval_batches, ckpt, writer, on_step
     self.num_devices = program.mesh.devices.size
     self.price = price
@@ -210,8 +212,12 @@ class Session:
       _warn_if_changed(c, meta.get("config") or {}, ckpt.directory, self.step)
     else:
       self.step, self.pos, self.state = 0, data.Position(), program.init(jax.random.key(c.seed))
-      meta = {"train_s": 0.0, "dollars": 0.0, "curve": [], "eval": []}
+      meta = {"train_s": 0.0, "dollars": 0.0, "tokens": 0, "curve": [], "eval": []}
     self.resumed_from = self.step if restored else None
+    # Tokens of the sessions before, whose global batch may differ from this one's (resumed on
+    # another device count); checkpoints that hold no count were written at this batch.
+    self.base_step = self.step
+    self.base_tokens = meta.get("tokens", self.step * tokens_per_step)
     # Rows of [step, seconds, dollars, loss] over every session.
     self.curve, self.evals = meta["curve"], meta["eval"]
     self.base_s, self.base_dollars = meta["train_s"], meta["dollars"]
@@ -224,6 +230,9 @@ class Session:
 
   def seconds(self) -> float:
     return self.base_s + self.session_s()
+
+  def tokens(self) -> int:
+    return self.base_tokens + (self.step - self.base_step) * self.tokens_per_step
 
   def dollars(self) -> float | None:
     if not self.price:
@@ -241,7 +250,8 @@ class Session:
   # -- the parts of the loop
   def save(self) -> None:
     self.ckpt.save(self.step, self.state, {
-        "train_s": self.seconds(), "dollars": self.dollars() or 0.0, "curve": self.curve,
+        "train_s": self.seconds(), "dollars": self.dollars() or 0.0, "tokens": self.tokens(),
+        "curve": self.curve,
         "eval": self.evals, "data": _gather_positions(self.pos),
         "config": {k: self.c[k] for k in TRAJECTORY_FIELDS}})
 
@@ -326,14 +336,14 @@ class Session:
     self.save()
     return None
 
-  def fields(self, tokens_per_step: int) -> dict:
+  def fields(self) -> dict:
     """The record's training fields, with the clock stopped so they all agree."""
     self.stopped = self.stopped or time.perf_counter()
     curve, evals = self.curve, self.evals
     losses = [row[3] for row in curve]
     out = dict(
         mode="train", resumed_from_step=self.resumed_from, steps_trained=self.step,
-        tokens_trained=self.step * tokens_per_step, train_s=self.seconds(),
+        tokens_trained=self.tokens(), train_s=self.seconds(),
         dollars_spent=self.dollars(), losses=losses,
         final_loss=losses[-1] if losses else None,
         loss_vs_dollars=[[row[2], row[3]] for row in curve] if self.price else None,
@@ -342,10 +352,10 @@ class Session:
         final_eval_loss=evals[-1][3] if evals else None)
     if self.times:
       step_time = measure.summarize(self.times)
-      tokens_per_s = tokens_per_step / step_time["median"]
+      tokens_per_s = self.tokens_per_step / step_time["median"]
       out.update(step_time_s=step_time, step_times_s=self.times, tokens_per_s=tokens_per_s,
                  tokens_per_s_per_device=tokens_per_s / self.num_devices,
-                 train_tokens_per_s=len(self.times) * tokens_per_step / self.session_s())
+                 train_tokens_per_s=len(self.times) * self.tokens_per_step / self.session_s())
     return out
 
 
@@ -449,7 +459,7 @@ def _run(c, workdir: Path, on_step, writer, out: dict) -> dict:
     out["checkpoint_dir"] = str(ckpt.directory)
     with train.out_of_memory_is_a_result("running the step"):
       session = Session(c, program, compiled, eval_loss, eval_batches, ckpt, price, writer,
-                        on_step)
+                        on_step, tokens_per_step)
       out["resumed_from_step"] = session.resumed_from
       if session.over_budget():  # the newest checkpoint's meta was unreadable, an older one not
         raise NothingToDo(f"nothing to train: the run checkpointed in {ckpt.directory} has "
@@ -466,7 +476,7 @@ def _run(c, workdir: Path, on_step, writer, out: dict) -> dict:
     if prefetcher:
       prefetcher.close()
     ckpt.close()
-  out.update(session.fields(tokens_per_step), peak_memory_bytes=measure.peak_memory(local))
+  out.update(session.fields(), peak_memory_bytes=measure.peak_memory(local))
   if failure:
     raise failure
   return out

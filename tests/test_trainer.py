@@ -81,6 +81,16 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(text, straight, tmp
     np.testing.assert_array_equal(x, y)
 
 
+def test_tokens_trained_adds_each_session_s_own_batch(text, straight, tmp_path):
+  # Three steps on one device (4 x 64 tokens a step), then three under ddp on two (8 x 64):
+  # counting every step at the last session's batch would say 3072.
+  shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
+  shutil.rmtree(tmp_path / "checkpoints/6")
+  out = trainer.run(cfg(text, strategy="ddp", num_devices=2), workdir=tmp_path)
+  assert out["resumed_from_step"] == 3 and out["steps_trained"] == 6
+  assert out["tokens_trained"] == 3 * 4 * 64 + 3 * 8 * 64
+
+
 def test_a_checkpoint_keeps_its_meta_as_it_was_when_saved(tmp_path):
   # The loop goes on appending to its loss curve while a save writes in the background; the
   # checkpoint must hold the curve as of its own step (CI once restored step 3 with step 4's
@@ -443,3 +453,12 @@ def test_resuming_with_another_learning_rate_says_so(text, straight, tmp_path, c
   assert out["resumed_from_step"] == 6
   [line] = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
   assert "written with other settings: learning_rate 0.003 -> 0.001;" in line
+
+
+def test_resuming_in_fp8_says_so(text, straight, tmp_path, capsys):
+  # Current scaling keeps no state of its own, so the bf16 checkpoint restores as it is.
+  shutil.copytree(straight[1] / "checkpoints", tmp_path / "checkpoints")
+  out = trainer.run(cfg(text, fp8=True, train_steps=7, eval_every=0), workdir=tmp_path)
+  assert out["resumed_from_step"] == 6
+  [line] = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
+  assert "written with other settings: fp8 False -> True;" in line
