@@ -71,11 +71,14 @@ def make_mesh(name: str, devices=None, num_devices: int = 0, hosts: int | None =
   `hosts` overrides how many hosts hsdp's replica axis spans (default: the processes holding
   the devices), so a mesh of several hosts can be compiled on one (slm_jax.predict)."""
   s = strategy(name)
+  explicit = devices
   devices = list(jax.devices() if devices is None else devices)
   want = 1 if name == "single" else (num_devices or len(devices))
   if want > len(devices):
     raise UserError(f"--config.num_devices={want} but only {len(devices)} devices are present")
   devices = devices[:want]
+  if explicit is None:
+    _check_every_process_holds_one(name, devices, num_devices)
   if s.mesh_axes == ("replica", "fsdp"):
     hosts = hosts or len({d.process_index for d in devices})
     if len(devices) % hosts:
@@ -84,6 +87,22 @@ def make_mesh(name: str, devices=None, num_devices: int = 0, hosts: int | None =
   else:
     shape = (len(devices),)
   return Mesh(np.array(devices).reshape(shape), s.mesh_axes)
+
+
+def _check_every_process_holds_one(name: str, devices: list, num_devices: int) -> None:
+  """Each process of a multi-process run feeds its own devices' rows of every batch, so one
+  left without a device in the mesh would have nothing to feed and the others would wait for
+  it: one UserError up front instead."""
+  left_out = sorted(set(range(jax.process_count())) - {d.process_index for d in devices})
+  if not left_out:
+    return
+  why = ("--config.strategy=single runs on one device" if name == "single"
+         else f"--config.num_devices={num_devices} takes {len(devices)} devices")
+  raise UserError(f"{why}, which leaves process(es) {left_out} of this "
+                  f"{jax.process_count()}-process run without one; "
+                  + ("choose ddp, fsdp_full, fsdp_grad_op or hsdp" if name == "single" else
+                     "give --config.num_devices=0 (every device) or a count that reaches every "
+                     "process"))
 
 
 def spec_for(names, shape, rules: dict[str, str], mesh: Mesh) -> P:

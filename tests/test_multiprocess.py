@@ -75,3 +75,19 @@ def test_a_process_that_dies_does_not_leave_the_others_waiting(tmp_path):
   assert "stopping the others" in out
   assert not Path(f"/proc/{survivor}").exists() or "zombie" in Path(
       f"/proc/{survivor}/status").read_text()
+
+
+def test_a_mesh_that_leaves_a_process_out_is_one_error_line_on_each(tmp_path):
+  # strategy=single uses process 0's first device: process 1 would have no rows to feed and
+  # process 0 would wait for it at its first collective.
+  proc = subprocess.run(
+      [sys.executable, "launch/local.py", "--num_processes=2", "--cpu", "--grace_s=20", "--",
+       f"--workdir={tmp_path}", "--config=configs/tiny.py", "--config.tensorboard=false"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 2 and all("--config.strategy=single runs on one device, which leaves "
+                                  "process(es) [1] of this 2-process run" in l for l in errors)
+  assert "Traceback" not in proc.stderr
+  records = results.read(tmp_path / "results.jsonl")
+  assert [r["status"] for r in records] == ["error"]
