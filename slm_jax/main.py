@@ -5,16 +5,20 @@ r"""Trains and measures one configuration; appends a record to <workdir>/results
 """
 
 import os
+import re
+import signal
 
 # JAX takes 75% of GPU memory by default; the paper's question is what fits in the card.
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 import jax
 from absl import app, flags, logging
+import ml_collections
 from ml_collections import config_flags
 
 from slm_jax import config as config_lib
@@ -29,12 +33,18 @@ from slm_jax.tensorboard_writer import Writer
 def _flag_error(e: Exception):
   """A misspelt or mistyped --config.FIELD, reported in one line instead of a traceback."""
   text = str(e).strip()
-  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # KeyError's repr quotes
+  while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # KeyError's repr quotes
     text = text[1:-1]
+  if "Traceback" in text:  # the config file's get_config raised: its last line says what
+    where = re.match(r"flag (--config=\S+):", text)
+    last = [line for line in re.split(r"\\n|\n", text) if line.strip()][-1].strip()
+    text = f"{where[1] if where else '--config'}: get_config() failed: {last}"
   text = text.replace("\\n", " ").replace("\n", " ")
   text = text.replace("\\'", "'")
   if "before a value for --config was specified" in text:
     text += "; put --config=FILE before the --config.FIELD=VALUE overrides"
+  elif re.fullmatch(r"[\w.]+", text):  # a KeyError naming a field with no close match
+    text = f"--config.{text}: no such config field"
   print(f"error: {text}", file=sys.stderr)
   print("Pass --helpfull to see the flags; configs/*.py list the config fields.", file=sys.stderr)
   sys.exit(2)
@@ -119,6 +129,13 @@ def init_distributed() -> None:
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
       raise UserError("--coordinator_address needs --num_processes and --process_id")
+    if not re.fullmatch(r"\[?[\w.:\-]+\]?:\d+", _COORDINATOR.value):
+      raise UserError(f"--coordinator_address={_COORDINATOR.value!r}: give host:port of "
+                      "process 0, e.g. node1:12345")
+    if _NUM_PROCESSES.value < 1 or not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+      raise UserError(f"--process_id={_PROCESS_ID.value} --num_processes="
+                      f"{_NUM_PROCESSES.value}: want num_processes >= 1 and process_id from 0 "
+                      "to num_processes - 1")
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
     jax.distributed.initialize()  # reads the coordinator and ranks from SLURM's variables
@@ -205,17 +222,27 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict | None, int]:
   return record, code
 
 
+def _config_file() -> str:
+  return config_flags.get_config_filename(flags.FLAGS["config"])
+
+
 def loaded_config(config_flag):
   """The parsed --config, or exit with one line if its file is missing or broken."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep start-up chatter off the summary
   try:
     c = config_flag.value
-    c.get("model")
-    return c
   except OSError as e:  # config_flags defers a missing or broken config file until here
-    print(f"error: --config: {' '.join(str(e).split())}", file=sys.stderr)
+    text = str(e)
+    if "Traceback" in text:  # the file's get_config raised: its last line says what
+      text = f"{_config_file()}: get_config() failed: {text.strip().splitlines()[-1]}"
+    print(f"error: --config: {' '.join(text.split())}", file=sys.stderr)
     sys.exit(2)
+  if not isinstance(c, ml_collections.ConfigDict):
+    print(f"error: --config: {_config_file()}: get_config() returned "
+          f"{type(c).__name__}, not an ml_collections.ConfigDict", file=sys.stderr)
+    sys.exit(2)
+  return c
 
 
 def print_outcome(record: dict, workdir: Path, first_process: bool) -> None:
@@ -234,21 +261,60 @@ def set_campaign() -> None:
     os.environ[results.CAMPAIGN_ENV] = _CAMPAIGN.value
 
 
+def check_outputs(c, workdir: Path) -> None:
+  """The files a run writes into `workdir` at its end, checked before it runs: a measurement
+  must not be lost to a results.jsonl that is a folder or cannot be appended to."""
+  path = workdir / "results.jsonl"
+  if path.is_dir():
+    raise UserError(f"{path} is a folder; results are appended to a file there, so move it")
+  if path.exists():
+    try:
+      with open(path, "a"):
+        pass
+    except OSError as e:
+      raise UserError(f"cannot append to {path} ({e.strerror or e}); give another --workdir "
+                      "or make it writable") from None
+  events = workdir / "tensorboard"
+  if c.tensorboard and events.exists():
+    try:
+      with tempfile.TemporaryFile(dir=events, prefix=".slm_jax-write-check-"):
+        pass
+    except OSError as e:
+      raise UserError(f"cannot write TensorBoard events in {events} ({e.strerror or e}); give "
+                      "another --workdir, make it writable, or set --config.tensorboard=false"
+                      ) from None
+
+
+def stop_at_once(message: str, code: int) -> None:
+  """Ends the process on a signal outside the training loop (which checkpoints on its own):
+  nothing measured is kept, so say so and skip the interpreter's teardown, which with XLA's
+  compiler threads still running can crash (a segmentation fault after Ctrl-C mid-compile)."""
+  print(f"\n{message}: nothing was recorded", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(code)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   set_campaign()
   c = loaded_config(_CONFIG)
+  # SIGTERM before or after the training loop: a training job exits 0 as a preempted one does
+  # (requeued, it starts again), a benchmark as a terminated command does. Over several
+  # processes SIGTERM belongs to JAX's preemption service, which a handler here would replace.
+  if not jax.distributed.is_initialized():
+    signal.signal(signal.SIGTERM, lambda *_: stop_at_once(
+        "terminated (SIGTERM)", 0 if c.get("mode") == "train" else 128 + signal.SIGTERM))
   workdir = Path(_WORKDIR.value)
   try:
     workdir_lib.prepare(workdir)
+    check_outputs(c, workdir)
     record, code = execute(c, workdir, _DRY_RUN.value)
   except UserError as e:  # the config itself is wrong: nothing was run or written
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  except KeyboardInterrupt:  # Ctrl-C outside the training loop: nothing measured to keep
-    print("\ninterrupted: nothing was recorded", file=sys.stderr)
-    sys.exit(130)
+  except KeyboardInterrupt:  # Ctrl-C outside the training loop
+    stop_at_once("interrupted", 130)
   if record is not None:
     print_outcome(record, workdir, jax.process_index() == 0)
   sys.exit(code)

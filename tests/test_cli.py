@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,64 @@ def test_a_data_error_under_way_is_one_line_and_the_same_error_record(tmp_path):
   assert line.startswith(f"error: cannot read files {bad}: ArrowInvalid")
   [record] = results.read(tmp_path / "results.jsonl")  # the record says what the line says
   assert record["status"] == "error" and line == f"error: {record['message']}"
+
+
+@pytest.mark.parametrize("signum,code,line", [
+    (signal.SIGINT, 130, "interrupted: nothing was recorded"),
+    (signal.SIGTERM, 143, "terminated (SIGTERM): nothing was recorded")])
+def test_a_signal_during_a_benchmark_is_one_line_and_records_nothing(tmp_path, signum, code,
+                                                                     line):
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "slm_jax.main", "--config=configs/tiny.py", f"--workdir={tmp_path}",
+       "--config.steps=100000", "--config.repeats=1", "--config.tensorboard=false"],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for out in proc.stdout:  # the timed steps are under way
+    if "repeat 1/1 step" in out:
+      break
+  proc.send_signal(signum)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == code and err.strip().splitlines() == [line], err[-2000:]
+  assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_config_file_that_fails_or_returns_no_config_is_one_error_line(tmp_path):
+  (tmp_path / "raises.py").write_text("def get_config():\n  raise ValueError('boom')\n")
+  (tmp_path / "returns.py").write_text("def get_config():\n  return 5\n")
+  proc = main(f"--config={tmp_path / 'raises.py'}", f"--workdir={tmp_path}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert proc.stderr.startswith(f"error: --config={tmp_path / 'raises.py'}: get_config() failed: "
+                                "ValueError: boom\n")
+  proc = main(f"--config={tmp_path / 'returns.py'}", f"--workdir={tmp_path}")
+  assert proc.returncode == 2 and proc.stderr.strip() == (
+      f"error: --config: {tmp_path / 'returns.py'}: get_config() returned int, not an "
+      "ml_collections.ConfigDict")
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.foo=1")
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("error: --config.foo: no such config field\n")
+
+
+def test_outputs_that_cannot_be_written_are_one_error_line_before_the_run(tmp_path):
+  (tmp_path / "a/results.jsonl").mkdir(parents=True)
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path / 'a'}", *FAST)
+  assert proc.returncode == 2 and proc.stderr.strip() == (
+      f"error: {tmp_path / 'a/results.jsonl'} is a folder; results are appended to a file "
+      "there, so move it")
+  (tmp_path / "b").mkdir()
+  (tmp_path / "b/tensorboard").write_text("")
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path / 'b'}", *FAST)
+  assert proc.returncode == 2
+  assert proc.stderr.startswith(f"error: cannot write TensorBoard events in {tmp_path / 'b'}")
+  assert not (tmp_path / "b/results.jsonl").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=5"],
+     "error: --process_id=5 --num_processes=2: want num_processes >= 1"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=0", "--process_id=0"],
+     "error: --process_id=0 --num_processes=0: want num_processes >= 1"),
+    (["--coordinator_address=notahost", "--num_processes=2", "--process_id=0"],
+     "error: --coordinator_address='notahost': give host:port")])
+def test_impossible_process_flags_are_one_error_line(tmp_path, args, message):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", *args)
+  assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
