@@ -31,7 +31,7 @@ import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
-from slm_jax import results
+from slm_jax import hardware, results
 from slm_jax import workdir as workdir_lib
 from slm_jax.default_config import preset_gpu
 from slm_jax.errors import UserError
@@ -160,6 +160,16 @@ def failure_record(sweep, point: dict, gpu: str, devices: dict, message: str) ->
                              tag=point_key(point))
 
 
+def fallback_note(sweep_gpu: str, device_kind: str) -> str | None:
+  """What `gpu = "auto"` runs on a device whose type has no presets (a CPU, say): another
+  type's presets, which it says before hours of points."""
+  if sweep_gpu != "auto" or hardware.from_device_kind(device_kind) is not None:
+    return None
+  gpu = preset_gpu(device_kind)
+  return (f"note: no presets for {device_kind!r}; running the {gpu} presets "
+          f"(configs/*_{gpu}.py): set --config.gpu to choose")
+
+
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: bool = False):
   workdir_lib.prepare(workdir)
   env = dict(_CHILD_ENV)
@@ -168,6 +178,8 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: boo
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
   devices = probe_devices(env)
   gpu = sweep.gpu if sweep.gpu != "auto" else preset_gpu(devices["kind"])
+  if note := fallback_note(sweep.gpu, devices["kind"]):
+    print(note, flush=True)
   grid = points(sweep, devices["count"])
   dropped = dropped_counts(sweep.grid.get("num_devices", "present"), devices["count"])
   if dropped and set(sweep.grid.get("strategy", ("single",))) - {"single"}:

@@ -170,3 +170,11 @@ def test_the_tiny_sweep_on_one_cpu_gives_a_report_with_points_and_answers(tmp_pa
   (tmp_path / "report.md").write_text(md)
   assert "tiny only vanilla attention measured" in md  # Q1
   assert "Batch size on one GPU (cpu, " in md and "tiny best at batch" in md  # Q4
+
+
+def test_auto_presets_on_a_device_without_its_own_say_which_run():
+  assert sweep.fallback_note("auto", "NVIDIA H200") is None
+  assert sweep.fallback_note("h100", "cpu") is None  # asked for by name
+  assert sweep.fallback_note("auto", "cpu") == (
+      "note: no presets for 'cpu'; running the h100 presets (configs/*_h100.py): set "
+      "--config.gpu to choose")
