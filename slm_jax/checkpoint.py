@@ -112,11 +112,28 @@ class Checkpointer:
               f"no checkpoint in {self.directory} can be read for this config (step {step}: "
               f"{why}); a changed model needs another --workdir or --config.checkpoint_dir"
           ) from e
+        aside = self._set_aside(step)
         warn(f"checkpoint step {step} in {self.directory} is unreadable ({why}); falling "
-             f"back to step {steps[i + 1]}")
+             f"back to step {steps[i + 1]} (the damaged one is kept as {aside.name})")
         continue
       return step, _rebuilt(abstract_state, restored.state), restored.meta
     return None
+
+  def _set_aside(self, step: int) -> Path:
+    """Renames unreadable checkpoint `step` out of the run's steps: left in place it would
+    count towards `keep` (deleting good ones) and stop this run saving that step again."""
+    aside = self.directory / f"{step}.unreadable"
+    n = 1
+    while aside.exists():
+      n += 1
+      aside = self.directory / f"{step}.unreadable{n}"
+    if jax.process_index() == 0:  # the folder is shared between processes
+      (self.directory / str(step)).rename(aside)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"slm_jax checkpoint {step} set aside")
+    self._manager.reload()
+    return aside
 
   def latest_meta(self) -> tuple[int, dict] | None:
     """(step, meta) of the newest checkpoint, without its arrays; None when there is none or

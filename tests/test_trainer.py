@@ -321,8 +321,12 @@ def test_a_damaged_checkpoint_is_one_short_warning_and_the_run_goes_on(text, str
   [line] = [l for l in lines if "unreadable" in l]
   assert line.startswith("warning: checkpoint step 6 in") and "falling back to step 3" in line
   assert len(line) < 500 and "tensorstore_spec" not in line
+  assert "kept as 6.unreadable" in line
   [record] = results.read(tmp_path / "results.jsonl")
   assert record["resumed_from_step"] == 3 and record["steps_trained"] == 7
+  # Set aside, whole: out of the steps that count towards keep_checkpoints.
+  assert (tmp_path / "checkpoints/6.unreadable/state").is_dir()
+  assert (tmp_path / "checkpoints/7").is_dir() and (tmp_path / "checkpoints/3").is_dir()
 
 
 def test_a_finished_run_run_again_trains_and_records_nothing(text, straight, tmp_path):
