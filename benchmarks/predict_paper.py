@@ -1,13 +1,15 @@
 r"""slm_jax's predicted Token/Dollar on A100-80GB beside the paper's measured PyTorch points
 (Figures 2 and 3 of Ashkboos et al.: 1-64 GPUs, 8 a node), one JSON line per predicted point.
 
-  python benchmarks/predict_paper.py --records=benchmarks/h200_perf.jsonl \
+  python benchmarks/predict_paper.py --records=benchmarks/h200_paper_projection.jsonl \
+      --batch=100m:64,100m:128,500m:64,1b:32,1b:48,2b:16,2b:32 \
       --out=benchmarks/predict_paper_a100_80gb.jsonl
 
-Runs on a CPU: every model in --models with a profiled one-GPU record at --batch is projected
-to the A100-80GB (slm_jax.predict), under each scheme, at 1-64 GPUs, with NVLink 3 inside a node
-and each of --inter across nodes, at both overlap bounds (exposed fraction 1: nothing hidden;
-0: every collective hidden behind compute). Each line carries the paper's point at the same
+Runs on a CPU (about 3 minutes a model and batch): every model in --models with a profiled
+one-GPU record at each of its --batch sizes is projected to the A100-80GB (slm_jax.predict),
+under each scheme, at 1-64 GPUs, with NVLink 3 inside a node and each of --inter across nodes,
+at both overlap bounds (exposed fraction 1: nothing hidden; 0: every collective hidden behind
+compute). Each line carries the paper's point at the same
 GPU count (Fig2) and, past one node, the same scheme and node count (Fig3). The report draws,
 at each GPU or node count, the best of a model's batches that fits (as the paper's points are
 the best over batch sizes).
@@ -53,7 +55,7 @@ def model_batches(spec: str, models: list[str]) -> list[tuple[str, int]]:
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--records", default="benchmarks/h200_perf.jsonl")
+  ap.add_argument("--records", default="benchmarks/h200_paper_projection.jsonl")
   ap.add_argument("--out", default="benchmarks/predict_paper_a100_80gb.jsonl")
   ap.add_argument("--models", default="100m,500m,1b,2b")
   ap.add_argument("--batch", default="64",
