@@ -8,10 +8,10 @@ For tests and demos of multi-host code on one machine: each process gets its own
       --config=configs/tiny.py --config.strategy=fsdp_full --workdir=runs/local
 
 Everything after `--` goes to `python -m slm_jax.main`. Exits with the first non-zero exit
-code of the processes. SIGTERM and SIGINT sent to the launcher go to every process (as a
-scheduler's preemption notice would). When one process fails, the others, which may be waiting
-in a collective for it, get SIGTERM and, --grace_s later, SIGKILL: no process is left holding
-its devices.
+code of the processes (128 + N for a process killed by signal N, as a shell reports it). SIGTERM
+and SIGINT sent to the launcher go to every process (as a scheduler's preemption notice would).
+When one process fails, the others, which may be waiting in a collective for it, get SIGTERM
+and, --grace_s later, SIGKILL: no process is left holding its devices.
 """
 
 import argparse
@@ -29,6 +29,21 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def exit_code(returncode: int) -> int:
+  """A child's Popen return code as a shell would report it: a negative one (killed by signal
+  N) would otherwise reach sys.exit as 256 - N, which names no signal."""
+  return 128 - returncode if returncode < 0 else returncode
+
+
+def ended(returncode: int) -> str:
+  if returncode >= 0:
+    return f"exited with code {returncode}"
+  try:
+    return f"was killed by {signal.Signals(-returncode).name}"
+  except ValueError:  # a real-time signal has no name
+    return f"was killed by signal {-returncode}"
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num_processes", type=int, default=2)
@@ -39,6 +54,11 @@ def main() -> int:
                       help="after a process fails, seconds the others get before SIGKILL")
   parser.add_argument("main_args", nargs=argparse.REMAINDER)
   args = parser.parse_args()
+  # Zero processes would exit 0 having run nothing; zero devices crashes every child.
+  for name in ("num_processes", "devices_per_process"):
+    if getattr(args, name) < 1:
+      print(f"error: --{name}={getattr(args, name)}: must be at least 1", file=sys.stderr)
+      return 2
   main_args = [a for a in args.main_args if a != "--"]
   address = f"127.0.0.1:{args.port or free_port()}"
 
@@ -71,8 +91,8 @@ def main() -> int:
         continue
       procs.remove(p)
       if rc and not code:
-        code = rc
-        print(f"launch/local.py: a process exited with code {rc}; stopping the others",
+        code = exit_code(rc)
+        print(f"launch/local.py: a process {ended(rc)}; stopping the others",
               file=sys.stderr, flush=True)
         for other in procs:
           other.terminate()
