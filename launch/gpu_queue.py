@@ -42,18 +42,33 @@ from pathlib import Path
 ALL = 0  # a job's GPU count meaning "every GPU the queue has"
 
 
+class JobsError(ValueError):
+  """A jobs file line the queue cannot read; the message names the line and what to write."""
+
+
 def parse_jobs(text: str) -> list[tuple[int, str]]:
   jobs = []
-  for line in text.splitlines():
+  for number, line in enumerate(text.splitlines(), 1):
     line = line.strip()
     if not line or line.startswith("#"):
       continue
     gpus = 1
     if line.startswith("@"):
-      count, line = line[1:].split(None, 1)
-      gpus = ALL if count == "all" else int(count)
+      gpus, line = _gpu_request(number, line)
     jobs.append((gpus, line))
   return jobs
+
+
+def _gpu_request(number: int, line: str) -> tuple[int, str]:
+  """`@N cmd` or `@all cmd` as (GPUs, cmd); ALL for `@all`."""
+  count, cmd = (line[1:].split(None, 1) + ["", ""])[:2]
+  if count == "all" and cmd:
+    return ALL, cmd
+  # @0 must not mean ALL, which is 0 inside the queue.
+  if count.isdigit() and int(count) > 0 and cmd:
+    return int(count), cmd
+  raise JobsError(f"line {number}: {line!r}: a line starting @ needs a GPU count of 1 or more "
+                  "or `all`, a space, then the command (`@2 cmd`, `@all cmd`)")
 
 
 def gpu_count() -> int:
@@ -62,9 +77,15 @@ def gpu_count() -> int:
     return len(visible.split(","))
   try:
     out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
-    return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) or 1
+    count = sum(line.startswith("GPU ") for line in out.stdout.splitlines())
   except (OSError, subprocess.SubprocessError):
-    return 1
+    count = 0
+  if count:
+    return count
+  # Jobs that need no GPU (tests, CPU runs) still get a queue: one slot, one job at a time.
+  print("note: no GPU found (nvidia-smi missing or lists none): one job at a time, each with "
+        "CUDA_VISIBLE_DEVICES=0; --gpus N runs N side by side", flush=True)
+  return 1
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -238,16 +259,36 @@ def main() -> int:
                   help="print each job's clocks from a queue's LOGDIR (run nothing)")
   args = ap.parse_args()
   if args.clocks:
-    try:
-      print(clock_report(args.clocks))
-    except OSError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-    return 0
+    return print_clocks(args.clocks)
   if args.jobs is None or args.logdir is None:
     ap.error("a JOBS_FILE and --logdir are needed (or --clocks LOGDIR)")
-  return run(parse_jobs(args.jobs.read_text()), args.gpus or gpu_count(), args.logdir,
-             args.deadline_s, args.sample_gpus_ms)
+  try:
+    jobs = parse_jobs(args.jobs.read_text())
+  except (OSError, JobsError) as e:
+    return error(f"jobs file {args.jobs}: {e.strerror if isinstance(e, OSError) else e}")
+  try:
+    args.logdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    return error(f"--logdir {args.logdir}: cannot make that directory ({e.strerror}); name a "
+                 "directory, or a path where one can be made")
+  return run(jobs, args.gpus or gpu_count(), args.logdir, args.deadline_s, args.sample_gpus_ms)
+
+
+def print_clocks(logdir: Path) -> int:
+  try:
+    print(clock_report(logdir))
+  except OSError as e:
+    if Path(e.filename or "").name == "gpus.csv":
+      why = "that queue ran without --sample_gpus_ms, or nvidia-smi could not start"
+    else:
+      why = "name the --logdir of a queue that has run"
+    return error(f"--clocks {logdir}: cannot read {e.filename} ({e.strerror}): {why}")
+  return 0
+
+
+def error(message: str) -> int:
+  print(f"error: {message}", file=sys.stderr)
+  return 2
 
 
 if __name__ == "__main__":

@@ -111,3 +111,54 @@ def test_the_queue_keeps_its_own_lines_for_the_clock_report(tmp_path):
                        deadline_s=60) == 0
   lines = (tmp_path / "queue.log").read_text().splitlines()
   assert lines[0].startswith("queue started ") and "job 00 exit 0" in lines[-1]
+
+
+def queue_main(monkeypatch, *args) -> int:
+  monkeypatch.setattr("sys.argv", ["gpu_queue.py", *map(str, args)])
+  return gpu_queue.main()
+
+
+def one_error_line(capsys) -> str:
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+  return err
+
+
+def test_a_missing_jobs_file_is_one_error_line(tmp_path, monkeypatch, capsys):
+  assert queue_main(monkeypatch, tmp_path / "none.jobs", "--logdir", tmp_path / "l") == 2
+  assert "none.jobs" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("line", ["@x true", "@2", "@0 true", "@-1 true"])
+def test_a_bad_gpu_count_is_one_error_line_naming_the_line(tmp_path, monkeypatch, capsys, line):
+  (tmp_path / "q.jobs").write_text(f"true\n{line}\n")
+  assert queue_main(monkeypatch, tmp_path / "q.jobs", "--logdir", tmp_path / "l") == 2
+  assert "line 2" in one_error_line(capsys)
+  assert not (tmp_path / "l").exists()  # nothing ran
+
+
+def test_a_logdir_that_is_a_file_is_one_error_line_and_the_file_is_kept(
+    tmp_path, monkeypatch, capsys):
+  (tmp_path / "q.jobs").write_text("true\n")
+  (tmp_path / "taken").write_text("kept")
+  assert queue_main(monkeypatch, tmp_path / "q.jobs", "--logdir", tmp_path / "taken") == 2
+  assert "--logdir" in one_error_line(capsys)
+  assert (tmp_path / "taken").read_text() == "kept"
+
+
+def test_clocks_of_a_queue_without_samples_says_why(tmp_path, monkeypatch, capsys):
+  assert gpu_queue.run(gpu_queue.parse_jobs("true\n"), gpus=1, logdir=tmp_path,
+                       deadline_s=60) == 0
+  capsys.readouterr()
+  assert queue_main(monkeypatch, "--clocks", tmp_path) == 2
+  err = one_error_line(capsys)
+  assert "gpus.csv" in err and "--sample_gpus_ms" in err and "Errno" not in err
+
+
+def test_without_a_gpu_the_queue_runs_one_job_at_a_time_and_says_so(
+    tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+  monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+  assert gpu_queue.gpu_count() == 1
+  [note] = capsys.readouterr().out.splitlines()
+  assert note.startswith("note: no GPU found") and "CUDA_VISIBLE_DEVICES=0" in note
