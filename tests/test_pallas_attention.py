@@ -184,8 +184,7 @@ def test_bench_smoke_records_every_impl(tmp_path):
 
 def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
   out = tmp_path / "table.json"
-  proc = run_module("slm_jax.tools.attention_tune", "--head_dims=16", "--seq_lens=64", "--heads=2",
-                    "--batch=1", "--runs=1", "--inner=1", "--max_candidates=2", f"--out={out}")
+  proc = run_module("slm_jax.tools.attention_tune", "--tiny", f"--out={out}")
   assert proc.returncode == 0, proc.stderr
   entries = pallas_tuning.load_table(str(out))
   kind = jax.devices()[0].device_kind
@@ -193,6 +192,17 @@ def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
   assert (mine["head_dim"], mine["seq_len"]) == (16, 64)
   assert pallas_tuning.lookup(kind, 16, 64, entries) == pallas_tuning.KernelConfig.from_json(mine)
   assert len(entries) == len(pallas_tuning.load_table(str(pallas_tuning.TABLE_PATH))) + 1
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="tunes for real on a GPU")
+@pytest.mark.parametrize("module", ["slm_jax.tools.attention_tune", "slm_jax.attention.tune"])
+def test_tune_without_a_gpu_stops_at_once_with_one_error_line(tmp_path, module):
+  out = tmp_path / "table.json"
+  proc = run_module(module, f"--out={out}")
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("error: no GPU") and len(proc.stderr.splitlines()) == 1, \
+      proc.stderr
+  assert "--tiny" in proc.stderr and not out.exists()
 
 
 def test_the_tools_former_commands_still_run_them():

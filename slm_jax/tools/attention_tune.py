@@ -2,6 +2,7 @@ r"""Measures the Pallas attention's tiles on this GPU and writes the best into a
 
   python -m slm_jax.tools.attention_tune --out slm_jax/attention/pallas_tuning.json
   python -m slm_jax.tools.attention_tune --head_dims=64,128 --seq_lens=1024 --out /tmp/table.json
+  python -m slm_jax.tools.attention_tune --tiny --out /tmp/table.json   # seconds, on a CPU
 
 For each head_dim x seq_len (causal, bf16, --heads heads, --batch sequences at the shortest
 length and proportionally fewer at longer ones) each kernel, forward, dK/dV and dQ, is timed
@@ -10,7 +11,8 @@ table's current entry among the candidates so a re-tune never picks something sl
 measured. A candidate Triton cannot compile (too much shared memory, say) is skipped. The best
 per kernel is printed and, with --out, merged into that table (created from the shipped one)
 under this GPU's name. Timing is timing.time_calls: median of --runs runs of --inner calls.
-On a CPU it runs the interpreter: a smoke test of this tool, not a measurement.
+Without a GPU it stops: the kernels would run interpreted, for hours at these shapes, and time
+nothing a GPU does. --tiny is a smoke test of this tool there (or anywhere), not a measurement.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dataclasses
 import datetime
 import itertools
 import statistics
+import sys
 from pathlib import Path
 
 import jax
@@ -49,6 +52,9 @@ _RUNS = flags.DEFINE_integer("runs", 20, "Timed runs per candidate; the median i
 _INNER = flags.DEFINE_integer("inner", 5, "Back-to-back calls per timed run.")
 _MAX_CANDIDATES = flags.DEFINE_integer("max_candidates", 0, "Candidates per kernel, the table's "
                                        "own first (0: all).")
+_TINY = flags.DEFINE_bool("tiny", False, "A smoke run of this tool, on a CPU too: head_dim 16, "
+                          "seq 64, 2 heads, batch 1, 1 run of 1 call, 2 candidates per kernel "
+                          "(overrides those flags).")
 
 
 def candidates(kernel: str, current: Launch, limit: int) -> list[Launch]:
@@ -106,15 +112,22 @@ def main(argv):
     head_dims, seq_lens = [int(d) for d in _HEAD_DIMS.value], [int(s) for s in _SEQ_LENS.value]
   except ValueError as e:
     raise app.UsageError(f"--head_dims and --seq_lens take integers: {e}")
+  heads, batch, runs, inner, limit = (_HEADS.value, _BATCH.value, _RUNS.value, _INNER.value,
+                                      _MAX_CANDIDATES.value)
+  if _TINY.value:
+    head_dims, seq_lens, heads, batch, runs, inner, limit = [16], [64], 2, 1, 1, 1, 2
+  elif jax.default_backend() != "gpu":
+    print(f"error: no GPU here ({jax.default_backend()}): tuning times the kernels on a GPU; "
+          "--tiny runs a smoke test of this tool", file=sys.stderr)
+    sys.exit(2)
   device_kind = jax.devices()[0].device_kind
   if jax.default_backend() != "gpu":
     print("no GPU: the kernels run interpreted, so these timings say nothing about a GPU")
   entries = []
   for d, s in itertools.product(head_dims, seq_lens):
-    b = max(1, _BATCH.value * min(seq_lens) // s)
-    print(f"{device_kind}: head_dim {d}, seq {s}, batch {b}, heads {_HEADS.value}", flush=True)
-    entries.append(tune_shape(device_kind, b, s, _HEADS.value, d, runs=_RUNS.value,
-                              inner=_INNER.value, limit=_MAX_CANDIDATES.value))
+    b = max(1, batch * min(seq_lens) // s)
+    print(f"{device_kind}: head_dim {d}, seq {s}, batch {b}, heads {heads}", flush=True)
+    entries.append(tune_shape(device_kind, b, s, heads, d, runs=runs, inner=inner, limit=limit))
   if _OUT.value:
     out = Path(_OUT.value)
     existing = pallas_tuning.load_table(str(out if out.exists() else pallas_tuning.TABLE_PATH))
