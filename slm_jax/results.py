@@ -35,6 +35,18 @@ REQUIRED = (
     "flops_per_token", "attention", "strategy", "per_device_batch", "global_batch", "seq_len",
     "step_time_s", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_memory_bytes",
     "compile_s", "price_per_device_hour", "token_per_dollar", "final_loss", "config")
+# The record's numbers (docs/results.md): a reader blanks a value of another type there (a
+# record edited by hand, or written by another tool) rather than fail on it.
+NUMBERS = (
+    "num_devices", "num_processes", "params", "flops_per_token", "per_device_batch",
+    "global_batch", "seq_len", "tokens_per_s", "tokens_per_s_per_device",
+    "achieved_tflops_per_device", "peak_tflops", "mfu", "peak_fp8_tflops", "mfu_fp8",
+    "peak_memory_bytes", "expected_memory_bytes", "memory_budget_bytes", "compile_s", "warmup_s",
+    "price_per_device_hour", "token_per_dollar", "token_per_dollar_paper", "final_loss",
+    "param_bytes_per_device", "grad_bytes_per_device", "opt_state_bytes_per_device",
+    "temp_bytes_per_device", "steps_trained", "tokens_trained", "train_s", "dollars_spent",
+    "final_eval_loss", "train_tokens_per_s", "resumed_from_step")
+STEP_TIME_STATS = ("median", "min", "max", "mean", "stdev")
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
@@ -232,12 +244,14 @@ def _ends_with_newline(path: Path) -> bool:
     return f.read(1) == b"\n"
 
 
-_warned: set[tuple[str, tuple[int, ...]]] = set()
+_warned: set[tuple] = set()
 
 
 def read(path: str | os.PathLike) -> list[dict]:
   """The records of a results file. A line that is not a JSON object (a write cut short) is
-  skipped with one warning naming the file and its line numbers; the rest are still read."""
+  skipped with one warning naming the file and its line numbers; the rest are still read. A run
+  record's number fields that hold something else are read as missing (null), and records of a
+  newer schema are read as this version knows them: one warning per file says so."""
   out, bad = [], []
   with open(path, encoding="utf-8", errors="replace") as f:
     for number, line in enumerate(f, 1):
@@ -251,12 +265,45 @@ def read(path: str | os.PathLike) -> list[dict]:
         out.append(row)
       else:
         bad.append(number)
-  if bad and (str(path), tuple(bad)) not in _warned:  # once, however often a tool re-reads
-    _warned.add((str(path), tuple(bad)))
+  if bad:
     lines = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-    print(f"warning: {path}: skipped unreadable line{'s' * (len(bad) > 1)} {lines} (not a JSON "
-          "record; a write cut short?)", file=sys.stderr, flush=True)
+    _warn_once(path, f"skipped unreadable line{'s' * (len(bad) > 1)} {lines} (not a JSON "
+               "record; a write cut short?)")
+  newer = sorted({v for r in out if _is_number(v := r.get("schema_version"))
+                  and v > SCHEMA_VERSION})
+  if newer:
+    _warn_once(path, f"records of schema_version {newer[-1]}, newer than this slm_jax reads "
+               f"({SCHEMA_VERSION}): read as far as it knows them; update slm_jax for the rest")
+  blanked = sorted({field for r in out if "schema_version" in r for field in _blank_non_numbers(r)})
+  if blanked:
+    _warn_once(path, f"read as missing: {', '.join(blanked)} (not a number in some records)")
   return out
+
+
+def _warn_once(path, message: str) -> None:
+  """Once per file and message, however often a tool re-reads the file."""
+  if (str(path), message) not in _warned:
+    _warned.add((str(path), message))
+    print(f"warning: {path}: {message}", file=sys.stderr, flush=True)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _blank_non_numbers(record: dict) -> list[str]:
+  """Sets the record's number fields that hold anything else (null aside) to None; their names."""
+  blanked = []
+  for field in NUMBERS:
+    if record.get(field) is not None and not _is_number(record[field]):
+      record[field], blanked = None, blanked + [field]
+  stats = record.get("step_time_s")
+  if stats is not None and not isinstance(stats, dict):
+    record["step_time_s"], blanked = None, blanked + ["step_time_s"]
+  for stat in STEP_TIME_STATS if isinstance(stats, dict) else ():
+    if stats.get(stat) is not None and not _is_number(stats[stat]):
+      stats[stat], blanked = None, blanked + [f"step_time_s.{stat}"]
+  return blanked
 
 
 # A campaign named by its commit (records written before campaigns existed).

@@ -231,6 +231,24 @@ def test_the_results_table_names_a_missing_file_and_asks_for_one(tmp_path):
                                 "record; a write cut short?)")
 
 
+def test_the_results_table_warns_of_a_newer_schema_and_blanks_fields_that_are_not_numbers(
+    tmp_path):
+  path = tmp_path / "results.jsonl"
+  rows = [{"schema_version": results.SCHEMA_VERSION + 1, "model": "tiny", "status": "ok",
+           "tokens_per_s": 100.0},
+          {"schema_version": results.SCHEMA_VERSION, "model": "tiny", "status": "ok",
+           "tokens_per_s": "fast", "mfu": "0.4", "step_time_s": {"median": "slow"}}]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  proc = subprocess.run([sys.executable, "-m", "slm_jax.results", str(path)], capture_output=True,
+                        text=True, cwd=ROOT)
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+  newer, blanked = proc.stderr.strip().splitlines()
+  assert newer.startswith(f"warning: {path}: records of schema_version "
+                          f"{results.SCHEMA_VERSION + 1}, newer than this slm_jax reads")
+  assert blanked.startswith("warning: ") and "mfu, step_time_s.median, tokens_per_s" in blanked
+  assert "| 100 |" in proc.stdout and "| ok | - | - |" in proc.stdout
+
+
 def test_a_workdir_that_cannot_be_written_is_one_error_line(tmp_path):
   afile = tmp_path / "afile"
   afile.write_text("x")

@@ -432,6 +432,19 @@ def test_missing_results_file_is_a_clear_error(tmp_path):
   assert proc.returncode == 2 and "no such results file" in proc.stderr
 
 
+def test_a_record_of_a_newer_schema_or_with_strings_for_numbers_is_read_not_fatal(tmp_path):
+  newer = dict(record(model="1b", kind=H200), schema_version=results.SCHEMA_VERSION + 1)
+  strings = dict(record(model="1b", kind=H200, batch=32), tokens_per_s_per_device="1000",
+                 mfu="high", step_time_s={"median": "1.0"})
+  path = write(tmp_path / "r.jsonl", [newer, strings])
+  proc = run_report(path, f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+  warnings = proc.stderr.strip().splitlines()
+  assert len(warnings) == 2 and all(w.startswith("warning: ") for w in warnings), warnings
+  assert "newer than this slm_jax reads" in warnings[0]
+  assert "mfu" in warnings[1] and "tokens_per_s_per_device" in warnings[1]
+
+
 def train_record(model, kind, price, seconds_per_step, steps=200, tag=None, eval_shift=0.1):
   r = record(model=model, kind=kind)
   losses = [6.0 * 0.99 ** i + 2.0 for i in range(steps)]
