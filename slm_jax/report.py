@@ -1456,8 +1456,15 @@ def main(argv):
       print(f"error: --campaign: no records in {unknown}; the files hold "
             f"{sorted(campaign_label(k) for k in known)}", file=sys.stderr)
       sys.exit(2)
+  out_dir = Path(_OUT.value)
   try:
-    index = write_report(paths, Path(_OUT.value), Path(_PAPER.value), _TARGET.value,
+    out_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    print(f"error: --out={out_dir}: cannot make that folder ({e.strerror}); name a folder, or a "
+          "path where one can be made", file=sys.stderr)
+    sys.exit(2)
+  try:
+    index = write_report(paths, out_dir, Path(_PAPER.value), _TARGET.value,
                          tuple(_REPRICE.value), tuple(_RUNS.value), campaigns,
                          tuple(_PREDICTIONS.value))
   except UserError as e:

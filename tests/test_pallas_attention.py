@@ -182,6 +182,17 @@ def test_bench_smoke_records_every_impl(tmp_path):
   assert "pallas ms (TFLOP/s)" in proc.stdout  # the table
 
 
+def test_bench_out_that_cannot_be_appended_to_is_one_error_line_before_any_run(tmp_path):
+  afile = tmp_path / "afile"
+  afile.write_text("kept")
+  for out in (afile / "x.jsonl", tmp_path):
+    proc = run_module("slm_jax.tools.attention_bench", "--tiny", f"--out={out}")
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: --out={out}: ") and "pallas" not in proc.stdout
+  assert afile.read_text() == "kept"
+
+
 def test_tune_smoke_merges_an_entry_for_this_device(tmp_path):
   out = tmp_path / "table.json"
   proc = run_module("slm_jax.tools.attention_tune", "--tiny", f"--out={out}")

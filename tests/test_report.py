@@ -445,6 +445,16 @@ def test_a_record_of_a_newer_schema_or_with_strings_for_numbers_is_read_not_fata
   assert "mfu" in warnings[1] and "tokens_per_s_per_device" in warnings[1]
 
 
+def test_an_out_that_cannot_be_a_folder_is_one_error_line_and_the_file_is_kept(tmp_path):
+  path = write(tmp_path / "r.jsonl", [record(model="1b", kind=H200)])
+  for out in (path, path / "sub"):
+    proc = run_report(path, f"--out={out}")
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: --out={out}: cannot make that folder")
+  assert results.read(path)[0]["model"] == "1b"
+
+
 def train_record(model, kind, price, seconds_per_step, steps=200, tag=None, eval_shift=0.1):
   r = record(model=model, kind=kind)
   losses = [6.0 * 0.99 ** i + 2.0 for i in range(steps)]

@@ -153,6 +153,26 @@ def context() -> dict:
           "device_kind": device.device_kind, "platform": device.platform}
 
 
+def _check_out(path: Path) -> None:
+  """Before any kernel runs: a path records cannot be appended to would otherwise fail only
+  after the first measurement."""
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    _out_error(path, f"cannot make its folder {path.parent} ({e.strerror})")
+  try:
+    with path.open("a"):
+      pass
+  except OSError as e:
+    _out_error(path, f"cannot append to it ({e.strerror})")
+
+
+def _out_error(path: Path, why: str) -> None:
+  print(f"error: --out={path}: {why}; name a JSONL file in a folder that exists or can be made",
+        file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -168,6 +188,8 @@ def main(argv):
   unknown = set(_PASSES.value) - set(PASSES)
   if unknown:
     raise app.UsageError(f"--passes: {sorted(unknown)} not in {list(PASSES)}")
+  if _OUT.value:
+    _check_out(Path(_OUT.value))
   ctx = context()
   print(f"{ctx['device_kind']} ({ctx['platform']}), jax {ctx['jax']}, commit {ctx['git_commit']}")
   records = []
@@ -176,7 +198,6 @@ def main(argv):
       new = [{**ctx, **r} for r in measure(impl, shape, _PASSES.value, runs=runs, inner=inner,
                                             warmup=0 if _TINY.value else _WARMUP.value)]
       if _OUT.value:
-        Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
         with open(_OUT.value, "a") as f:  # as it goes: a crash keeps what was measured
           f.writelines(json.dumps(r) + "\n" for r in new)
       records += new
