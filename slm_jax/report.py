@@ -177,6 +177,19 @@ def unpriced(record: dict) -> bool:
   return hardware.from_device_kind(record.get("device_kind") or "") is None
 
 
+def value_text(record: dict | None, value) -> str:
+  """A point's value for a table headed Token/Dollar: a device without a price has its tokens/s
+  per device there instead, so the cell says so."""
+  text = fmt(value)
+  if record is not None and value is not None and unpriced(record):
+    return f"{text} tokens/s (no price)"
+  return text
+
+
+def point_text(point: Point) -> str:
+  return value_text(point.record, point.value)
+
+
 def sizes_of(figure) -> list[str]:
   """The paper's sizes, and the demo's where it has points."""
   return [m for m in SIZES if m in MODELS or any(c.model == m for c in figure.curves)]
@@ -723,8 +736,8 @@ def best_table(ours: list[dict]) -> Table:
                                 key=lambda kv: (SIZES.index(kv[0][0]), kv[0][1])):
     rows.append([PAPER_MODEL[model], str(r["num_devices"]), r["attention"], r["strategy"],
                  str(r["per_device_batch"]), fmt(r["tokens_per_s_per_device"]), _mfu(r),
-                 fmt(r["value"]), fmt(r["token_per_dollar"]), r.get("price_source") or "-",
-                 str(len(groups[(model, gpu)]))] + provenance(r))
+                 value_text(r, r["value"]), fmt(r["token_per_dollar"]),
+                 r.get("price_source") or "-", str(len(groups[(model, gpu)]))] + provenance(r))
   return Table(["model", "GPUs", "attention", "strategy", "batch/GPU", "tokens/s/GPU", "MFU",
                 "Token/$ (paper units)", "tokens per USD", "price", "best of (runs)"]
                + PROVENANCE, rows)
@@ -799,8 +812,10 @@ def stacks_table(ours: list[dict], torch: list[dict], paper: list[dict]) -> Tabl
                "same chips" if ours_chips == chips else "other chips")
     rows.append([PAPER_MODEL[k[0]], k[1], str(k[3]), campaign_label(k[2]),
                  fmt(paper_best(paper, "Fig1", k[0]) if paper else None),
-                 f"{fmt(t['value'])} ({scheme(t)}{_torch_label(t)}, b{t['per_device_batch']})",
-                 f"{fmt(j['value'])} ({scheme(j)}{j['attention']}, b{j['per_device_batch']})",
+                 f"{value_text(t, t['value'])} ({scheme(t)}{_torch_label(t)}, "
+                 f"b{t['per_device_batch']})",
+                 f"{value_text(j, j['value'])} ({scheme(j)}{j['attention']}, "
+                 f"b{j['per_device_batch']})",
                  fmt(j["value"] / t["value"], ".2f"),
                  f"{count[('jax',) + k]} / {count[('torch',) + k]}",
                  " / ".join(sorted({short_commit(j.get("git_commit")),
@@ -835,7 +850,7 @@ def curve_table(curves: list[Curve], extra: tuple[str, dict] | None = None) -> T
     if top is None and not c.oom:
       continue
     r = top.record if top else None
-    row = [PAPER_MODEL[c.model], _label(str(c.series)), fmt(top and top.value),
+    row = [PAPER_MODEL[c.model], _label(str(c.series)), value_text(r, top and top.value),
            fmt(r and r["tokens_per_s_per_device"]), str(r["num_devices"]) if r else "-",
            str(r["per_device_batch"]) if r else "-", str(c.runs()),
            ", ".join(map(str, c.oom)) or "-"]
@@ -985,7 +1000,7 @@ def q2(fig2: Figure) -> tuple[str, Table | None]:
     gpus = by_model.get(m, {})
     if len(gpus) > 1:
       order = sorted(gpus, key=lambda g: -gpus[g].value)
-      parts.append(f"{PAPER_MODEL[m]} " + " > ".join(f"{g} ({fmt(gpus[g].value)})"
+      parts.append(f"{PAPER_MODEL[m]} " + " > ".join(f"{g} ({point_text(gpus[g])})"
                                                       for g in order))
   return (f"In {campaign_label(campaign)}, best Token/Dollar (paper units) per GPU type: "
           + ("; ".join(parts) or "no size measured on two GPU types") + ".", table)
@@ -1002,7 +1017,7 @@ def q3(fig3: Figure) -> tuple[str, Table | None]:
     if tops:
       order = sorted(tops, key=lambda s: -tops[s].value)
       parts.append(f"{PAPER_MODEL[m]} " + " > ".join(
-          f"{s} ({fmt(tops[s].value)} at {tops[s].x} node{'s' * (tops[s].x > 1)}, "
+          f"{s} ({point_text(tops[s])} at {tops[s].x} node{'s' * (tops[s].x > 1)}, "
           f"{tops[s].record['num_devices']} GPUs)" for s in order))
   return f"{_on(sel, fig3)}: " + ("; ".join(parts) or "no point measured") + ".", \
       curve_table(fig3.curves)

@@ -539,6 +539,11 @@ def test_the_cpu_demo_is_drawn_in_a_panel_of_its_own_and_answers_the_questions(t
   md = (out / "report.md").read_text()
   assert "tiny only vanilla attention measured" in md
   assert "tiny best at batch 8; largest that fit 8, 1.250x batch 4's" in md
+  # The tables' Token/$ column holds a CPU's tokens/s (no price), and each such cell says so.
+  best_row = md.split("## Best configuration")[1].split("| tiny |")[1].splitlines()[0]
+  assert "| 1,500 | 40.0% | 1,500 tokens/s (no price) | - |" in best_row
+  q1_row = md.split("## Q1.")[1].split("| tiny |")[1].splitlines()[0]
+  assert q1_row.startswith(" vanilla attention | 1,500 tokens/s (no price) | 1,500 |")
   assert matplotlib.image.imread(out / "fig1.png").shape[1] == 1800  # a fifth panel
   findings = md.split("| 7 |")[1].splitlines()[0]
   assert "| not measured |" in findings  # the paper's findings are about the paper's sizes
