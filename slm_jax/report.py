@@ -603,6 +603,9 @@ def train_curves(records: list[dict], reprice: tuple[str, ...] = (),
       out.append({"label": name, "record": r, "repriced": scale != 1.0,
                   "price": r.get("price_per_device_hour") and r["price_per_device_hour"] * scale,
                   "dollars": [d * scale for d, _ in r["loss_vs_dollars"]],
+                  # The whole run's, evaluations and checkpoints after the last step included.
+                  "spent": (r["dollars_spent"] * scale
+                            if isinstance(r.get("dollars_spent"), (int, float)) else None),
                   "loss": smooth([l for _, l in r["loss_vs_dollars"]]),
                   "eval": [(d * scale, l) for _, d, l in r.get("eval_losses") or []
                            if d is not None]})
@@ -706,7 +709,7 @@ def loss_dollar_table(curves: list[dict], target: float, kind: str = "held-out")
       row.append(fmt(dollars_to(c, train_target), ".4f"))
     row += [fmt(r.get("final_loss"), ".3f"),
             f"{fmt(r.get('final_eval_loss'), '.3f')} ({fmt(best_eval, '.3f')})",
-            fmt(c["dollars"][-1], ".4f")]
+            fmt(c["spent"], ".4f")]
     rows.append(row)
   return Table(headers, rows)
 

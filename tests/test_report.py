@@ -508,6 +508,18 @@ def test_loss_vs_dollars_figure_and_dollars_to_held_out_target_table(tmp_path):
   assert proc.returncode == 2 and "no price for ['TPU']" in proc.stderr
 
 
+def test_usd_spent_is_the_records_whole_run_final_evaluation_included():
+  r = train_record("100m", H100, 3.0, 1.0)
+  r["dollars_spent"] = r["loss_vs_dollars"][-1][0] + 0.01  # the last evaluation and checkpoint
+  curves = report.train_curves([r], ("A100-40GB",))
+  table = report.loss_dollar_table(curves, 5.0)
+  assert table.headers[-1] == "USD spent"
+  spent = [float(row[-1]) for row in table.rows]
+  scale = report.hardware.gpu("A100-40GB").usd_per_hour / 3.0
+  assert spent == pytest.approx(sorted([r["dollars_spent"], r["dollars_spent"] * scale]),
+                                abs=1e-4)
+
+
 def test_the_report_of_the_committed_benchmarks_runs(tmp_path):
   paths = sorted(str(p) for p in (ROOT / "benchmarks").glob("*.jsonl"))
   proc = run_report(*paths, f"--out={tmp_path}")
