@@ -873,13 +873,7 @@ def records_table(records: list[dict]) -> Table:
   columns = results.TABLE_COLUMNS
   rows = []
   for r in records:
-    cells = []
-    for key, _, spec, *scale in columns:
-      v = results._get(r, key)
-      if isinstance(v, (int, float)) and not isinstance(v, bool) and scale:
-        v = v * scale[0]
-      cells.append(spec.format(v) if v is not None else "-")
-    rows.append(cells + provenance(r))
+    rows.append(results.table_cells(r, columns) + provenance(r))
   return Table([c[1] for c in columns] + PROVENANCE, rows,
                summary=f"{len(records)} run records (click to show)")
 

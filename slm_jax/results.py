@@ -407,14 +407,21 @@ def markdown_table(records: list[dict], columns=TABLE_COLUMNS) -> str:
   lines = ["| " + " | ".join(c[1] for c in columns) + " |",
            "|" + "---|" * len(columns)]
   for r in records:
-    cells = []
-    for key, _, template, *scale in columns:
-      v = _get(r, key)
-      if isinstance(v, (int, float)) and not isinstance(v, bool) and scale:
-        v = v * scale[0]
-      cells.append(template.format(v) if v is not None else "-")
-    lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| " + " | ".join(table_cells(r, columns)) + " |")
   return "\n".join(lines)
+
+
+def table_cells(record: dict, columns=TABLE_COLUMNS) -> list[str]:
+  """The record's cells in `columns`; "-" for a missing value, or one a number column cannot
+  format (a row that is not a run record, which read() leaves as it is)."""
+  cells = []
+  for key, _, template, *scale in columns:
+    v = _get(record, key)
+    if _is_number(v) and scale:
+      v = v * scale[0]
+    numeric = template != "{}"
+    cells.append("-" if v is None or numeric and not _is_number(v) else template.format(v))
+  return cells
 
 
 def main(argv: list[str]) -> int:

@@ -237,7 +237,8 @@ def test_the_results_table_warns_of_a_newer_schema_and_blanks_fields_that_are_no
   rows = [{"schema_version": results.SCHEMA_VERSION + 1, "model": "tiny", "status": "ok",
            "tokens_per_s": 100.0},
           {"schema_version": results.SCHEMA_VERSION, "model": "tiny", "status": "ok",
-           "tokens_per_s": "fast", "mfu": "0.4", "step_time_s": {"median": "slow"}}]
+           "tokens_per_s": "fast", "mfu": "0.4", "step_time_s": {"median": "slow"}},
+          {"model": "other", "status": "ok", "tokens_per_s": "fast"}]  # not a run record
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   proc = subprocess.run([sys.executable, "-m", "slm_jax.results", str(path)], capture_output=True,
                         text=True, cwd=ROOT)
@@ -247,6 +248,7 @@ def test_the_results_table_warns_of_a_newer_schema_and_blanks_fields_that_are_no
                           f"{results.SCHEMA_VERSION + 1}, newer than this slm_jax reads")
   assert blanked.startswith("warning: ") and "mfu, step_time_s.median, tokens_per_s" in blanked
   assert "| 100 |" in proc.stdout and "| ok | - | - |" in proc.stdout
+  assert "| other | - | - | - | ok | - | - |" in proc.stdout
 
 
 def test_a_workdir_that_cannot_be_written_is_one_error_line(tmp_path):
