@@ -127,13 +127,20 @@ class Checkpointer:
     while aside.exists():
       n += 1
       aside = self.directory / f"{step}.unreadable{n}"
-    if jax.process_index() == 0:  # the folder is shared between processes
+    # The folder is shared between processes: every one names the new folder before the first
+    # renames it, and reloads the steps after.
+    self._sync(f"slm_jax checkpoint {step} named")
+    if jax.process_index() == 0:
       (self.directory / str(step)).rename(aside)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices(f"slm_jax checkpoint {step} set aside")
+    self._sync(f"slm_jax checkpoint {step} set aside")
     self._manager.reload()
     return aside
+
+  @staticmethod
+  def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(name)
 
   def latest_meta(self) -> tuple[int, dict] | None:
     """(step, meta) of the newest checkpoint, without its arrays; None when there is none or

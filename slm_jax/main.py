@@ -17,8 +17,8 @@ import traceback
 from pathlib import Path
 
 import jax
-from absl import app, flags, logging
 import ml_collections
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from slm_jax import config as config_lib
@@ -31,7 +31,8 @@ from slm_jax.tensorboard_writer import Writer
 
 
 def _flag_error(e: Exception):
-  """A misspelt or mistyped --config.FIELD, reported in one line instead of a traceback."""
+  """A misspelt or mistyped --config.FIELD, or a config file whose get_config fails, reported in
+  one line instead of a traceback."""
   text = str(e).strip()
   while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # KeyError's repr quotes
     text = text[1:-1]

@@ -251,8 +251,7 @@ class Session:
   def save(self) -> None:
     self.ckpt.save(self.step, self.state, {
         "train_s": self.seconds(), "dollars": self.dollars() or 0.0, "tokens": self.tokens(),
-        "curve": self.curve,
-        "eval": self.evals, "data": _gather_positions(self.pos),
+        "curve": self.curve, "eval": self.evals, "data": _gather_positions(self.pos),
         "config": {k: self.c[k] for k in TRAJECTORY_FIELDS}})
 
   def evaluate(self) -> None:
