@@ -311,6 +311,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise UserError(f"--config.{field} must be positive, got {c[field]}")
   if c.num_devices < 0:
     raise UserError(f"--config.num_devices must be >= 0 (0 = all), got {c.num_devices}")
+  for field in ("device_memory_gb", "price_per_device_hour", "peak_tflops"):
+    if c[field] < 0:  # 0 stands for "the device's own" or "the price table's"
+      raise UserError(f"--config.{field} must be >= 0 (0: the default), got {c[field]}")
   if c.profile_steps < 0:
     raise UserError(f"--config.profile_steps must be >= 0, got {c.profile_steps}")
   if c.get("pgle_steps", 0) < 0:

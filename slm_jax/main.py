@@ -233,6 +233,7 @@ def loaded_config(config_flag):
     logging.set_verbosity(logging.WARNING)  # keep start-up chatter off the summary
   try:
     c = config_flag.value
+    getattr(c, "get", None)  # config_flags' stand-in for a file it could not load raises here
   except OSError as e:  # config_flags defers a missing or broken config file until here
     text = str(e)
     if "Traceback" in text:  # the file's get_config raised: its last line says what
@@ -308,6 +309,8 @@ def main(argv):
         "terminated (SIGTERM)", 0 if c.get("mode") == "train" else 128 + signal.SIGTERM))
   workdir = Path(_WORKDIR.value)
   try:
+    if not _WORKDIR.value.strip():  # Path("") is the current folder
+      raise UserError("--workdir is empty; give a folder (default: runs/default)")
     workdir_lib.prepare(workdir)
     check_outputs(c, workdir)
     record, code = execute(c, workdir, _DRY_RUN.value)

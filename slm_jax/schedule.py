@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
   args = ap.parse_args(argv)
   try:
     ws = windows(read(args.program))
-  except OSError as e:
+  except (OSError, EOFError, UnicodeDecodeError) as e:  # missing, cut short, not text
     print(f"error: cannot read {args.program}: {e}", file=sys.stderr)
     return 2
   if not ws:

@@ -340,3 +340,17 @@ def test_impossible_process_flags_are_one_error_line(tmp_path, args, message):
   proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", *args)
   assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
+
+
+def test_an_empty_workdir_flag_is_one_error_line(tmp_path):
+  proc = main(f"--config={ROOT / 'configs/tiny.py'}", "--workdir=", cwd=tmp_path)
+  assert proc.returncode == 2 and proc.stderr.strip() == (
+      "error: --workdir is empty; give a folder (default: runs/default)")
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_config_file_that_is_not_there_is_one_error_line(tmp_path):
+  proc = main("--config=configs/nope.py", f"--workdir={tmp_path}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  [line] = proc.stderr.strip().splitlines()
+  assert line.startswith("error: --config: ") and "configs/nope.py" in line

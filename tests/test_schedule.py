@@ -46,3 +46,8 @@ def test_the_command_reads_a_kept_program(tmp_path, capsys):
   assert "all-reduce" in out and "all-reduce-start.2" in out
   assert schedule.main([str(tmp_path / "missing.txt")]) == 2
   assert "cannot read" in capsys.readouterr().err
+  cut = tmp_path / "cut.hlo.txt.gz"  # a copy cut short
+  cut.write_bytes(path.read_bytes()[:40])
+  assert schedule.main([str(cut)]) == 2
+  [line] = capsys.readouterr().err.splitlines()
+  assert line.startswith(f"error: cannot read {cut}: ")

@@ -168,3 +168,10 @@ def test_a_select_cross_entropy_run_follows_the_gather_one():
   c = dict(learning_rate=3e-3, lr_warmup_steps=1, steps=4, repeats=1, warmup_steps=0)
   gather, select = (train.run(tiny(cross_entropy=k, **c))["losses"] for k in ("gather", "select"))
   np.testing.assert_allclose(select, gather, rtol=1e-4)
+
+
+@pytest.mark.parametrize("field", ["device_memory_gb", "price_per_device_hour", "peak_tflops"])
+def test_a_negative_budget_price_or_peak_is_one_clear_error(field):
+  config_lib.validate(tiny(**{field: 0.0}))  # 0: the device's own, or the price table's
+  with pytest.raises(UserError, match=f"--config.{field} must be >= 0 .0: the default., got -1"):
+    config_lib.validate(tiny(**{field: -1.0}))
