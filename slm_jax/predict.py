@@ -1032,7 +1032,11 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
   `link_costs` has them, else from the calibration."""
   plan_fn = _memo(plan_fn)
   rows = []
-  for r in multi_gpu_records(records):
+  todo = multi_gpu_records(records)
+  for k, r in enumerate(todo):
+    if sys.stderr.isatty():  # each record compiles steps on CPU: minutes for a whole folder
+      print(f"\rchecking {k + 1}/{len(todo)} ({r.get('run_id')})", end="", file=sys.stderr,
+            flush=True)
     rc = record_config(r)
     row = {"run_id": r.get("run_id"), "record_file": r.get("_file"), "model": r.get("model"),
            "strategy": r.get("strategy"), "attention": r.get("attention"),
@@ -1082,6 +1086,8 @@ def check(records: list[dict], gpus_per_node: int = 8, interconnects: list[str] 
         predicted_collectives=p["collectives"],
         measured_collectives={k: {"count": v["count"], "bytes": v["bytes"]}
                               for k, v in (measured_comm or {}).items()}))
+  if todo and sys.stderr.isatty():
+    print(file=sys.stderr)
   return rows
 
 
