@@ -34,7 +34,7 @@ from ml_collections import config_flags
 
 from slm_jax import config as config_lib
 from slm_jax import main as jax_main  # its flags (--workdir, --tag, --dry_run), one-line errors
-from slm_jax import results, torch_ref
+from slm_jax import errors, results, torch_ref
 from slm_jax import workdir as workdir_lib
 from slm_jax.errors import UserError
 
@@ -164,8 +164,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   if FLAGS.coordinator_address:
     raise UserError("slm_jax.compare runs on one host; --coordinator_address is for slm_jax.main")
   if _CONFIG.value is None:

@@ -31,3 +31,13 @@ class Preempted(Exception):
 class NothingToDo(Exception):
   """The workdir's run has already spent its budget: nothing is trained and nothing recorded
   (a second `ok` record would count the run twice)."""
+
+
+def reject_positional(argv: list[str]) -> None:
+  """Exits with one line where absl left words that are not flags (absl's own UsageError would
+  print every flag's help after it)."""
+  if len(argv) > 1:
+    import sys
+    print(f"error: unexpected arguments {argv[1:]}: give flags as --name=value (--help lists "
+          "them)", file=sys.stderr)
+    sys.exit(2)

@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from slm_jax import config as config_lib
-from slm_jax import results, train
+from slm_jax import errors, results, train
 from slm_jax import tensorboard_writer as tb
 from slm_jax import workdir as workdir_lib
 from slm_jax.errors import NonFinite, NothingToDo, Preempted, UserError, WorkdirInUse
@@ -297,8 +297,7 @@ def stop_at_once(message: str, code: int) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   set_campaign()
   c = loaded_config(_CONFIG)
   # SIGTERM before or after the training loop: a training job exits 0 as a preempted one does

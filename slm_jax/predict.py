@@ -65,7 +65,7 @@ from pathlib import Path
 
 import ml_collections
 
-from slm_jax import collectives, hardware, overlap, results
+from slm_jax import collectives, errors, hardware, overlap, results
 from slm_jax import profile as profile_lib
 from slm_jax import schedule as schedule_lib
 from slm_jax import config as config_lib
@@ -1183,9 +1183,7 @@ def _use_fake_devices(count: int) -> None:
 
 
 def main(argv, flag) -> int:
-  from absl import app
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   if not flag["records"].value:
     raise UserError("--records is required: result files with one-GPU records, e.g. "
                     "--records=benchmarks/h200_grid.jsonl")

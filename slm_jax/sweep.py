@@ -31,7 +31,7 @@ import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
-from slm_jax import hardware, results
+from slm_jax import errors, hardware, results
 from slm_jax import workdir as workdir_lib
 from slm_jax.default_config import preset_gpu
 from slm_jax.errors import UserError
@@ -214,8 +214,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: Path, retry_failed: boo
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   if _CONFIG.value is None:
     raise app.UsageError("--config=configs/sweeps/FILE.py is required")
   if _CAMPAIGN.value:  # the points' processes read it from the environment they inherit

@@ -354,3 +354,9 @@ def test_a_config_file_that_is_not_there_is_one_error_line(tmp_path):
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   [line] = proc.stderr.strip().splitlines()
   assert line.startswith("error: --config: ") and "configs/nope.py" in line
+
+
+def test_a_word_that_is_not_a_flag_is_one_error_line(tmp_path):
+  proc = main("--config=configs/tiny.py", f"--workdir={tmp_path}", "steps=3")
+  assert proc.returncode == 2 and proc.stderr.strip() == (
+      "error: unexpected arguments ['steps=3']: give flags as --name=value (--help lists them)")

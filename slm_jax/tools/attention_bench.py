@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
-from slm_jax import results
+from slm_jax import errors, results
 from slm_jax.attention import attend, pallas_tuning
 from slm_jax.errors import UserError
 from slm_jax.tools.timing import time_calls
@@ -174,8 +174,7 @@ def _out_error(path: Path, why: str) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep JAX's start-up chatter off the table
   try:

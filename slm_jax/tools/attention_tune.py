@@ -31,6 +31,7 @@ from absl import app, flags, logging
 from slm_jax.attention import pallas, pallas_tuning
 from slm_jax.attention.pallas_tuning import KERNELS, Launch
 from slm_jax.tools.timing import time_calls
+from slm_jax import errors
 
 # (block_q, block_k) per kernel: the forward and dQ kernels hold a query tile and stream keys,
 # the dK/dV kernel the reverse, so their good shapes mirror each other.
@@ -104,8 +105,7 @@ def tune_shape(device_kind: str, b: int, s: int, h: int, d: int, *, runs: int, i
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   try:

@@ -25,7 +25,7 @@ import sys
 
 from absl import app, flags
 
-from slm_jax import hardware, overlap, predict
+from slm_jax import errors, hardware, overlap, predict
 
 _RECORDS = flags.DEFINE_list("records", [], "Result files with profiled multi-GPU records.")
 _SCHEDULES = flags.DEFINE_list("schedules", [], "Folders of <run_id>.step.hlo.txt.gz.")
@@ -136,8 +136,7 @@ def run(record_files: list[str], folders: list[str], fit_campaigns: list[str] = 
 
 
 def main(argv) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   return run(_RECORDS.value, _SCHEDULES.value, _FIT.value, _STEP.value, _MIN.value,
              _OP_TIMES.value)
 

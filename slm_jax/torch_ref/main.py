@@ -25,7 +25,7 @@ from absl import app, flags
 
 from slm_jax import config as config_lib
 from slm_jax import main as jax_main  # its flags, progress lines and TensorBoard summary
-from slm_jax import results, torch_ref
+from slm_jax import errors, results, torch_ref
 from slm_jax import train as jax_train
 from slm_jax import workdir as workdir_lib
 from slm_jax.errors import UserError
@@ -150,8 +150,7 @@ def launch(num_processes: int) -> int:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.reject_positional(argv)
   jax_main.set_campaign()
   c = jax_main.loaded_config(_CONFIG)
   from slm_jax.torch_ref import train as torch_train
