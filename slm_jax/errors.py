@@ -4,6 +4,8 @@ for NothingToDo, reports without a record).
 They live here, not in the trainer, so that benchmark runs need not import orbax, tokenizers
 and datasets."""
 
+import sys
+
 
 class UserError(ValueError):
   """A configuration, shape or device that cannot be served; the message says what to change."""
@@ -37,7 +39,6 @@ def reject_positional(argv: list[str]) -> None:
   """Exits with one line where absl left words that are not flags (absl's own UsageError would
   print every flag's help after it)."""
   if len(argv) > 1:
-    import sys
     print(f"error: unexpected arguments {argv[1:]}: give flags as --name=value (--help lists "
           "them)", file=sys.stderr)
     sys.exit(2)
