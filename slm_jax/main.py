@@ -36,10 +36,9 @@ def _flag_error(e: Exception):
   text = str(e).strip()
   while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # KeyError's repr quotes
     text = text[1:-1]
-  if "Traceback" in text:  # the config file's get_config raised: its last line says what
+  if "Traceback" in text:
     where = re.match(r"flag (--config=\S+):", text)
-    last = [line for line in re.split(r"\\n|\n", text) if line.strip()][-1].strip()
-    text = f"{where[1] if where else '--config'}: get_config() failed: {last}"
+    text = f"{where[1] if where else '--config'}: {_get_config_failure(text)}"
   text = text.replace("\\n", " ").replace("\n", " ")
   text = text.replace("\\'", "'")
   if "before a value for --config was specified" in text:
@@ -223,6 +222,13 @@ def execute(c, workdir: Path, dry_run: bool) -> tuple[dict | None, int]:
   return record, code
 
 
+def _get_config_failure(text: str) -> str:
+  """What a config file's get_config raised, from config_flags' message holding the traceback
+  (its lines as newlines or as escaped ones): the last line, the exception."""
+  last = [line for line in re.split(r"\\n|\n", text) if line.strip()][-1].strip()
+  return f"get_config() failed: {last}"
+
+
 def _config_file() -> str:
   return config_flags.get_config_filename(flags.FLAGS["config"])
 
@@ -236,8 +242,8 @@ def loaded_config(config_flag):
     getattr(c, "get", None)  # config_flags' stand-in for a file it could not load raises here
   except OSError as e:  # config_flags defers a missing or broken config file until here
     text = str(e)
-    if "Traceback" in text:  # the file's get_config raised: its last line says what
-      text = f"{_config_file()}: get_config() failed: {text.strip().splitlines()[-1]}"
+    if "Traceback" in text:
+      text = f"{_config_file()}: {_get_config_failure(text)}"
     print(f"error: --config: {' '.join(text.split())}", file=sys.stderr)
     sys.exit(2)
   if not isinstance(c, ml_collections.ConfigDict):

@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
+from slm_jax import errors
 from slm_jax.attention import pallas, pallas_tuning
 from slm_jax.attention.pallas_tuning import KERNELS, Launch
 from slm_jax.tools.timing import time_calls
-from slm_jax import errors
 
 # (block_q, block_k) per kernel: the forward and dQ kernels hold a query tile and stream keys,
 # the dK/dV kernel the reverse, so their good shapes mirror each other.

@@ -56,7 +56,8 @@ def _short(kernel: str) -> str:
   return re.split(r"[<(]", kernel.removeprefix("void "))[0]
 
 
-def gemms(events: list[dict], hlo_text: str, steps: int, device: str | None = None
+def gemms(events: list[dict], hlo_text: str, steps: int, device: str | None = None,
+          ops: dict[str, profile.Op] | None = None
           ) -> list[tuple[tuple[int, ...], int, str, int, list[str], float]]:
   """(output dims, contracted length, cuBLAS algorithm index, GEMMs, the kernels the trace ran
   for them, ms per step) of a step's cuBLAS GEMMs, grouped by the first three, heaviest first.
@@ -65,8 +66,9 @@ def gemms(events: list[dict], hlo_text: str, steps: int, device: str | None = No
   Most GEMMs run inside CUDA graphs, where the trace ties a kernel only to its graph, so each
   GEMM kernel (a split-K reduction counts with the GEMM before it) is matched k-th to k-th with
   the entry's GEMMs in schedule order, step after step, as one compute stream runs them
-  (ValueError where the trace does not hold `steps` times the step's GEMMs)."""
-  ops = profile.hlo_ops(hlo_text)
+  (ValueError where the trace does not hold `steps` times the step's GEMMs). `ops`: the
+  step's profile.hlo_ops, where the caller has them already."""
+  ops = profile.hlo_ops(hlo_text) if ops is None else ops
   order: list[tuple[tuple[int, ...], int, str]] = []
   for instr in hlo.computations(hlo_text).get("ENTRY", []):
     if (m := _ALGORITHM.search(instr["attrs"])) and instr["name"] in ops:
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   try:
     events = profile.trace_events(args.trace)
-    ops = profile.hlo_ops(schedule_lib.read(args.step)) if args.step else {}
+    step = schedule_lib.read(args.step) if args.step else None
+    ops = profile.hlo_ops(step) if step else {}
   except (OSError, EOFError, ValueError) as e:
     print(f"error: cannot read {getattr(e, 'filename', None) or args.trace}: {e}",
           file=sys.stderr)
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   if args.gemms:
     try:
-      rows = gemms(events, schedule_lib.read(args.step), args.steps, args.device)
+      rows = gemms(events, step, args.steps, args.device, ops)
     except ValueError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
