@@ -13,6 +13,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -76,6 +77,12 @@ _COORDINATOR = flags.DEFINE_string(
     "(hosts); with --num_processes and --process_id. Found automatically under SLURM.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "init_timeout_s", 300, "Seconds a process of a multi-process run waits for every process to "
+    "join process 0's coordinator before it ends with an error.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100, "Seconds without a heartbeat after which JAX's coordination "
+    "service takes a process of a multi-process run for dead and ends the others.")
 _TAG = flags.DEFINE_string("tag", None, "A label stored in the record's `tag` field (the sweep "
                            "marks its points with it).")
 _CAMPAIGN = results.campaign_flag()
@@ -126,6 +133,11 @@ class Progress:
 
 def init_distributed() -> None:
   """Joins a multi-process run when one is asked for (flags) or launched by SLURM."""
+  for flag in (_INIT_TIMEOUT, _HEARTBEAT_TIMEOUT):
+    if flag.value < 1:
+      raise UserError(f"--{flag.name}={flag.value}: give a number of seconds >= 1")
+  timeouts = dict(initialization_timeout=_INIT_TIMEOUT.value + 30,  # ours ends it first
+                  heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
       raise UserError("--coordinator_address needs --num_processes and --process_id")
@@ -136,9 +148,75 @@ def init_distributed() -> None:
       raise UserError(f"--process_id={_PROCESS_ID.value} --num_processes="
                       f"{_NUM_PROCESSES.value}: want num_processes >= 1 and process_id from 0 "
                       "to num_processes - 1")
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    with _joining(f"process {_PROCESS_ID.value} of {_NUM_PROCESSES.value}",
+                  f"at {_COORDINATOR.value}", "start all of them with the same "
+                  "--coordinator_address and --num_processes, process 0 on that host, and check "
+                  "that its port is reachable from here"):
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                 **timeouts)
   elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
-    jax.distributed.initialize()  # reads the coordinator and ranks from SLURM's variables
+    with _joining(f"SLURM task {os.environ.get('SLURM_PROCID', '?')} of "
+                  f"{os.environ['SLURM_NTASKS']}", "of this job", "check that every task "
+                  "started (sacct, their logs) and that the first node's port is reachable "
+                  "from here"):
+      jax.distributed.initialize(**timeouts)  # the coordinator and ranks from SLURM's variables
+
+
+class _joining:
+  """Bounds jax.distributed's start-up with messages of ours. Its own time-out aborts in C++
+  with a stack trace that blames a task that died; until then a process whose peers never come
+  says nothing, and Ctrl-C cannot stop it (Python runs signal handlers in the main thread, which
+  waits inside JAX's C++). So a helper thread hears Ctrl-C meanwhile (Python's C handler writes
+  it to the wake-up fd, from whatever thread received it), a line after 30 s says what the
+  process waits for, and at --init_timeout_s one error line ends it (exit 1). SIGTERM keeps its
+  default, ending the process: JAX's preemption service takes it over once joined, and a handler
+  restored here would replace that one.
+  """
+
+  def __init__(self, subject: str, place: str, fix: str):
+    limit = _INIT_TIMEOUT.value
+    notice = (f"{subject}: waiting for the other processes {place} to join (up to {limit} s, "
+              "--init_timeout_s)")
+    failure = (f"error: {subject}: the other processes {place} did not all join within "
+               f"{limit} s; {fix}")
+    self.timers = [threading.Timer(limit, _exit_with, (failure, 1))]
+    if limit > 60:
+      self.timers.append(threading.Timer(30, _exit_with, (notice, None)))
+    for timer in self.timers:
+      timer.daemon = True
+    self.wake_read, self.wake_write = os.pipe()
+    os.set_blocking(self.wake_write, False)  # set_wakeup_fd asks for it
+    self.watcher = threading.Thread(target=self._hear_ctrl_c, daemon=True)
+
+  def _hear_ctrl_c(self):  # ends with end-of-file when the join succeeds
+    if os.read(self.wake_read, 1) == bytes([signal.SIGINT]):
+      _exit_with("\ninterrupted while joining the other processes: nothing was recorded", 130)
+
+  def __enter__(self):
+    self.handler = signal.getsignal(signal.SIGINT)
+    if self.handler is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
+      signal.signal(signal.SIGINT, lambda *_: None)
+    self.wakeup = signal.set_wakeup_fd(self.wake_write)
+    for thread in (self.watcher, *self.timers):
+      thread.start()
+
+  def __exit__(self, *exc):
+    for timer in self.timers:
+      timer.cancel()
+    signal.set_wakeup_fd(self.wakeup)
+    signal.signal(signal.SIGINT, self.handler)
+    os.close(self.wake_write)
+    self.watcher.join()
+    os.close(self.wake_read)
+
+
+def _exit_with(message: str, code: int | None) -> None:
+  """Prints `message` to stderr; with a code, ends the process at once (the main thread is
+  inside JAX's C++ start-up, where no exception reaches it)."""
+  print(message, file=sys.stderr, flush=True)
+  if code is not None:
+    sys.stdout.flush()
+    os._exit(code)
 
 
 def tensorboard_dir(c, workdir: Path, tag: str | None, run_id: str,

@@ -1,9 +1,11 @@
 """Several processes joined through jax.distributed (the multi-host code path), on fake CPU
 devices through launch/local.py: a preemption notice that reaches one process stops them all at
-one step, and a process that dies does not leave the others waiting in a collective."""
+one step, and a process that dies does not leave the others waiting in a collective; nor does a
+process that never joins, or one that stops."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,3 +93,69 @@ def test_a_mesh_that_leaves_a_process_out_is_one_error_line_on_each(tmp_path):
   assert "Traceback" not in proc.stderr
   records = results.read(tmp_path / "results.jsonl")
   assert [r["status"] for r in records] == ["error"]
+
+
+def main_process(workdir, process_id: int, port: int, *args) -> subprocess.Popen:
+  """One process of a 2-process run started by hand, as on two hosts (no launcher to stop it)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return subprocess.Popen(
+      [sys.executable, "-m", "slm_jax.main", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={process_id}", f"--workdir={workdir}", *TRAIN, *args],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_a_process_whose_peers_never_join_ends_with_one_error_line(tmp_path):
+  # Before, it waited 5 minutes without a word, then aborted in C++ blaming a task that died.
+  start = time.monotonic()
+  proc = main_process(tmp_path, 1, free_port(), "--init_timeout_s=3")
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 1, out[-3000:]
+  [line] = [l for l in out.splitlines() if l.strip()]
+  assert line.startswith("error: process 1 of 2: the other processes at 127.0.0.1:")
+  assert "did not all join within 3 s" in line
+  assert time.monotonic() - start < 60
+  assert not (tmp_path / "results.jsonl").exists()
+  bad = main_process(tmp_path, 1, free_port(), "--heartbeat_timeout_s=0")
+  out, _ = bad.communicate(timeout=120)
+  assert bad.returncode == 2 and out.strip() == (
+      "error: --heartbeat_timeout_s=0: give a number of seconds >= 1")
+
+
+def test_ctrl_c_while_waiting_for_the_other_processes_ends_at_once(tmp_path):
+  # The main thread waits inside JAX's C++, where Python's own Ctrl-C handling never runs.
+  proc = main_process(tmp_path, 0, free_port(), "--init_timeout_s=300")
+  wait_for_line(proc, "process 0 of 2: waiting for the other processes at 127.0.0.1:",
+                timeout=120)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=30)
+  assert proc.returncode == 130, out[-3000:]
+  assert "interrupted while joining the other processes: nothing was recorded" in out
+
+
+def test_a_stopped_peer_ends_the_others_after_the_heartbeat_timeout(tmp_path):
+  # No launcher here, as on two hosts: JAX's coordination service notices the missing
+  # heartbeats. At its default (100 s) the survivor would still be waiting at the deadline.
+  port = free_port()
+  survivor = main_process(tmp_path, 0, port, "--heartbeat_timeout_s=10",
+                          "--config.train_steps=100000", "--config.strategy=ddp")
+  peer = main_process(tmp_path, 1, port, "--heartbeat_timeout_s=10",
+                      "--config.train_steps=100000", "--config.strategy=ddp")
+  try:
+    wait_for_line(survivor, "train step 5/")
+    peer.send_signal(signal.SIGSTOP)  # hangs without dying: its socket stays open
+    start = time.monotonic()
+    out, _ = survivor.communicate(timeout=80)
+    assert survivor.returncode != 0
+    assert time.monotonic() - start < 60
+    assert "stopped sending heartbeats" in out
+  finally:
+    for proc in (survivor, peer):
+      proc.kill()
+      proc.communicate()
