@@ -179,9 +179,9 @@ class _joining:
               "--init_timeout_s)")
     failure = (f"error: {subject}: the other processes {place} did not all join within "
                f"{limit} s; {fix}")
-    self.timers = [threading.Timer(limit, _exit_with, (failure, 1))]
+    self.timers = [threading.Timer(limit, _say, (failure, 1))]
     if limit > 60:
-      self.timers.append(threading.Timer(30, _exit_with, (notice, None)))
+      self.timers.append(threading.Timer(30, _say, (notice,)))
     for timer in self.timers:
       timer.daemon = True
     self.wake_read, self.wake_write = os.pipe()
@@ -189,8 +189,9 @@ class _joining:
     self.watcher = threading.Thread(target=self._hear_ctrl_c, daemon=True)
 
   def _hear_ctrl_c(self):  # ends with end-of-file when the join succeeds
-    if os.read(self.wake_read, 1) == bytes([signal.SIGINT]):
-      _exit_with("\ninterrupted while joining the other processes: nothing was recorded", 130)
+    while got := os.read(self.wake_read, 1):  # any signal with a Python handler writes here
+      if got[0] == signal.SIGINT:
+        _say("\ninterrupted while joining the other processes: nothing was recorded", 130)
 
   def __enter__(self):
     self.handler = signal.getsignal(signal.SIGINT)
@@ -210,13 +211,13 @@ class _joining:
     os.close(self.wake_read)
 
 
-def _exit_with(message: str, code: int | None) -> None:
-  """Prints `message` to stderr; with a code, ends the process at once (the main thread is
-  inside JAX's C++ start-up, where no exception reaches it)."""
+def _say(message: str, exit_code: int | None = None) -> None:
+  """Prints `message` to stderr; with an exit code, ends the process at once (from a helper
+  thread: the main thread is inside JAX's C++ start-up, where no exception reaches it)."""
   print(message, file=sys.stderr, flush=True)
-  if code is not None:
+  if exit_code is not None:
     sys.stdout.flush()
-    os._exit(code)
+    os._exit(exit_code)
 
 
 def tensorboard_dir(c, workdir: Path, tag: str | None, run_id: str,
