@@ -128,6 +128,21 @@ def test_a_process_whose_peers_never_join_ends_with_one_error_line(tmp_path):
       "error: --heartbeat_timeout_s=0: give a number of seconds >= 1")
 
 
+def test_a_slurm_task_whose_peers_never_join_ends_with_one_error_line(tmp_path):
+  # Under SLURM jax.distributed reads the coordinator and ranks from the job's variables.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", SLURM_JOB_ID="4242", SLURM_NTASKS="2",
+             SLURM_PROCID="1", SLURM_LOCALID="0", SLURM_STEP_NODELIST="localhost",
+             SLURM_NODELIST="localhost")
+  proc = subprocess.run(
+      [sys.executable, "-m", "slm_jax.main", "--init_timeout_s=3", f"--workdir={tmp_path}",
+       *TRAIN], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.stderr.strip() == (
+      "error: SLURM task 1 of 2: the other processes of this job did not all join within 3 s; "
+      "check that every task started (sacct, their logs) and that the first node's port is "
+      "reachable from here")
+
+
 def test_ctrl_c_while_waiting_for_the_other_processes_ends_at_once(tmp_path):
   # The main thread waits inside JAX's C++, where Python's own Ctrl-C handling never runs.
   proc = main_process(tmp_path, 0, free_port(), "--init_timeout_s=300")
