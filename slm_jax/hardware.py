@@ -42,6 +42,10 @@ class GPU:
   default_batch: dict[str, int]  # per-device batch of the presets, by model size
   tuning_key: str          # the Pallas tuning table's name for the type (slm_jax.attention)
   chip: str                # types on one chip (SMs, shared memory, registers) share kernel tiles
+  # How much the type's chips differ in compute speed: the relative standard deviation of one
+  # step's compute time across chips (slm_jax.predict.measure_chip_spread); None where not
+  # measured. A multi-GPU step waits for its slowest chip.
+  chip_spread: float | None = None
 
 
 # Per-device batch each preset starts from (override with --config.per_device_batch_size):
@@ -83,7 +87,9 @@ GPUS: dict[str, GPU] = {g.key: g for g in (
     dataclasses.replace(
         _H100, key="h200", name="H200", memory_gb=141.0, hbm_gbytes_per_s=4800.0,
         usd_per_hour=4.00, paper_price_ratio=round(2.53 * 4.00 / 3.00, 2), paper_label="H200",
-        tuning_key="h200"),
+        # 20 hosts of two H200s, 83 profiled records (benchmarks/h200x2_two_gpu.jsonl);
+        # benchmarks/PERF_NOTES.md section 33.
+        tuning_key="h200", chip_spread=0.0071),
 )}
 
 # Boards of a type whose datasheet differs from the type's (clocks, memory, links); they are the
@@ -214,6 +220,15 @@ def options_beyond_preset(xla_options: str, gpu: GPU | None,
 def preset_options(gpu: GPU | None) -> frozenset[str]:
   """The XLA options and NCCL settings `gpu`'s preset sets (none for an unknown GPU)."""
   return frozenset(f"{gpu.xla_options} {gpu.nccl_options}".split()) if gpu else frozenset()
+
+
+def chip_spread(gpu: GPU) -> tuple[float, str]:
+  """(the type's chip spread, the type it was measured on): a type without its own measurement
+  takes a measured type's, since every type's chips differ and few are measured."""
+  if gpu.chip_spread is not None:
+    return gpu.chip_spread, gpu.name
+  measured = next(g for g in GPUS.values() if g.chip_spread is not None)
+  return measured.chip_spread, measured.name
 
 
 def from_device_kind(device_kind: str) -> GPU | None:

@@ -41,6 +41,12 @@ The model, per point of N devices on nodes of G GPUs:
   that step's schedule replayed instead (slm_jax.overlap: ops by FLOPs and bytes scaled to the
   predicted compute, collectives at the link's measured cost, one that comes due during a GEMM
   launched at its last wave).
+- slowest chip: a step waits at its collectives for its slowest GPU, and chips of one type
+  differ in compute speed (the type's `chip_spread` in slm_jax.hardware, a relative standard
+  deviation measured over hosts by measure_chip_spread). The slowest of N chips sits
+  E[max of N standard normals] standard deviations above the mean one (0.56 at 2, 1.42 at 8,
+  2.34 at 64); the calibration record's own slowest chip is already in its step fraction, so
+  compute grows by sigma x (E_N - E_k) for a calibration on k GPUs (E_1 = 0 without one).
 - memory: the one-GPU record's XLA plan (`expected_memory_bytes`, GPU) with its parameters and
   optimizer state laid out as the mesh shards them (exact, from the shardings) and its
   temporaries unchanged (activations are per device; XLA's CPU plans of 2 and 8 devices differ by
@@ -605,6 +611,55 @@ def measured_waiting_s(record: dict) -> float | None:
   return slow["collectives_waiting_ms"] / b["step_ms"] * record["step_time_s"]["median"]
 
 
+@functools.cache
+def expected_slowest(n: int) -> float:
+  """How many standard deviations the slowest of n chips sits above the mean chip, their speeds
+  drawn from one normal distribution: E[max of n standard normals] (0.564 for two, 1.42 for
+  eight, 2.32 for 64), by the trapezoid rule."""
+  if n <= 1:
+    return 0.0
+  dx = 1e-3
+  total = 0.0
+  for i in range(-9000, 9001):
+    x = i * dx
+    below = 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+    total += x * n * math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) * below ** (n - 1)
+  return total * dx
+
+
+def measure_chip_spread(records: list[dict], gpu: hardware.GPU) -> tuple[float, int, int] | None:
+  """(sigma, hosts, records): how much `gpu`'s chips differ in compute speed, from its profiled
+  multi-GPU records that name their GPUs (`gpus`): in each, the relative standard deviation of
+  the GPUs' compute time in the profiled step (`breakdown.per_device`); per host (its set of GPU
+  UUIDs) the median over its records, which keeps one odd step from counting; sigma the root
+  mean square over hosts. The profile's own noise counts as spread, so sigma errs high. None
+  without such a record."""
+  by_host: dict[frozenset, list[float]] = {}
+  for r in records:
+    devices = (r.get("breakdown") or {}).get("per_device") or []
+    uuids = frozenset(g.get("uuid") for g in r.get("gpus") or [])
+    if (not _ok(r) or len(devices) < 2 or gpu_of(r) != gpu or None in uuids
+        or len(uuids) != len(devices)):
+      continue
+    compute = [d["compute_ms"] for d in devices]
+    mean = statistics.fmean(compute)
+    by_host.setdefault(uuids, []).append(statistics.stdev([t / mean for t in compute]))
+  if not by_host:
+    return None
+  per_host = [statistics.median(v) for v in by_host.values()]
+  return (math.sqrt(statistics.fmean([x * x for x in per_host])), len(by_host),
+          sum(map(len, by_host.values())))
+
+
+def slowest_chip(target: hardware.GPU, num_devices: int, calibrated_on: int) -> tuple[float, str]:
+  """(the fraction by which N chips' step outlasts one chip's compute, the type the spread was
+  measured on). A calibration on a run of k GPUs holds its slowest-of-k wait in its step
+  fraction, so only the slowest of N beyond the slowest of k is added."""
+  sigma, measured_on = hardware.chip_spread(target)
+  extra = expected_slowest(num_devices) - expected_slowest(calibrated_on)
+  return sigma * max(0.0, extra), measured_on
+
+
 def record_config(record: dict) -> ml_collections.ConfigDict:
   """The config a record ran, on today's field set."""
   c = config_lib.base_config()
@@ -886,8 +941,10 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
   nodes, per_node = layout(num_devices, gpus_per_node)
   ops = gpu_ops(plan_n["ops"], c.strategy, num_devices, gpus_per_node)
   comm = comm_seconds(ops, per_node, intra, inter)
-  compute_s = compute.seconds - compute.optimizer_s * (
-      1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))
+  calibrated_on = (calibration.record or {}).get("num_devices") or 1
+  slowest, spread_on = slowest_chip(target, num_devices, calibrated_on)
+  compute_s = (compute.seconds - compute.optimizer_s * (
+      1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))) * (1 + slowest)
   exposed = calibration.exposed.seconds(comm)
   exposed_model = calibration.exposed.as_dict()
   if schedule is not None and nodes == 1:
@@ -923,6 +980,8 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
       "exposed_fraction": exposed / comm if comm > 0 else calibration.exposed_fraction,
       "comm_cost_s": cost, "exposed_model": exposed_model,
       "step_fraction": calibration.step,
+      "slowest_chip": {"fraction": slowest, "chip_spread": hardware.chip_spread(target)[0],
+                       "measured_on": spread_on, "calibrated_on_devices": calibrated_on},
       "fits": None if memory is None else memory <= budget, "expected_memory_bytes": memory,
       "memory_budget_bytes": budget, "price_per_device_hour": price,
       "collectives": summary(ops),
@@ -983,6 +1042,7 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
                           + (f"their measured cost, {intra.costs.source}" if intra.costs else
                              "the ring model's time") + ") at " + "; ".join(replayed)
                           if replayed else ""),
+      _slowest_chip_note(target, points),
       f"communication: hierarchical rings, inside a node over {intra.name} "
       f"({intra.latency_s * 1e6:g} us a step), across nodes over {inter.name} "
       f"({inter.latency_s * 1e6:g} us a step), collectives from the step's HLO compiled for each "
@@ -992,6 +1052,20 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
       f"as each mesh shards them, temporaries as on one GPU; against {target.memory_gb:g} GiB",
       f"price: ${points[0]['price_per_device_hour']:.2f} per {target.name} hour"]
   return points, notes
+
+
+def _slowest_chip_note(target: hardware.GPU, points: list[dict]) -> str:
+  last = points[-1]["slowest_chip"]
+  sigma, measured_on = last["chip_spread"], last["measured_on"]
+  where = ("" if measured_on == target.name else
+           f", measured on {measured_on}s and assumed for the {target.name}")
+  k = last["calibrated_on_devices"]
+  return (f"slowest chip: a step waits for its slowest GPU, and {target.name} chips' compute "
+          f"times differ by a standard deviation of {sigma:.2%}{where}; the slowest of N sits "
+          f"E[max of N standard normals] of that above the mean chip, and "
+          + (f"the calibration's {k} GPUs carry their own in its step fraction, so compute "
+             f"grows by the rest" if k > 1 else "compute grows by that")
+          + f": +{last['fraction']:.2%} at {points[-1]['num_devices']} GPUs")
 
 
 # ----------------------------------------------------------------------------- checking

@@ -2,6 +2,7 @@
 synthetic records equal the formulas worked by hand, and bad input is one error line."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,9 @@ def test_a_prediction_from_a_synthetic_record_is_the_formula_by_hand():
     return 7 / 8 * size / 450e9 + 1 / 2 * size / 8 / 50e9 + 7 * 3e-6 + 1 * 10e-6
   comm = rs_or_ag(2e9) + rs_or_ag(1e9) + 2 * rs_or_ag(1024)
   optimizer = 28 * 1_000_000 / 3350e9  # no profile: 28 bytes a parameter at HBM speed
-  compute = 0.100 - optimizer * (1 - 1 / 16)
+  # No calibration record: the slowest of 16 chips, the H200's spread (the H100's is unmeasured).
+  slowest = H200.chip_spread * predict.expected_slowest(16)
+  compute = (0.100 - optimizer * (1 - 1 / 16)) * (1 + slowest)
   step = compute + 0.25 * comm
   tokens_per_s = 16 * 4 * 128 / step
   assert p["comm_s"] == pytest.approx(comm)
@@ -128,6 +131,61 @@ def test_a_prediction_from_a_synthetic_record_is_the_formula_by_hand():
   assert (p["num_nodes"], p["gpus_per_node"]) == (2, 8)
   assert p["expected_memory_bytes"] == 30 * 2**30 - 12 * 2**30 + 12 * 2**30 // 16
   assert p["fits"] is True and p["collectives"]["reduce-scatter"]["count"] == 1
+
+
+def test_the_slowest_of_n_chips_is_the_expected_maximum_of_n_normal_draws():
+  assert predict.expected_slowest(1) == 0.0
+  assert predict.expected_slowest(2) == pytest.approx(1 / math.sqrt(math.pi), abs=1e-6)
+  assert predict.expected_slowest(8) == pytest.approx(1.4236, abs=1e-4)
+  assert predict.expected_slowest(64) == pytest.approx(2.3437, abs=1e-4)
+
+
+def _two_gpu_record(c, run_id, uuids, compute_ms, gpu="NVIDIA H200"):
+  return record(c, step_s=0.1, gpu=gpu, num_devices=len(uuids), run_id=run_id,
+                gpus=[{"uuid": u} for u in uuids],
+                breakdown={"step_ms": 100.0, "per_device": [{"compute_ms": t} for t in compute_ms]})
+
+
+def test_the_chip_spread_is_measured_per_host_over_the_gpus_of_its_profiles():
+  c = tiny(strategy="ddp")
+  records = [_two_gpu_record(c, "a1", ["A0", "A1"], [99.0, 101.0]),
+             _two_gpu_record(c, "a2", ["A0", "A1"], [99.0, 101.0]),
+             _two_gpu_record(c, "a3", ["A1", "A0"], [90.0, 110.0]),  # one odd step of host A
+             _two_gpu_record(c, "b1", ["B0", "B1"], [100.0, 100.0]),
+             _two_gpu_record(c, "x1", ["X0", "X1"], [90.0, 110.0], gpu="NVIDIA H100 80GB HBM3"),
+             record(c, step_s=0.1, gpu="NVIDIA H200", num_devices=2, run_id="unnamed",
+                    breakdown={"step_ms": 100.0,
+                               "per_device": [{"compute_ms": 50.0}, {"compute_ms": 150.0}]})]
+  sigma, hosts, used = predict.measure_chip_spread(records, H200)
+  # Host A's median step differs by 2%: a standard deviation of 0.02 / sqrt(2); host B's by 0.
+  assert (hosts, used) == (2, 4)
+  assert sigma == pytest.approx(math.sqrt((0.02 / math.sqrt(2)) ** 2 / 2))
+  assert predict.measure_chip_spread(records[3:4], H100) is None
+
+
+def test_the_h200_s_chip_spread_is_what_the_kept_two_gpu_profiles_measure():
+  records = predict.read_records(sorted(str(p) for p in (ROOT / "benchmarks").glob("h200*.jsonl")))
+  sigma, hosts, _ = predict.measure_chip_spread(records, H200)
+  assert round(sigma, 4) == H200.chip_spread and hosts >= 20
+  assert hardware.chip_spread(A100) == (H200.chip_spread, "H200")
+
+
+def test_only_the_chips_past_the_calibration_s_count_slow_a_prediction():
+  c = tiny(strategy="ddp")
+  everyone8 = range(8)
+  ops = {2: [op("all-reduce", 900_000_000, range(2))],
+         8: [op("all-reduce", 900_000_000, everyone8)]}
+  one = record(c, step_s=0.050, gpu="NVIDIA H200")
+  two = record(c, step_s=0.052, gpu="NVIDIA H200", num_devices=2, run_id="two")
+  plan_fn = fake_plans(ops, {1: 1, 2: 1, 8: 1})
+  points, notes = predict.predict(c, [1, 2, 8], records=[one, two], gpu="h200", plan_fn=plan_fn)
+  compute = {p["num_devices"]: p["compute_s"] for p in points}
+  # The calibration ran on two GPUs: their slowest chip is in its step fraction already.
+  assert compute[1] == compute[2]
+  grown = H200.chip_spread * (predict.expected_slowest(8) - predict.expected_slowest(2))
+  assert compute[8] == pytest.approx(compute[1] * (1 + grown))
+  assert points[2]["slowest_chip"]["fraction"] == pytest.approx(grown)
+  assert any(n.startswith("slowest chip:") and "+0.61% at 8 GPUs" in n for n in notes)
 
 
 def test_another_gpu_type_is_projected_category_by_category():
