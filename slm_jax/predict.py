@@ -615,7 +615,7 @@ def measured_waiting_s(record: dict) -> float | None:
 def expected_slowest(n: int) -> float:
   """How many standard deviations the slowest of n chips sits above the mean chip, their speeds
   drawn from one normal distribution: E[max of n standard normals] (0.564 for two, 1.42 for
-  eight, 2.32 for 64), by the trapezoid rule."""
+  eight, 2.34 for 64), by the trapezoid rule."""
   if n <= 1:
     return 0.0
   dx = 1e-3
@@ -1055,7 +1055,8 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
 
 
 def _slowest_chip_note(target: hardware.GPU, points: list[dict]) -> str:
-  last = points[-1]["slowest_chip"]
+  widest = max(points, key=lambda p: p["num_devices"])
+  last = widest["slowest_chip"]
   sigma, measured_on = last["chip_spread"], last["measured_on"]
   where = ("" if measured_on == target.name else
            f", measured on {measured_on}s and assumed for the {target.name}")
@@ -1065,7 +1066,7 @@ def _slowest_chip_note(target: hardware.GPU, points: list[dict]) -> str:
           f"E[max of N standard normals] of that above the mean chip, and "
           + (f"the calibration's {k} GPUs carry their own in its step fraction, so compute "
              f"grows by the rest" if k > 1 else "compute grows by that")
-          + f": +{last['fraction']:.2%} at {points[-1]['num_devices']} GPUs")
+          + f": +{last['fraction']:.2%} at {widest['num_devices']} GPUs")
 
 
 # ----------------------------------------------------------------------------- checking

@@ -186,6 +186,9 @@ def test_only_the_chips_past_the_calibration_s_count_slow_a_prediction():
   assert compute[8] == pytest.approx(compute[1] * (1 + grown))
   assert points[2]["slowest_chip"]["fraction"] == pytest.approx(grown)
   assert any(n.startswith("slowest chip:") and "+0.61% at 8 GPUs" in n for n in notes)
+  # The note names the widest point, in whatever order the counts came.
+  _, notes = predict.predict(c, [8, 1, 2], records=[one, two], gpu="h200", plan_fn=plan_fn)
+  assert any(n.startswith("slowest chip:") and "+0.61% at 8 GPUs" in n for n in notes)
 
 
 def test_another_gpu_type_is_projected_category_by_category():
