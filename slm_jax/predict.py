@@ -651,13 +651,15 @@ def measure_chip_spread(records: list[dict], gpu: hardware.GPU) -> tuple[float, 
           sum(map(len, by_host.values())))
 
 
-def slowest_chip(target: hardware.GPU, num_devices: int, calibrated_on: int) -> tuple[float, str]:
-  """(the fraction by which N chips' step outlasts one chip's compute, the type the spread was
-  measured on). A calibration on a run of k GPUs holds its slowest-of-k wait in its step
-  fraction, so only the slowest of N beyond the slowest of k is added."""
+def slowest_chip(target: hardware.GPU, num_devices: int, calibrated_on: int) -> dict:
+  """A point's `slowest_chip`: the fraction by which N chips' step outlasts one chip's compute,
+  the spread it comes from and the type that spread was measured on. A calibration on a run of
+  k GPUs holds its slowest-of-k wait in its step fraction, so only the slowest of N beyond the
+  slowest of k is added."""
   sigma, measured_on = hardware.chip_spread(target)
   extra = expected_slowest(num_devices) - expected_slowest(calibrated_on)
-  return sigma * max(0.0, extra), measured_on
+  return {"fraction": sigma * max(0.0, extra), "chip_spread": sigma, "measured_on": measured_on,
+          "calibrated_on_devices": calibrated_on}
 
 
 def record_config(record: dict) -> ml_collections.ConfigDict:
@@ -942,9 +944,9 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
   ops = gpu_ops(plan_n["ops"], c.strategy, num_devices, gpus_per_node)
   comm = comm_seconds(ops, per_node, intra, inter)
   calibrated_on = (calibration.record or {}).get("num_devices") or 1
-  slowest, spread_on = slowest_chip(target, num_devices, calibrated_on)
+  slowest = slowest_chip(target, num_devices, calibrated_on)
   compute_s = (compute.seconds - compute.optimizer_s * (
-      1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))) * (1 + slowest)
+      1 - 1 / optimizer_shards(c.strategy, num_devices, per_node))) * (1 + slowest["fraction"])
   exposed = calibration.exposed.seconds(comm)
   exposed_model = calibration.exposed.as_dict()
   if schedule is not None and nodes == 1:
@@ -980,8 +982,7 @@ def point(c: ml_collections.ConfigDict, num_devices: int, gpus_per_node: int,
       "exposed_fraction": exposed / comm if comm > 0 else calibration.exposed_fraction,
       "comm_cost_s": cost, "exposed_model": exposed_model,
       "step_fraction": calibration.step,
-      "slowest_chip": {"fraction": slowest, "chip_spread": hardware.chip_spread(target)[0],
-                       "measured_on": spread_on, "calibrated_on_devices": calibrated_on},
+      "slowest_chip": slowest,
       "fits": None if memory is None else memory <= budget, "expected_memory_bytes": memory,
       "memory_budget_bytes": budget, "price_per_device_hour": price,
       "collectives": summary(ops),
