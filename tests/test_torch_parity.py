@@ -22,6 +22,7 @@ pytest.importorskip("transformers", reason='the torch extra is not installed: '
 
 from slm_jax import config as config_lib  # noqa: E402
 from slm_jax import model, results  # noqa: E402
+from slm_jax.errors import UserError  # noqa: E402
 from slm_jax import train as jax_train  # noqa: E402
 from slm_jax.torch_ref import convert  # noqa: E402
 from slm_jax.torch_ref import model as torch_model  # noqa: E402
@@ -34,9 +35,13 @@ SMALL_GQA = model.ModelConfig(num_layers=2, num_heads=4, num_kv_heads=2, head_di
                               ffn_dim=172, vocab_size=512)
 
 
+# The runs here are CPU runs (gloo) wherever the tests run, a machine with GPUs included.
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+
+
 def run_module(module, *args, timeout=300):
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout)
+                        text=True, timeout=timeout, env=CPU_ONLY)
 
 
 def rel_err(a, b) -> float:
@@ -172,6 +177,22 @@ def test_tiny_torch_run_writes_a_valid_record(tmp_path):
   assert run_dir.name == record["run_id"] and run_dir.parent.name == "tiny_eager_single_b8"
 
 
+def test_more_processes_than_gpus_is_one_error(monkeypatch):
+  monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+  monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+  c = config_lib.tiny_config()
+  c.update(strategy="ddp", num_devices=2)
+  with pytest.raises(UserError, match=r"num_devices=2 but only 1 GPUs are present"):
+    torch_train.device_count(c)
+  # torchrun started by hand with more processes than the node has GPUs
+  monkeypatch.setenv("RANK", "1")
+  monkeypatch.setenv("LOCAL_RANK", "1")
+  monkeypatch.setenv("WORLD_SIZE", "2")
+  c.num_devices = 0
+  with pytest.raises(UserError, match=r"local process 1 of its node, which has 1 GPUs"):
+    torch_train.place(c)
+
+
 # Two processes, and a learning rate at which each of 6 steps moves the loss by 0.1 or more: a
 # lost, doubled or mis-scaled update shows in the losses.
 TWO = ["--config.num_devices=2", "--config.tensorboard=false", "--config.learning_rate=3e-3",
@@ -266,7 +287,7 @@ def _probe(tmp_path, strategy) -> list[dict]:
   proc = subprocess.run(
       [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
        str(script), strategy, str(out)], cwd=ROOT, capture_output=True, text=True,
-      timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
+      timeout=300, env={**CPU_ONLY, "PYTHONPATH": str(ROOT)})
   assert proc.returncode == 0, proc.stderr
   return [json.loads((out / f"{rank}.json").read_text()) for rank in range(2)]
 

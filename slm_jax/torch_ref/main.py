@@ -68,8 +68,10 @@ def device_info() -> results.DeviceInfo:
   import torch
 
   if torch.cuda.is_available():
-    return results.DeviceInfo(torch.cuda.get_device_name(int(os.environ.get("LOCAL_RANK", "0"))),
-                              "gpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    # A process started past the node's GPUs names GPU 0 in its error record.
+    return results.DeviceInfo(
+        torch.cuda.get_device_name(local if local < torch.cuda.device_count() else 0), "gpu")
   return results.DeviceInfo("cpu", "cpu")
 
 

@@ -151,6 +151,9 @@ def place(c: ml_collections.ConfigDict) -> Placement:
     raise UserError(f"--config.num_devices={c.num_devices}, but {world} processes were started")
   rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
   if torch.cuda.is_available():
+    if local >= torch.cuda.device_count():
+      raise UserError(f"process {rank} is local process {local} of its node, which has "
+                      f"{torch.cuda.device_count()} GPUs: start at most one process per GPU")
     device = torch.device("cuda", local)
     torch.cuda.set_device(device)
   else:
@@ -164,7 +167,10 @@ def device_count(c: ml_collections.ConfigDict) -> int:
   """Processes (one a device) that `c` asks for: all GPUs for num_devices=0, one on a CPU."""
   if c.strategy == "single":
     return 1
-  return c.num_devices or torch.cuda.device_count() or 1
+  gpus = torch.cuda.device_count()
+  if gpus and c.num_devices > gpus:
+    raise UserError(f"--config.num_devices={c.num_devices} but only {gpus} GPUs are present")
+  return c.num_devices or gpus or 1
 
 
 def memory_budget(c: ml_collections.ConfigDict, device: torch.device) -> int | None:
