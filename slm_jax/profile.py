@@ -144,10 +144,13 @@ def kernel_category(kernel: str) -> str:
 
 
 def gpu_timelines(events: list[dict]) -> dict[str, int]:
-  """{device name: trace pid} of the GPU timelines in a trace, in device order."""
+  """{device name: trace pid} of the GPU timelines in a trace, in device order. A GPU that ran
+  nothing is left out: a CPU run on a machine with a GPU plugin (JAX_PLATFORMS=cpu) names the
+  GPU with no events, and its ops are the host's."""
+  busy = {e.get("pid") for e in events if e.get("ph") == "X"}
   gpus = {str((e.get("args") or {}).get("name", "")): e.get("pid") for e in events
           if e.get("ph") == "M" and e.get("name") == "process_name"
-          and "GPU" in str((e.get("args") or {}).get("name", ""))}
+          and "GPU" in str((e.get("args") or {}).get("name", "")) and e.get("pid") in busy}
   number = lambda name: int(m[1]) if (m := re.search(r"(\d+)$", name)) else -1
   return {name: gpus[name] for name in sorted(gpus, key=lambda n: (number(n), n))}
 

@@ -89,6 +89,12 @@ def test_gpu_trace_events_are_matched_by_hlo_op_kernel_name_or_kernel_kind():
   assert [ops[n].category for n in names[3:]] == ["matmul", "collectives"]
   # Without GPU timelines (a CPU trace) only events named after instructions count.
   assert [n for _, _, n, _ in profile.device_spans(events[3:4] + events[8:9], ops)] == ["fusion.3"]
+  # A CPU run where a GPU plugin is installed (JAX_PLATFORMS=cpu): the trace names the GPU,
+  # which ran nothing; the host's events are the ops.
+  cpu_run = meta + [ev(1, "fusion.3", 0), ev(1, "loop_add_fusion.1", 20)]
+  assert profile.gpu_timelines(cpu_run) == {}
+  assert [n for _, _, n, _ in profile.device_spans(cpu_run, ops)] == ["fusion.3",
+                                                                       "loop_add_fusion.1"]
 
 
 def test_collective_time_and_its_overlap_with_compute(tmp_path):
