@@ -250,6 +250,10 @@ def test_kernels_lower_to_triton_without_a_gpu(s, h, hkv, d, causal, dtype):
     out, vjp = jax.vjp(lambda q, k, v: pallas.attend(q, k, v, causal=causal, config=config,
                                                      interpret=False), q, k, v)
     return out, vjp(out)
-  hlo = jax.jit(fwd_bwd).trace(q, kv, kv).lower(lowering_platforms=("cuda",)).as_text()
+  # Newer JAX reads the GPU to lower for from the abstract mesh when no GPU is present.
+  h200 = jax.sharding.AbstractDevice(device_kind="NVIDIA H200", num_cores=None, platform="cuda")
+  with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",),
+                                                                abstract_device=h200)):
+    hlo = jax.jit(fwd_bwd).trace(q, kv, kv).lower(lowering_platforms=("cuda",)).as_text()
   for name in ("slm_flash_fwd", "slm_flash_delta", "slm_flash_dkdv", "slm_flash_dq"):
     assert name in hlo
