@@ -1057,17 +1057,17 @@ def predict(c: ml_collections.ConfigDict, counts: list[int], *, records: list[di
 
 def _slowest_chip_note(target: hardware.GPU, points: list[dict]) -> str:
   widest = max(points, key=lambda p: p["num_devices"])
-  last = widest["slowest_chip"]
-  sigma, measured_on = last["chip_spread"], last["measured_on"]
+  chip = widest["slowest_chip"]
+  sigma, measured_on = chip["chip_spread"], chip["measured_on"]
   where = ("" if measured_on == target.name else
            f", measured on {measured_on}s and assumed for the {target.name}")
-  k = last["calibrated_on_devices"]
+  k = chip["calibrated_on_devices"]
   return (f"slowest chip: a step waits for its slowest GPU, and {target.name} chips' compute "
           f"times differ by a standard deviation of {sigma:.2%}{where}; the slowest of N sits "
           f"E[max of N standard normals] of that above the mean chip, and "
           + (f"the calibration's {k} GPUs carry their own in its step fraction, so compute "
              f"grows by the rest" if k > 1 else "compute grows by that")
-          + f": +{last['fraction']:.2%} at {widest['num_devices']} GPUs")
+          + f": +{chip['fraction']:.2%} at {widest['num_devices']} GPUs")
 
 
 # ----------------------------------------------------------------------------- checking

@@ -22,8 +22,8 @@ pytest.importorskip("transformers", reason='the torch extra is not installed: '
 
 from slm_jax import config as config_lib  # noqa: E402
 from slm_jax import model, results  # noqa: E402
-from slm_jax.errors import UserError  # noqa: E402
 from slm_jax import train as jax_train  # noqa: E402
+from slm_jax.errors import UserError  # noqa: E402
 from slm_jax.torch_ref import convert  # noqa: E402
 from slm_jax.torch_ref import model as torch_model  # noqa: E402
 from slm_jax.torch_ref import train as torch_train  # noqa: E402
@@ -35,13 +35,15 @@ SMALL_GQA = model.ModelConfig(num_layers=2, num_heads=4, num_kv_heads=2, head_di
                               ffn_dim=172, vocab_size=512)
 
 
-# The runs here are CPU runs (gloo) wherever the tests run, a machine with GPUs included.
-CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+def cpu_only(**extra) -> dict:
+  """The environment of a run here: a CPU run (gloo) wherever the tests run, a machine with
+  GPUs included."""
+  return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", **extra}
 
 
 def run_module(module, *args, timeout=300):
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout, env=CPU_ONLY)
+                        text=True, timeout=timeout, env=cpu_only())
 
 
 def rel_err(a, b) -> float:
@@ -287,7 +289,7 @@ def _probe(tmp_path, strategy) -> list[dict]:
   proc = subprocess.run(
       [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
        str(script), strategy, str(out)], cwd=ROOT, capture_output=True, text=True,
-      timeout=300, env={**CPU_ONLY, "PYTHONPATH": str(ROOT)})
+      timeout=300, env=cpu_only(PYTHONPATH=str(ROOT)))
   assert proc.returncode == 0, proc.stderr
   return [json.loads((out / f"{rank}.json").read_text()) for rank in range(2)]
 

@@ -151,9 +151,9 @@ def place(c: ml_collections.ConfigDict) -> Placement:
     raise UserError(f"--config.num_devices={c.num_devices}, but {world} processes were started")
   rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
   if torch.cuda.is_available():
-    if local >= torch.cuda.device_count():
+    if local >= (gpus := torch.cuda.device_count()):
       raise UserError(f"process {rank} is local process {local} of its node, which has "
-                      f"{torch.cuda.device_count()} GPUs: start at most one process per GPU")
+                      f"{gpus} GPUs: start at most one process per GPU")
     device = torch.device("cuda", local)
     torch.cuda.set_device(device)
   else:
